@@ -1,0 +1,81 @@
+/**
+ * LUO's hand-over ABI (include/linux/kho/abi/luo.h, abi/block.h, abi/memfd.h): the `luo_ser` root
+ * blob, linked-block headers and entries, FLB records and memfd descriptors. All packed,
+ * little-endian. Any change here needs a new compat string.
+ */
+import { PAGE_SIZE } from './kho.ts';
+import { cstr, defineStruct, u16, u32, u64 } from '../bytes/struct.ts';
+
+export const LUO_SUBTREE_NAME = 'LUO';
+export const LUO_ABI_COMPATIBLE = 'luo-v5';
+/** sizeof("luo-v5") = 7, rounded up to a multiple of 8. */
+export const LUO_ABI_COMPAT_LEN = 8;
+
+export const LuoSer = defineStruct('luo_ser', 'le', {
+  compatible: cstr(LUO_ABI_COMPAT_LEN),
+  liveupdate_num: u64,
+  sessions_pa: u64,
+  flbs_pa: u64,
+}, 32);
+
+/** Header of every linked serialization block (abi/block.h). */
+export const KhoBlockHeader = defineStruct('kho_block_header_ser', 'le', { next: u64, count: u64 }, 16);
+/** KHO_MAX_BLOCKS (kho_block.c): the cap on blocks in one set. */
+export const KHO_MAX_BLOCKS = 10000;
+export const blockCapacity = (entrySize: number): number => Math.floor((PAGE_SIZE - KhoBlockHeader.size) / entrySize);
+
+export const LUO_SESSION_NAME_LENGTH = 64;
+export const LuoSessionSer = defineStruct('luo_session_ser', 'le', {
+  name: cstr(LUO_SESSION_NAME_LENGTH),
+  files: u64,
+  count: u64,
+}, 80);
+
+export const LIVEUPDATE_HNDL_COMPAT_LENGTH = 48;
+export const LuoFileSer = defineStruct('luo_file_ser', 'le', {
+  compatible: cstr(LIVEUPDATE_HNDL_COMPAT_LENGTH),
+  data: u64,
+  token: u64,
+}, 64);
+
+export const LuoFlbHeaderSer = defineStruct('luo_flb_header_ser', 'le', { pgcnt: u64, count: u64 }, 16);
+export const LuoFlbSer = defineStruct('luo_flb_ser', 'le', {
+  name: cstr(LIVEUPDATE_HNDL_COMPAT_LENGTH),
+  data: u64,
+  count: u64,
+}, 64);
+/** One page of FLB records after the header: (4096 - 16) / 64 = 63. */
+export const LUO_FLB_MAX = Math.floor((PAGE_SIZE - LuoFlbHeaderSer.size) / LuoFlbSer.size);
+
+// ---- memfd (mm/memfd_luo.c, abi/memfd.h) ----
+export const MEMFD_LUO_COMPATIBLE = 'memfd-v2';
+export const MEMFD_LUO_FOLIO_DIRTY = 1;
+export const MEMFD_LUO_FOLIO_UPTODATE = 2;
+/** pfn in bits 0..51, flags in bits 52..63 of word 0; page index in word 1. */
+export const MemfdLuoFolioSer = defineStruct('memfd_luo_folio_ser', 'le', { pfn_flags: u64, index: u64 }, 16);
+export const MEMFD_FOLIO_PFN_BITS = 52n;
+
+/** struct memfd_luo_ser, memfd-v2: the `folios` member is an embedded struct kho_vmalloc. */
+export const MemfdLuoSer = defineStruct('memfd_luo_ser', 'le', {
+  pos: u64,
+  size: u64,
+  seals: u32,
+  flags: u32,
+  nr_folios: u64,
+  folios_first: u64,
+  folios_total_pages: u32,
+  folios_flags: u16,
+  folios_order: u16,
+}, 48);
+
+/** memfd-v1 (no seals): kept for decoding older kernels' hand-overs. */
+export const MEMFD_LUO_COMPATIBLE_V1 = 'memfd-v1';
+export const MemfdLuoSerV1 = defineStruct('memfd_luo_ser_v1', 'le', {
+  pos: u64,
+  size: u64,
+  nr_folios: u64,
+  folios_first: u64,
+  folios_total_pages: u32,
+  folios_flags: u16,
+  folios_order: u16,
+}, 40);

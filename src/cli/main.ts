@@ -1,0 +1,27 @@
+/**
+ * The `luo` command line: subcommands are registered here, each implemented in its own module.
+ * Returns the process exit code (0 ok, 1 failure, 2 usage error).
+ */
+import { Command, CommanderError } from 'commander';
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command('luo')
+    .description('Live Update Orchestrator and Kexec HandOver on a simulated machine')
+    .exitOverride()
+    .showHelpAfterError();
+  let code = 0;
+  program
+    .command('demo')
+    .description('run the main job: a demonstration on an embedded default configuration')
+    .action(async () => {
+      const { runDemo } = await import('./demo.ts');
+      code = await runDemo();
+    });
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    throw e;
+  }
+  return code;
+}
