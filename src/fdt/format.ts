@@ -84,3 +84,15 @@ export class FdtError extends Error {
     return -FDT_ERR[this.code];
   }
 }
+
+/** Header sizes by version (libfdt's FDT_V1_SIZE .. FDT_V17_SIZE). v16 lacks size_dt_struct. */
+export const FDT_V1_HEADER_SIZE = 28;
+export const FDT_V16_HEADER_SIZE = 36;
+/** The oldest version luo reads (v16: NOPs allowed, names not full paths). */
+export const FDT_FIRST_READABLE_VERSION = 16;
+
+/**
+ * The deepest node nesting luo accepts (root = depth 0). Mirrors FDT_MAX_DEPTH in the kernel's
+ * drivers/of/fdt.c; it bounds every walk and every path a reader builds from an untrusted blob.
+ */
+export const FDT_MAX_DEPTH = 64;
