@@ -75,8 +75,9 @@ export class RadixTracker {
     return this.nodes.length;
   }
 
-  get nodePfns(): readonly number[] {
-    return this.nodes;
+  /** The tracker's own pages (tables and leaves), which the kexec must carry. */
+  pages(): number[] {
+    return [...this.nodes];
   }
 
   private newNode(): number {
