@@ -423,6 +423,8 @@ export class Kho {
       return null;
     }
     this.magic.delete(pfn);
+    if (order <= MAX_PAGE_ORDER) this.alloc.adoptFolio?.(pfn, order);
+    else this.alloc.adoptPages?.(pfn, 2 ** order);
     return { pfn, order };
   }
 
@@ -436,6 +438,7 @@ export class Kho {
       }
     }
     for (const c of chunks) this.magic.delete(c.pfn);
+    this.alloc.adoptPages?.(paToPfn(pa), nrPages);
     return true;
   }
 
@@ -464,7 +467,7 @@ export class Kho {
         runs.push(paToPfn(r));
       }
       if (!this.restorePages(pa, 1)) throw new LuoError('EINVAL', `kho_restore_vmalloc: chunk 0x${pa.toString(16)} was not preserved`);
-      this.alloc.freeFolio(pfn, 0);
+      this.alloc.freePages?.(pfn, 1);
       pa = next;
     }
     if (runs.length * runPages !== desc.total_pages) throw new LuoError('EINVAL', `kho_restore_vmalloc: found ${runs.length * runPages} pages, descriptor says ${desc.total_pages}`);

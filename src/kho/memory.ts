@@ -13,4 +13,8 @@ export interface KhoAllocator {
   /** A naturally aligned block of 2^order pages; throws LuoError ENOMEM when none is free. */
   allocFolio(order: number): number;
   freeFolio(pfn: number, order: number): void;
+  /** Takes a restored block (memblock-reserved at boot, so never managed) as allocated. */
+  adoptFolio?(pfn: number, order: number): void;
+  adoptPages?(pfn: number, n: number): void;
+  freePages?(pfn: number, n: number): void;
 }

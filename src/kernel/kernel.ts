@@ -1,0 +1,243 @@
+/**
+ * A simulated Linux kernel on a Machine: early boot (memblock, KHO discovery and the tracker walk,
+ * scratch areas), the page allocator, KHO init, then kexec load/execute. A kexec boots a brand-new
+ * Kernel on the same memory given only what x86's boot protocol carries (struct kho_data and the
+ * command line); memory nobody preserved is poisoned first. Mirrors init/main.c, mm/mm_init.c and
+ * kernel/kexec_core.c at the level live update needs.
+ */
+import { LuoError } from '../errno.ts';
+import { KhoScratch, type KhoProfile, PAGE_SIZE } from '../abi/kho.ts';
+import { Kho, type ScratchArea } from '../kho/kho.ts';
+import { type KhoBootData, khoMemoryInit, khoPopulate, type Populated } from '../kho/incoming.ts';
+import { Memblock, MEMBLOCK_RSRV_KERN } from '../machine/memblock.ts';
+import { PageAllocator } from '../machine/page-alloc.ts';
+import { DEFAULT_SCRATCH_CONFIG, parseKhoScratch, reserveScratch, type ScratchConfig } from '../machine/scratch.ts';
+import { boolParam, parseCmdline, type Cmdline } from './cmdline.ts';
+import { KernelLog, type LogLevel } from './log.ts';
+import type { Machine } from './machine.ts';
+
+/** How a kernel was built: what the running code speaks. */
+export interface KernelBuild {
+  readonly release: string;
+  readonly khoProfile: KhoProfile;
+  /** CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT (the selftests' config sets it). */
+  readonly khoEnableDefault: boolean;
+  /** Bytes of the kernel image (text, data, bss) reserved at boot. */
+  readonly imageSize: number;
+}
+
+export const DEFAULT_BUILD: KernelBuild = { release: '7.3.4-luo', khoProfile: 'kho-v4', khoEnableDefault: true, imageSize: 32 << 20 };
+
+/** What the boot protocol hands a kernel. */
+export interface BootParams {
+  readonly cmdline: string;
+  readonly kho?: KhoBootData;
+  /** Where the image was placed (x86 loads at 16 MiB on a cold boot; kexec_file puts it in scratch). */
+  readonly image?: { readonly addr: bigint; readonly size: bigint };
+}
+
+/** x86_64 LOAD_PHYSICAL_ADDR. */
+const COLD_IMAGE_ADDR = 0x1000000n;
+/** sizeof(struct page) on x86_64: the memmap memblock reserves for every page of RAM. */
+const STRUCT_PAGE_SIZE = 64n;
+const SZ_64K = 0x10000n;
+
+export interface KexecImage {
+  readonly build: KernelBuild;
+  readonly cmdline: string;
+  readonly image: { addr: bigint; size: bigint };
+  /** The kexec segment holding a copy of the scratch array (kho_fill_kimage). */
+  readonly scratchSeg?: { addr: bigint; size: bigint };
+}
+
+/** Called on the reboot path before anything is torn down; an error refuses the reboot. */
+export type RebootHook = (k: Kernel) => void;
+
+export type KernelState = 'running' | 'kexeced';
+
+export class Kernel {
+  readonly log: KernelLog;
+  readonly cmdline: Cmdline;
+  readonly memblock: Memblock;
+  readonly alloc: PageAllocator;
+  readonly kho: Kho | undefined;
+  readonly scratch: readonly ScratchArea[];
+  /** The previous kernel's hand-over was found and its memory reserved. */
+  readonly handover: boolean;
+  private loaded: KexecImage | undefined;
+  private readonly rebootHooks: RebootHook[] = [];
+  state: KernelState = 'running';
+  readonly bootTimeMs: number;
+
+  private constructor(readonly machine: Machine, readonly build: KernelBuild, readonly params: BootParams, echo?: (l: string) => void) {
+    const t0 = performance.now();
+    this.log = new KernelLog(echo);
+    this.cmdline = parseCmdline(params.cmdline);
+    this.print('notice', `Linux version ${build.release} (luo simulated kernel, ${build.khoProfile})`);
+    this.print('info', `Command line: ${this.cmdline.raw}`);
+    const mem = machine.memory;
+    const ramPages = mem.nrPages;
+    const khoOn = boolParam(this.cmdline, 'kho', build.khoEnableDefault);
+
+    // --- early boot: memblock ---
+    const mb = new Memblock();
+    mb.addMemory(0n, mem.size);
+    mb.reserve(0n, 0x100000n); // the first 1 MiB (real-mode and BIOS areas on x86)
+    let populated: Populated | undefined;
+    if (khoOn && params.kho) {
+      populated = khoPopulate(mem, ramPages, params.kho, build.khoProfile, (l, m) => this.print(l, `KHO: ${m}`));
+      if (populated) {
+        mb.markScratch(populated.scratch);
+        mb.reserve(params.kho.scratchAddr, params.kho.scratchSize);
+        mb.setScratchOnly(true);
+      }
+    } else if (params.kho) {
+      this.print('info', 'KHO: disabled on the command line; ignoring the hand-over');
+    }
+    const image = params.image ?? { addr: COLD_IMAGE_ADDR, size: BigInt(build.imageSize) };
+    mb.reserve(image.addr, image.size, MEMBLOCK_RSRV_KERN);
+    // The memmap (struct page array) is the bulk of early kernel memory.
+    mb.alloc(BigInt(ramPages) * STRUCT_PAGE_SIZE, BigInt(PAGE_SIZE));
+
+    // --- kho_memory_init ---
+    let incoming: { magic: Map<number, number>; blocks: number } | undefined;
+    let scratch: ScratchArea[] = [];
+    if (populated) {
+      scratch = populated.scratch;
+      incoming = khoMemoryInit(mem, ramPages, populated, build.khoProfile, (l, m) => this.print(l, `KHO: ${m}`));
+      if (incoming) {
+        for (const [pfn, order] of incoming.magic) {
+          const base = BigInt(pfn) * BigInt(PAGE_SIZE);
+          const size = BigInt(PAGE_SIZE) << BigInt(order);
+          mb.reserve(base, size);
+          mb.markNoInit(base, size);
+        }
+        this.print('info', `KHO: reserved ${incoming.blocks} preserved block(s)`);
+      }
+    } else if (khoOn) {
+      let cfg: ScratchConfig = DEFAULT_SCRATCH_CONFIG;
+      const arg = this.cmdline.params.get('kho_scratch');
+      if (arg !== undefined) {
+        try {
+          cfg = parseKhoScratch(arg);
+        } catch (e) {
+          this.print('warn', `Malformed early option 'kho_scratch': ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }
+      try {
+        scratch = reserveScratch(mb, cfg).areas;
+      } catch (e) {
+        this.print('warn', `KHO: ${e instanceof Error ? e.message : String(e)}; disabling kexec handover`);
+      }
+    }
+    mb.setScratchOnly(false);
+    this.memblock = mb;
+    this.scratch = scratch;
+
+    // --- memblock_free_all: the page allocator takes over ---
+    this.alloc = PageAllocator.fromMemblock(mb);
+
+    // --- kho_init (fs_initcall) ---
+    this.handover = incoming !== undefined;
+    this.kho = khoOn && scratch.length > 0
+      ? new Kho(mem, this.alloc, { profile: build.khoProfile, scratch, release: build.release, ramPages, log: (l, m) => this.print(l, `KHO: ${m}`) },
+        populated && incoming ? { root: populated.root, fdtPa: populated.fdtPa, scratchPa: populated.scratchPa, magic: incoming.magic, blocks: incoming.blocks } : undefined)
+      : undefined;
+    this.bootTimeMs = performance.now() - t0;
+  }
+
+  /** Boots a kernel on `machine` (a cold boot when `params.kho` is absent). */
+  static boot(machine: Machine, build: KernelBuild, params: BootParams, echo?: (l: string) => void): Kernel {
+    return new Kernel(machine, build, params, echo);
+  }
+
+  print(level: LogLevel | 'err' | 'warn' | 'info', msg: string): void {
+    this.log.print(level, msg);
+  }
+
+  onReboot(hook: RebootHook): void {
+    this.rebootHooks.push(hook);
+  }
+
+  private assertRunning(): void {
+    if (this.state !== 'running') throw new LuoError('EINVAL', 'this kernel has been replaced by kexec');
+  }
+
+  /**
+   * kexec_file_load: the image goes into a KHO scratch area (kho_locate_mem_hole); with KHO on, a
+   * copy of the scratch array becomes its own segment, 64 KiB aligned, top-down (kho_fill_kimage).
+   * Allowed at any time: the root FDT's address is stable from boot.
+   */
+  kexecLoad(opts: { build?: KernelBuild; cmdline?: string } = {}): KexecImage {
+    this.assertRunning();
+    const build = opts.build ?? this.build;
+    const size = BigInt(build.imageSize);
+    const areas = this.scratch.filter((s) => s.size > 0n);
+    let image: { addr: bigint; size: bigint } | undefined;
+    let seg: { addr: bigint; size: bigint } | undefined;
+    if (this.kho) {
+      const segSize = BigInt(this.scratch.length * KhoScratch.size);
+      // Largest scratch area: image at its bottom (2 MiB aligned), scratch array at its top.
+      const area = [...areas].sort((a, b) => (a.size < b.size ? 1 : -1))[0];
+      if (!area || area.size < size + SZ_64K * 2n) throw new LuoError('ENOMEM', 'kexec_file_load: no KHO scratch area can hold the image');
+      image = { addr: area.addr, size };
+      seg = { addr: ((area.addr + area.size - segSize) / SZ_64K) * SZ_64K, size: segSize };
+    } else {
+      image = { addr: COLD_IMAGE_ADDR, size };
+    }
+    this.loaded = { build, cmdline: opts.cmdline ?? this.cmdline.raw, image, ...(seg ? { scratchSeg: seg } : {}) };
+    this.print('info', `kexec_file: loaded ${build.release} (${build.khoProfile}) at 0x${image.addr.toString(16)}`);
+    return this.loaded;
+  }
+
+  get kexecLoaded(): KexecImage | undefined {
+    return this.loaded;
+  }
+
+  /**
+   * reboot(LINUX_REBOOT_CMD_KEXEC): runs the reboot hooks (LUO freezes and serializes there; an
+   * error refuses the reboot and changes nothing), then hands over and boots the loaded image.
+   */
+  kexec(echo?: (l: string) => void): Kernel {
+    this.assertRunning();
+    const img = this.loaded;
+    if (!img) throw new LuoError('EINVAL', 'kexec: no image loaded (kexec_file_load first)');
+    for (const hook of this.rebootHooks) hook(this);
+    this.print('info', 'kexec_core: Starting new kernel');
+    const mem = this.machine.memory;
+    let boot: KhoBootData | undefined;
+    const keep: Array<{ start: bigint; end: bigint }> = [];
+    if (this.kho && img.scratchSeg) {
+      const arr = new Uint8Array(Number(img.scratchSeg.size));
+      this.scratch.forEach((s, i) => KhoScratch.encode({ addr: s.addr, size: s.size }, arr, i * KhoScratch.size));
+      mem.write(img.scratchSeg.addr, arr);
+      keep.push(...this.handoverRanges(), { start: img.scratchSeg.addr, end: img.scratchSeg.addr + img.scratchSeg.size });
+      boot = { fdtAddr: this.kho.rootFdtPa, fdtSize: BigInt(PAGE_SIZE), scratchAddr: img.scratchSeg.addr, scratchSize: img.scratchSeg.size };
+    }
+    mem.poisonExcept(keep);
+    this.state = 'kexeced';
+    const next = Kernel.boot(this.machine, img.build, { cmdline: img.cmdline, image: img.image, ...(boot ? { kho: boot } : {}) }, echo);
+    this.machine.kernel = next;
+    return next;
+  }
+
+  /** Physical ranges the next kernel needs: preserved blocks and the tracker's pages, merged. */
+  handoverRanges(): Array<{ start: bigint; end: bigint }> {
+    if (!this.kho) return [];
+    const pfnRanges: Array<[number, number]> = [];
+    this.kho.walkPreserved((pfn, order) => pfnRanges.push([pfn, pfn + 2 ** order]));
+    for (const pfn of this.kho.metadataPfns()) pfnRanges.push([pfn, pfn + 1]);
+    pfnRanges.sort((a, b) => a[0] - b[0]);
+    const out: Array<{ start: bigint; end: bigint }> = [];
+    let cur: [number, number] | undefined;
+    for (const r of pfnRanges) {
+      if (cur && r[0] <= cur[1]) cur[1] = Math.max(cur[1], r[1]);
+      else {
+        if (cur) out.push({ start: BigInt(cur[0]) * 4096n, end: BigInt(cur[1]) * 4096n });
+        cur = [r[0], r[1]];
+      }
+    }
+    if (cur) out.push({ start: BigInt(cur[0]) * 4096n, end: BigInt(cur[1]) * 4096n });
+    return out;
+  }
+}
