@@ -161,7 +161,7 @@ export function headerProblems(blob: Uint8Array): FdtError[] {
   if (rsv % 8 !== 0) out.push(new FdtError('ALIGNMENT', HDR.off_mem_rsvmap, `reservation map offset ${rsv} is not 8-byte aligned`));
   if (st % 4 !== 0) out.push(new FdtError('ALIGNMENT', HDR.off_dt_struct, `structure block offset ${st} is not 4-byte aligned`));
   if (version >= 17 && stSize % 4 !== 0) out.push(new FdtError('ALIGNMENT', HDR.size_dt_struct, `structure block size ${stSize} is not a multiple of 4`));
-  if (st < str + strSize && str < st + stSize) {
+  if (version >= 17 && st < str + strSize && str < st + stSize) {
     out.push(new FdtError('BADLAYOUT', HDR.off_dt_strings, `strings block [${str}, ${str + strSize}) overlaps structure block [${st}, ${st + stSize})`));
   }
   if (len < total) out.push(new FdtError('TRUNCATED', HDR.totalsize, `totalsize ${total} > ${len} available bytes`));
