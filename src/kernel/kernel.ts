@@ -225,7 +225,7 @@ export class Kernel {
   handoverRanges(): Array<{ start: bigint; end: bigint }> {
     if (!this.kho) return [];
     const pfnRanges: Array<[number, number]> = [];
-    this.kho.walkPreserved((pfn, order) => pfnRanges.push([pfn, pfn + 2 ** order]));
+    this.kho.forEachPreservedBlock((pfn, order) => pfnRanges.push([pfn, pfn + 2 ** order]));
     for (const pfn of this.kho.metadataPfns()) pfnRanges.push([pfn, pfn + 1]);
     pfnRanges.sort((a, b) => a[0] - b[0]);
     const out: Array<{ start: bigint; end: bigint }> = [];

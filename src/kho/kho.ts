@@ -342,6 +342,11 @@ export class Kho {
     this.tracker.walk(cb);
   }
 
+  /** Every block preserved in this kernel, from luo's own accounting (unordered). */
+  forEachPreservedBlock(cb: (pfn: number, order: number) => void): void {
+    for (const [k, order] of this.preserved) cb((k - order) / 64, order);
+  }
+
   get preservedPages(): number {
     return this.preservedPageCount;
   }
