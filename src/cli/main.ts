@@ -17,6 +17,15 @@ export async function main(argv: string[]): Promise<number> {
       const { runDemo } = await import('./demo.ts');
       code = await runDemo();
     });
+  program
+    .command('dtb')
+    .description('decompile a flattened device tree blob to DTS (as dtc -I dtb -O dts prints it) or JSON')
+    .argument('<file>', 'the blob, or - for stdin')
+    .option('--json', 'print the tree as JSON')
+    .action(async (file: string, opts: { json?: boolean }) => {
+      const { runDtb } = await import('./dtb.ts');
+      code = await runDtb(file, opts);
+    });
   try {
     await program.parseAsync(argv);
   } catch (e) {
