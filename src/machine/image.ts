@@ -1,0 +1,329 @@
+/**
+ * The on-disk memory image a kexec hands to a new process: the preserved ranges of physical memory
+ * (DATA pages as bytes, ZERO/POISON pages as runs), the RAM size and a JSON blob of boot
+ * parameters, sealed by a sha256. Plays the role of the memory a real kexec leaves in place.
+ *
+ * Layout (little-endian), version 1:
+ *   0  magic "LUOPMEM\0"      8  version u32         12 page size u32
+ *   16 RAM size u64           24 meta length u32     28 range count u32
+ *   32 run count u64          40 DATA page count u64 48 file length u64   56 reserved u64 (0)
+ *   64 meta JSON (UTF-8), zero-padded to 8 bytes
+ *   then range count x { start pfn u64, end pfn u64 }
+ *   then run count x { state u32 (0 zero, 1 poison, 2 data), reserved u32, pfn u64, count u64 },
+ *        a DATA run followed by count x 4096 bytes
+ *   then sha256 (32 bytes) of everything before it.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { LuoError, isLuoError } from '../errno.ts';
+import { PAGE_SIZE } from '../abi/kho.ts';
+import type { PageRun, PhysRange, PhysicalMemory } from './memory.ts';
+import { IntervalSet, hex } from './ranges.ts';
+
+export const IMAGE_MAGIC = 'LUOPMEM\0';
+export const IMAGE_VERSION = 1;
+export const IMAGE_HEADER_SIZE = 64;
+const RANGE_SIZE = 16;
+const RUN_SIZE = 24;
+const HASH_SIZE = 32;
+const CHUNK = 1 << 20;
+const STATE_CODE = { zero: 0, poison: 1, data: 2 } as const;
+const CODE_STATE = ['zero', 'poison', 'data'] as const;
+
+export interface ImageOptions {
+  /** Physical ranges to save (rounded outwards to pages); everything else will load as POISON. */
+  ranges: readonly PhysRange[];
+  /** Boot parameters, stored as JSON. */
+  meta?: unknown;
+}
+
+export interface LoadedImage {
+  memory: PhysicalMemory;
+  meta: unknown;
+}
+
+
+/** Buffers writes into 1 MiB chunks and hashes everything written. */
+class ImageWriter {
+  private buf = new Uint8Array(CHUNK);
+  private used = 0;
+  readonly hash: Hash = createHash('sha256');
+  offset = 0;
+  constructor(private readonly fh: FileHandle) {}
+
+  async put(bytes: Uint8Array, hashIt = true): Promise<void> {
+    if (hashIt) this.hash.update(bytes);
+    this.offset += bytes.length;
+    if (bytes.length > CHUNK / 2) {
+      await this.flush();
+      await this.fh.write(bytes);
+      return;
+    }
+    if (this.used + bytes.length > CHUNK) await this.flush();
+    this.buf.set(bytes, this.used);
+    this.used += bytes.length;
+  }
+
+  async flush(): Promise<void> {
+    if (this.used === 0) return;
+    await this.fh.write(this.buf, 0, this.used);
+    this.buf = new Uint8Array(CHUNK);
+    this.used = 0;
+  }
+}
+
+function runRecord(run: PageRun): Uint8Array {
+  const b = new Uint8Array(RUN_SIZE);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, STATE_CODE[run.state], true);
+  v.setBigUint64(8, BigInt(run.pfn), true);
+  v.setBigUint64(16, BigInt(run.count), true);
+  return b;
+}
+
+function* allRuns(mem: PhysicalMemory, spans: IntervalSet): Generator<PageRun> {
+  for (const s of spans) yield* mem.runs(s.start, s.end);
+}
+
+export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageOptions): Promise<void> {
+  const spans = mem.pageSpans(opts.ranges, 'saveImage');
+  const metaJson = JSON.stringify(opts.meta ?? null);
+  const meta = new TextEncoder().encode(metaJson);
+  const metaPadded = Math.ceil(meta.length / 8) * 8;
+  // First pass: count runs and DATA pages so the header can state the file length.
+  let runCount = 0;
+  let dataPages = 0;
+  for (const r of allRuns(mem, spans)) {
+    runCount++;
+    if (r.state === 'data') dataPages += r.count;
+  }
+  const fileLength = IMAGE_HEADER_SIZE + metaPadded + spans.count * RANGE_SIZE + runCount * RUN_SIZE + dataPages * PAGE_SIZE + HASH_SIZE;
+
+  const header = new Uint8Array(IMAGE_HEADER_SIZE);
+  const hv = new DataView(header.buffer);
+  header.set(new TextEncoder().encode(IMAGE_MAGIC), 0);
+  hv.setUint32(8, IMAGE_VERSION, true);
+  hv.setUint32(12, PAGE_SIZE, true);
+  hv.setBigUint64(16, mem.size, true);
+  hv.setUint32(24, meta.length, true);
+  hv.setUint32(28, spans.count, true);
+  hv.setBigUint64(32, BigInt(runCount), true);
+  hv.setBigUint64(40, BigInt(dataPages), true);
+  hv.setBigUint64(48, BigInt(fileLength), true);
+
+  const tmp = `${path}.tmp`;
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(tmp, 'w', 0o600);
+    const w = new ImageWriter(fh);
+    await w.put(header);
+    const metaBuf = new Uint8Array(metaPadded);
+    metaBuf.set(meta);
+    await w.put(metaBuf);
+    for (const s of spans) {
+      const b = new Uint8Array(RANGE_SIZE);
+      const v = new DataView(b.buffer);
+      v.setBigUint64(0, BigInt(s.start), true);
+      v.setBigUint64(8, BigInt(s.end), true);
+      await w.put(b);
+    }
+    for (const r of allRuns(mem, spans)) {
+      await w.put(runRecord(r));
+      if (r.state === 'data') for (let i = 0; i < r.count; i++) await w.put(mem.storedPage(r.pfn + i)!);
+    }
+    await w.put(new Uint8Array(w.hash.digest()), false);
+    await w.flush();
+    if (w.offset !== fileLength) throw new LuoError('EIO', `saveImage: wrote ${w.offset} bytes, expected ${fileLength}`);
+    await fh.sync();
+    await fh.close();
+    fh = undefined;
+    await rename(tmp, path);
+    const dir = await open(dirname(path), 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  } catch (e) {
+    if (fh) await fh.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    if (isLuoError(e)) throw e;
+    throw new LuoError('EIO', `saveImage: writing ${path}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** Streams a file in 1 MiB chunks, hashing what it hands out and tracking the byte offset. */
+class ImageReader {
+  private buf = new Uint8Array(0);
+  private pos = 0;
+  private fileOffset = 0; // offset of buf[0] in the file
+  readonly hash: Hash = createHash('sha256');
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly path: string,
+    readonly length: number,
+  ) {}
+
+  get offset(): number {
+    return this.fileOffset + this.pos;
+  }
+
+  /** The next n bytes (a view valid until the next call), hashed unless told otherwise. */
+  async take(n: number, what: string, hashIt = true): Promise<Uint8Array> {
+    if (this.offset + n > this.length) {
+      throw new LuoError('EIO', `loadImage ${this.path}: truncated: ${what} needs ${n} byte(s) at offset ${this.offset}, file has ${this.length}`);
+    }
+    if (this.pos + n > this.buf.length) {
+      const rest = this.buf.subarray(this.pos);
+      const next = new Uint8Array(Math.max(CHUNK, n));
+      next.set(rest);
+      const want = Math.min(next.length - rest.length, this.length - this.offset - rest.length);
+      let got = 0;
+      while (got < want) {
+        const { bytesRead } = await this.fh.read(next, rest.length + got, want - got, this.offset + rest.length + got);
+        if (bytesRead === 0) throw new LuoError('EIO', `loadImage ${this.path}: file shrank while reading at offset ${this.offset + rest.length + got}`);
+        got += bytesRead;
+      }
+      this.fileOffset = this.offset;
+      this.buf = next.subarray(0, rest.length + got);
+      this.pos = 0;
+    }
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    if (hashIt) this.hash.update(out);
+    return out;
+  }
+}
+
+function u64num(v: DataView, off: number, what: string, path: string, base: number): number {
+  const x = v.getBigUint64(off, true);
+  if (x > BigInt(Number.MAX_SAFE_INTEGER)) throw new LuoError('EIO', `loadImage ${path}: ${what} ${hex(x)} at offset ${base + off} is too large`);
+  return Number(x);
+}
+
+export async function readImage(
+  path: string,
+  makeMemory: (size: bigint) => PhysicalMemory,
+  opts: { expectSize?: bigint } = {},
+): Promise<LoadedImage> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new LuoError(code === 'ENOENT' ? 'ENOENT' : 'EIO', `loadImage: cannot open ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  try {
+    const length = (await stat(path)).size;
+    const r = new ImageReader(fh, path, length);
+    const magic = new TextEncoder().encode(IMAGE_MAGIC);
+    // Magic first, even on a short file, so a foreign file is never reported as a truncated image.
+    const head = await r.take(Math.min(length, IMAGE_HEADER_SIZE), 'header');
+    for (let i = 0; i < Math.min(head.length, magic.length); i++) {
+      if (head[i] !== magic[i]) throw new LuoError('EINVAL', `loadImage ${path}: not a luo memory image (bad magic at offset ${i})`);
+    }
+    if (head.length < IMAGE_HEADER_SIZE) {
+      throw new LuoError('EIO', `loadImage ${path}: truncated: file is ${length} bytes, the header needs ${IMAGE_HEADER_SIZE}`);
+    }
+    const hv = new DataView(head.buffer, head.byteOffset, head.byteLength);
+    const version = hv.getUint32(8, true);
+    if (version !== IMAGE_VERSION) {
+      throw new LuoError('EINVAL', `loadImage ${path}: unsupported image format version ${version} at offset 8 (this build reads ${IMAGE_VERSION})`);
+    }
+    const pageSize = hv.getUint32(12, true);
+    if (pageSize !== PAGE_SIZE) throw new LuoError('EINVAL', `loadImage ${path}: page size ${pageSize} at offset 12, expected ${PAGE_SIZE}`);
+    const ramSize = hv.getBigUint64(16, true);
+    if (ramSize === 0n || ramSize % BigInt(PAGE_SIZE) !== 0n || ramSize > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new LuoError('EIO', `loadImage ${path}: corrupt RAM size ${hex(ramSize)} at offset 16`);
+    }
+    if (opts.expectSize !== undefined && ramSize !== opts.expectSize) {
+      throw new LuoError('EINVAL', `loadImage ${path}: RAM size mismatch: image has ${hex(ramSize)} (offset 16), machine has ${hex(opts.expectSize)}`);
+    }
+    const metaLen = hv.getUint32(24, true);
+    const rangeCount = hv.getUint32(28, true);
+    const runCount = u64num(hv, 32, 'run count', path, 0);
+    const dataPages = u64num(hv, 40, 'DATA page count', path, 0);
+    const fileLength = u64num(hv, 48, 'file length', path, 0);
+    if (hv.getBigUint64(56, true) !== 0n) throw new LuoError('EIO', `loadImage ${path}: reserved header field at offset 56 is not zero`);
+    const metaPadded = Math.ceil(metaLen / 8) * 8;
+    const expected = IMAGE_HEADER_SIZE + metaPadded + rangeCount * RANGE_SIZE + runCount * RUN_SIZE + dataPages * PAGE_SIZE + HASH_SIZE;
+    if (fileLength !== expected) {
+      throw new LuoError('EIO', `loadImage ${path}: corrupt header: file length ${fileLength} at offset 48 disagrees with the counts (${expected})`);
+    }
+    if (length < fileLength) throw new LuoError('EIO', `loadImage ${path}: truncated: file is ${length} bytes, header at offset 48 says ${fileLength}`);
+    if (length > fileLength) throw new LuoError('EIO', `loadImage ${path}: ${length - fileLength} unexpected byte(s) after offset ${fileLength}`);
+
+    const metaOff = r.offset;
+    const metaBytes = await r.take(metaPadded, 'meta');
+    let meta: unknown;
+    try {
+      meta = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(metaBytes.subarray(0, metaLen)));
+    } catch (e) {
+      throw new LuoError('EIO', `loadImage ${path}: corrupt meta JSON at offset ${metaOff}: ${(e as Error).message}`, { cause: e });
+    }
+
+    const memory = makeMemory(ramSize);
+    memory.poisonExcept([]);
+    const nrPages = memory.nrPages;
+    const ranges: { start: number; end: number }[] = [];
+    let prevEnd = 0;
+    for (let i = 0; i < rangeCount; i++) {
+      const at = r.offset;
+      const b = await r.take(RANGE_SIZE, `range ${i}`);
+      const v = new DataView(b.buffer, b.byteOffset, RANGE_SIZE);
+      const start = u64num(v, 0, `range ${i} start`, path, at);
+      const end = u64num(v, 8, `range ${i} end`, path, at);
+      if (start < prevEnd || end <= start || end > nrPages) {
+        throw new LuoError('EIO', `loadImage ${path}: corrupt range ${i} at offset ${at}: pfns [${start}, ${end}) (previous end ${prevEnd}, RAM ${nrPages} pages)`);
+      }
+      ranges.push({ start, end });
+      prevEnd = end;
+    }
+    // Runs must tile the ranges exactly, in order.
+    let ri = 0;
+    let cursor = ranges[0]?.start ?? 0;
+    let seenData = 0;
+    for (let i = 0; i < runCount; i++) {
+      const at = r.offset;
+      const b = await r.take(RUN_SIZE, `run ${i}`);
+      const v = new DataView(b.buffer, b.byteOffset, RUN_SIZE);
+      const code = v.getUint32(0, true);
+      const state = CODE_STATE[code];
+      const pfn = u64num(v, 8, `run ${i} pfn`, path, at);
+      const count = u64num(v, 16, `run ${i} count`, path, at);
+      if (ri < ranges.length && cursor === ranges[ri]!.end) {
+        ri++;
+        cursor = ranges[ri]?.start ?? cursor;
+      }
+      const range = ranges[ri];
+      if (state === undefined || v.getUint32(4, true) !== 0 || count === 0 || range === undefined || pfn !== cursor || pfn + count > range.end) {
+        throw new LuoError('EIO', `loadImage ${path}: corrupt run ${i} at offset ${at}: state ${code}, pfns [${pfn}, ${pfn + count}), expected to start at pfn ${cursor}`);
+      }
+      if (state === 'data') {
+        seenData += count;
+        if (seenData > dataPages) throw new LuoError('EIO', `loadImage ${path}: run ${i} at offset ${at} has more DATA pages than the header's ${dataPages}`);
+        for (let p = 0; p < count; p++) memory.setPageData(pfn + p, await r.take(PAGE_SIZE, `page ${pfn + p}`));
+      } else {
+        memory.setRunState(pfn, count, state);
+      }
+      cursor = pfn + count;
+    }
+    if (ri < ranges.length && cursor === ranges[ri]!.end) ri++;
+    if (ri !== ranges.length || seenData !== dataPages) {
+      throw new LuoError('EIO', `loadImage ${path}: corrupt image: runs end at pfn ${cursor} (offset ${r.offset}) before covering every saved range`);
+    }
+    const digest = new Uint8Array(r.hash.digest());
+    const hashAt = r.offset;
+    const stored = await r.take(HASH_SIZE, 'sha256', false);
+    for (let i = 0; i < HASH_SIZE; i++) {
+      if (stored[i] !== digest[i]) throw new LuoError('EIO', `loadImage ${path}: checksum mismatch: sha256 at offset ${hashAt} does not match the contents`);
+    }
+    return { memory, meta };
+  } catch (e) {
+    if (isLuoError(e)) throw e;
+    throw new LuoError('EIO', `loadImage ${path}: ${(e as Error).message}`, { cause: e });
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,184 @@
+/**
+ * A sorted set of disjoint half-open integer intervals [start, end), used for page-frame and byte
+ * ranges: which pages read as zero, which pages an allocator manages. Plays the role of the kernel's
+ * range lists (memblock arrays, resource trees) where a per-page array would be too big.
+ */
+
+/** An address or size as the kernel prints it (%#llx), sign kept for bad negative input. */
+export function hex(v: bigint | number): string {
+  return v < 0 ? `-0x${(-v).toString(16)}` : `0x${v.toString(16)}`;
+}
+
+/** A half-open interval [start, end) of integers (pfns or byte offsets below 2^53). */
+export interface Span {
+  start: number;
+  end: number;
+}
+
+export class IntervalSet {
+  /** Parallel sorted arrays: interval i is [starts[i], ends[i]), disjoint and non-adjacent. */
+  private starts: number[] = [];
+  private ends: number[] = [];
+
+  /** Builds a set from spans in any order, overlapping or not; empty spans are dropped. */
+  static from(spans: Iterable<Span>): IntervalSet {
+    const list = [...spans].filter((s) => s.end > s.start).sort((a, b) => a.start - b.start);
+    const set = new IntervalSet();
+    for (const s of list) set.add(s.start, s.end);
+    return set;
+  }
+
+  get count(): number {
+    return this.starts.length;
+  }
+
+  /** Sum of the interval lengths. */
+  total(): number {
+    let t = 0;
+    for (let i = 0; i < this.starts.length; i++) t += this.ends[i]! - this.starts[i]!;
+    return t;
+  }
+
+  /** Index of the last interval whose start is <= x, or -1. */
+  private floorIndex(x: number): number {
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    let ans = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.starts[mid]! <= x) {
+        ans = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return ans;
+  }
+
+  contains(x: number): boolean {
+    const i = this.floorIndex(x);
+    return i >= 0 && x < this.ends[i]!;
+  }
+
+  /** The interval containing x, if any. */
+  find(x: number): Span | undefined {
+    const i = this.floorIndex(x);
+    return i >= 0 && x < this.ends[i]! ? { start: this.starts[i]!, end: this.ends[i]! } : undefined;
+  }
+
+  /** True when any point of [start, end) is in the set. */
+  overlaps(start: number, end: number): boolean {
+    if (end <= start) return false;
+    const i = this.floorIndex(end - 1);
+    return i >= 0 && this.ends[i]! > start;
+  }
+
+  /** True when every point of [start, end) is in the set. */
+  covers(start: number, end: number): boolean {
+    if (end <= start) return true;
+    const i = this.floorIndex(start);
+    return i >= 0 && this.ends[i]! >= end;
+  }
+
+  /** Adds [start, end), merging with neighbours. Appending past the last interval is O(1). */
+  add(start: number, end: number): void {
+    if (end <= start) return;
+    const n = this.starts.length;
+    if (n === 0 || start > this.ends[n - 1]!) {
+      this.starts.push(start);
+      this.ends.push(end);
+      return;
+    }
+    // First interval that ends at or after `start` (touching counts, so adjacent intervals merge).
+    let i = this.floorIndex(start);
+    if (i < 0 || this.ends[i]! < start) i++;
+    let j = i;
+    let s = start;
+    let e = end;
+    while (j < n && this.starts[j]! <= end) {
+      s = Math.min(s, this.starts[j]!);
+      e = Math.max(e, this.ends[j]!);
+      j++;
+    }
+    this.starts.splice(i, j - i, s);
+    this.ends.splice(i, j - i, e);
+  }
+
+  /** Removes [start, end), splitting an interval that straddles either end. */
+  remove(start: number, end: number): void {
+    if (end <= start || this.starts.length === 0) return;
+    let i = this.floorIndex(start);
+    if (i < 0 || this.ends[i]! <= start) i++;
+    let j = i;
+    const newS: number[] = [];
+    const newE: number[] = [];
+    while (j < this.starts.length && this.starts[j]! < end) {
+      if (this.starts[j]! < start) {
+        newS.push(this.starts[j]!);
+        newE.push(start);
+      }
+      if (this.ends[j]! > end) {
+        newS.push(end);
+        newE.push(this.ends[j]!);
+      }
+      j++;
+    }
+    if (j === i) return;
+    this.starts.splice(i, j - i, ...newS);
+    this.ends.splice(i, j - i, ...newE);
+  }
+
+  /** Keeps only the points also in `other` (linear merge of both lists). */
+  intersect(other: IntervalSet): void {
+    const s: number[] = [];
+    const e: number[] = [];
+    let i = 0;
+    let j = 0;
+    while (i < this.starts.length && j < other.starts.length) {
+      const lo = Math.max(this.starts[i]!, other.starts[j]!);
+      const hi = Math.min(this.ends[i]!, other.ends[j]!);
+      if (lo < hi) {
+        s.push(lo);
+        e.push(hi);
+      }
+      if (this.ends[i]! < other.ends[j]!) i++;
+      else j++;
+    }
+    this.starts = s;
+    this.ends = e;
+  }
+
+  /** The intervals overlapping [start, end), clipped to it, in ascending order. */
+  *within(start: number, end: number): Generator<Span> {
+    let i = this.floorIndex(start);
+    if (i < 0 || this.ends[i]! <= start) i++;
+    for (; i < this.starts.length && this.starts[i]! < end; i++) {
+      yield { start: Math.max(this.starts[i]!, start), end: Math.min(this.ends[i]!, end) };
+    }
+  }
+
+  /** The gaps of the set inside [start, end), in ascending order. */
+  *gaps(start: number, end: number): Generator<Span> {
+    let cur = start;
+    for (const s of this.within(start, end)) {
+      if (s.start > cur) yield { start: cur, end: s.start };
+      cur = s.end;
+    }
+    if (cur < end) yield { start: cur, end };
+  }
+
+  *[Symbol.iterator](): Generator<Span> {
+    for (let i = 0; i < this.starts.length; i++) yield { start: this.starts[i]!, end: this.ends[i]! };
+  }
+
+  clone(): IntervalSet {
+    const c = new IntervalSet();
+    c.starts = this.starts.slice();
+    c.ends = this.ends.slice();
+    return c;
+  }
+
+  clear(): void {
+    this.starts = [];
+    this.ends = [];
+  }
+}
