@@ -406,9 +406,13 @@ export class FdtRw {
 
   // ---- lookups the editors need ----
 
-  /** fdt_subnode_offset: the child of `parent` called `name` ("name" also finds "name@unit"). */
+  /**
+   * fdt_subnode_offset: the child of `parent` called `name` ("name" also finds "name@unit"), or
+   * -1 when there is none (as Fdt.subnodeOffset in ro.ts); other failures throw.
+   */
   subnodeOffset(parent: number, name: string): number {
-    return check(this.v.subnodeOffset(parent, cstrBytes(name)), parent, `subnodeOffset(${JSON.stringify(name)})`);
+    const r = this.v.subnodeOffset(parent, cstrBytes(name));
+    return r === ERR_NOTFOUND ? -1 : check(r, parent, `subnodeOffset(${JSON.stringify(name)})`);
   }
 
   /** fdt_path_offset. */
@@ -416,21 +420,24 @@ export class FdtRw {
     return check(this.v.pathOffset(cstrBytes(path)), 0, `pathOffset(${JSON.stringify(path)})`);
   }
 
-  /** fdt_getprop: the value (a live view into the buffer); NOTFOUND when absent. */
-  getProp(node: number, name: string): Uint8Array {
+  /** fdt_getprop: the value (a live view into the buffer), or undefined when absent (as ro.ts). */
+  getProp(node: number, name: string): Uint8Array | undefined {
     const v = this.v;
     check(v.roProbe(), 0, 'getProp: header');
-    const off = check(v.getProperty(node, cstrBytes(name)), node, `getProp(${JSON.stringify(name)})`);
+    const off = v.getProperty(node, cstrBytes(name));
+    if (off === ERR_NOTFOUND) return undefined;
+    check(off, node, `getProp(${JSON.stringify(name)})`);
     const at = v.offDtStruct + off + 12;
     return this.buf.subarray(at, at + v.len);
   }
 
   /**
    * fdt_node_offset_by_prop_value: the first node after `start` (-1: from the root on) whose
-   * property `name` is exactly `value` — how kho_remove_subtree finds a blob's node.
+   * property `name` is exactly `value`, or -1 — how kho_remove_subtree finds a blob's node.
    */
   nodeOffsetByProp(name: string, value: Uint8Array, start = -1): number {
-    return check(this.v.nodeOffsetByPropValue(start, cstrBytes(name), value), start, `nodeOffsetByProp(${JSON.stringify(name)})`);
+    const r = this.v.nodeOffsetByPropValue(start, cstrBytes(name), value);
+    return r === ERR_NOTFOUND ? -1 : check(r, start, `nodeOffsetByProp(${JSON.stringify(name)})`);
   }
 
   /** fdt_next_node, depth-free: the node after `offset` in document order (-1: the root). */

@@ -165,7 +165,7 @@ export function runLuo(script: readonly Op[]): string[] {
         case 'nodebyprop': r = rw().nodeOffsetByProp(op[2], op[3], node(op[1])); break;
         case 'getprop': {
           const v = rw().getProp(node(op[1]), op[2]);
-          out.push(`r ${v.length} ${hex(v)}`);
+          out.push(v ? `r ${v.length} ${hex(v)}` : 'r -1');
           continue;
         }
         case 'sum': out.push(`s ${fnv(arena.subarray(op[1], op[1] + op[2]))}`); continue;
