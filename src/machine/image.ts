@@ -44,7 +44,7 @@ export interface LoadedImage {
 }
 
 
-/** Buffers writes into 1 MiB chunks and hashes everything written. */
+/** Buffers writes into 1 MiB chunks and hashes each chunk as it goes to the file. */
 class ImageWriter {
   private buf = new Uint8Array(CHUNK);
   private used = 0;
@@ -52,24 +52,37 @@ class ImageWriter {
   offset = 0;
   constructor(private readonly fh: FileHandle) {}
 
-  async put(bytes: Uint8Array, hashIt = true): Promise<void> {
-    if (hashIt) this.hash.update(bytes);
-    this.offset += bytes.length;
-    if (bytes.length > CHUNK / 2) {
-      await this.flush();
-      await this.fh.write(bytes);
-      return;
+  /** Copies `bytes` into the buffer; returns a promise to await only when the buffer had to be flushed. */
+  put(bytes: Uint8Array): Promise<void> | undefined {
+    if (this.used + bytes.length <= CHUNK) {
+      this.buf.set(bytes, this.used);
+      this.used += bytes.length;
+      this.offset += bytes.length;
+      return undefined;
     }
-    if (this.used + bytes.length > CHUNK) await this.flush();
-    this.buf.set(bytes, this.used);
-    this.used += bytes.length;
+    return this.flush().then(async () => {
+      if (bytes.length > CHUNK) {
+        this.hash.update(bytes);
+        await this.fh.write(bytes);
+        this.offset += bytes.length;
+      } else this.put(bytes);
+    });
   }
 
   async flush(): Promise<void> {
     if (this.used === 0) return;
-    await this.fh.write(this.buf, 0, this.used);
-    this.buf = new Uint8Array(CHUNK);
+    const chunk = this.buf.subarray(0, this.used);
+    this.hash.update(chunk);
+    await this.fh.write(chunk);
     this.used = 0;
+  }
+
+  /** Flushes, then appends the sha256 of everything written so far (not itself hashed). */
+  async seal(): Promise<void> {
+    await this.flush();
+    const digest = new Uint8Array(this.hash.digest());
+    await this.fh.write(digest);
+    this.offset += digest.length;
   }
 }
 
@@ -129,11 +142,15 @@ export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageO
       await w.put(b);
     }
     for (const r of allRuns(mem, spans)) {
-      await w.put(runRecord(r));
-      if (r.state === 'data') for (let i = 0; i < r.count; i++) await w.put(mem.storedPage(r.pfn + i)!);
+      const p = w.put(runRecord(r));
+      if (p) await p;
+      if (r.state !== 'data') continue;
+      for (let i = 0; i < r.count; i++) {
+        const q = w.put(mem.storedPage(r.pfn + i)!);
+        if (q) await q;
+      }
     }
-    await w.put(new Uint8Array(w.hash.digest()), false);
-    await w.flush();
+    await w.seal();
     if (w.offset !== fileLength) throw new LuoError('EIO', `saveImage: wrote ${w.offset} bytes, expected ${fileLength}`);
     await fh.sync();
     await fh.close();
@@ -153,24 +170,29 @@ export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageO
   }
 }
 
-/** Streams a file in 1 MiB chunks, hashing what it hands out and tracking the byte offset. */
+/**
+ * Streams a file in 1 MiB chunks and tracks the byte offset. Every byte before the trailing sha256
+ * is hashed as it is read, so the digest is ready when the parser reaches the trailer.
+ */
 class ImageReader {
   private buf = new Uint8Array(0);
   private pos = 0;
   private fileOffset = 0; // offset of buf[0] in the file
-  readonly hash: Hash = createHash('sha256');
+  private readonly hash: Hash = createHash('sha256');
   constructor(
     private readonly fh: FileHandle,
     private readonly path: string,
     readonly length: number,
+    /** Bytes from this offset on are not hashed. */
+    private readonly hashEnd: number,
   ) {}
 
   get offset(): number {
     return this.fileOffset + this.pos;
   }
 
-  /** The next n bytes (a view valid until the next call), hashed unless told otherwise. */
-  async take(n: number, what: string, hashIt = true): Promise<Uint8Array> {
+  /** The next n bytes, as a view that stays valid (buffers are never reused). */
+  async take(n: number, what: string): Promise<Uint8Array> {
     if (this.offset + n > this.length) {
       throw new LuoError('EIO', `loadImage ${this.path}: truncated: ${what} needs ${n} byte(s) at offset ${this.offset}, file has ${this.length}`);
     }
@@ -178,21 +200,28 @@ class ImageReader {
       const rest = this.buf.subarray(this.pos);
       const next = new Uint8Array(Math.max(CHUNK, n));
       next.set(rest);
-      const want = Math.min(next.length - rest.length, this.length - this.offset - rest.length);
+      const from = this.offset + rest.length; // file offset of the first new byte
+      const want = Math.min(next.length - rest.length, this.length - from);
       let got = 0;
       while (got < want) {
-        const { bytesRead } = await this.fh.read(next, rest.length + got, want - got, this.offset + rest.length + got);
-        if (bytesRead === 0) throw new LuoError('EIO', `loadImage ${this.path}: file shrank while reading at offset ${this.offset + rest.length + got}`);
+        const { bytesRead } = await this.fh.read(next, rest.length + got, want - got, from + got);
+        if (bytesRead === 0) throw new LuoError('EIO', `loadImage ${this.path}: file shrank while reading at offset ${from + got}`);
         got += bytesRead;
       }
+      const hashed = Math.max(0, Math.min(got, this.hashEnd - from));
+      if (hashed > 0) this.hash.update(next.subarray(rest.length, rest.length + hashed));
       this.fileOffset = this.offset;
       this.buf = next.subarray(0, rest.length + got);
       this.pos = 0;
     }
     const out = this.buf.subarray(this.pos, this.pos + n);
     this.pos += n;
-    if (hashIt) this.hash.update(out);
     return out;
+  }
+
+  /** sha256 of bytes [0, hashEnd); valid once they have all been read. */
+  digest(): Uint8Array {
+    return new Uint8Array(this.hash.digest());
   }
 }
 
@@ -216,7 +245,7 @@ export async function readImage(
   }
   try {
     const length = (await stat(path)).size;
-    const r = new ImageReader(fh, path, length);
+    const r = new ImageReader(fh, path, length, length - HASH_SIZE);
     const magic = new TextEncoder().encode(IMAGE_MAGIC);
     // Magic first, even on a short file, so a foreign file is never reported as a truncated image.
     const head = await r.take(Math.min(length, IMAGE_HEADER_SIZE), 'header');
@@ -313,9 +342,9 @@ export async function readImage(
     if (ri !== ranges.length || seenData !== dataPages) {
       throw new LuoError('EIO', `loadImage ${path}: corrupt image: runs end at pfn ${cursor} (offset ${r.offset}) before covering every saved range`);
     }
-    const digest = new Uint8Array(r.hash.digest());
     const hashAt = r.offset;
-    const stored = await r.take(HASH_SIZE, 'sha256', false);
+    const stored = await r.take(HASH_SIZE, 'sha256');
+    const digest = r.digest();
     for (let i = 0; i < HASH_SIZE; i++) {
       if (stored[i] !== digest[i]) throw new LuoError('EIO', `loadImage ${path}: checksum mismatch: sha256 at offset ${hashAt} does not match the contents`);
     }

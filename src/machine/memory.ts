@@ -29,7 +29,7 @@ export interface MemoryStats {
   touchedPages: number;
   /** Estimated host bytes used by page storage and range bookkeeping. */
   hostBytes: number;
-  /** Maximal runs of poisoned pages not covered by page storage. */
+  /** Maximal page runs outside the zero background: poisoned, except pages written since. */
   poisonedRanges: number;
   /** Ranges of the zero-page background (the bookkeeping that replaces a per-page array). */
   zeroRanges: number;
@@ -50,10 +50,12 @@ export function isPoisoned(bytes: Uint8Array, pa: bigint = 0n): boolean {
   return true;
 }
 
-// Rough host cost of one stored page beyond its 4096 bytes (Map entry, Uint8Array, ArrayBuffer), and
-// of one range of bookkeeping (two doubles), measured with process.memoryUsage() on Node 20.
-const PAGE_OVERHEAD = 180;
+// Host cost of one stored page beyond its 4096 bytes (Map entry and Uint8Array on the heap, ~220 B;
+// malloc overhead of the backing store, ~260 B: 100 000 pages cost 4577 B each in RSS on Node 20),
+// and of one range of bookkeeping (two doubles).
+const PAGE_OVERHEAD = 480;
 const RANGE_BYTES = 16;
+const MAX_STORED_PAGES = 2 ** 24 - 1;
 
 
 /**
@@ -103,12 +105,20 @@ export class PhysicalMemory {
     return this.zeroPages.contains(pfn) ? 'zero' : 'poison';
   }
 
+  /** Records a page's storage. A JS Map holds at most 2^24 entries: 64 GiB of written pages. */
+  private store(pfn: number, bytes: Uint8Array): void {
+    if (this.pages.size >= MAX_STORED_PAGES && !this.pages.has(pfn)) {
+      throw new LuoError('ENOMEM', `storing pfn ${pfn}: the simulator holds at most ${MAX_STORED_PAGES} written pages (64 GiB)`);
+    }
+    this.pages.set(pfn, bytes);
+  }
+
   /** Gives a page storage (zeros or the poison pattern, as it read before) and returns it. */
   private materialize(pfn: number): Uint8Array {
     let p = this.pages.get(pfn);
     if (p === undefined) {
       p = this.zeroPages.contains(pfn) ? new Uint8Array(PAGE_SIZE) : POISON_PAGE.slice();
-      this.pages.set(pfn, p);
+      this.store(pfn, p);
     }
     return p;
   }
@@ -145,7 +155,7 @@ export class PhysicalMemory {
       const off = at - pfn * PAGE_SIZE;
       const n = Math.min(data.length - pos, PAGE_SIZE - off);
       const existing = this.pages.get(pfn);
-      if (existing === undefined && n === PAGE_SIZE) this.pages.set(pfn, data.slice(pos, pos + n));
+      if (existing === undefined && n === PAGE_SIZE) this.store(pfn, data.slice(pos, pos + n));
       else (existing ?? this.materialize(pfn)).set(data.subarray(pos, pos + n), off);
       pos += n;
       at += n;
@@ -298,7 +308,7 @@ export class PhysicalMemory {
   setPageData(pfn: number, bytes: Uint8Array): void {
     this.checkPfn(pfn, 'setPageData');
     if (bytes.length !== PAGE_SIZE) throw new LuoError('EINVAL', `setPageData: pfn ${pfn}: ${bytes.length} bytes, expected ${PAGE_SIZE}`);
-    this.pages.set(pfn, bytes.slice());
+    this.store(pfn, bytes.slice());
   }
 
   stats(): MemoryStats {
