@@ -100,14 +100,23 @@ export function latin1(b: Uint8Array, start: number, end: number): string {
   return s;
 }
 
-/** A string's bytes as a C string holds them (code units 0..255; wider ones cannot match). */
+const queryCache = new Map<string, Uint8Array | undefined>();
+
+/**
+ * A looked-up name's bytes as a C string holds them (code units 0..255; wider ones cannot match),
+ * remembered for the names a caller asks for again and again ("compatible", "reg", ...).
+ */
 function nameBytes(s: string): Uint8Array | undefined {
-  const out = new Uint8Array(s.length);
+  let out = queryCache.get(s);
+  if (out !== undefined || queryCache.has(s)) return out;
+  out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c > 0xff) return undefined;
+    if (c > 0xff) { out = undefined; break; }
     out[i] = c;
   }
+  if (queryCache.size >= 1024) queryCache.clear();
+  queryCache.set(s, out);
   return out;
 }
 
@@ -239,9 +248,11 @@ export class Fdt {
     this.nx = -FDT_ERR.BADSTRUCTURE;
     switch (t) {
       case FDT_BEGIN_NODE: {
-        const nul = b.indexOf(0, base + end);
-        if (nul < 0 || nul >= base + lim) return FDT_END;
-        end = nul - base + 1;
+        let q = base + end;
+        const stop = base + lim;
+        while (q < stop && b[q] !== 0) q++;
+        if (q >= stop) return FDT_END;
+        end = q - base + 1;
         break;
       }
       case FDT_PROP:
@@ -272,12 +283,24 @@ export class Fdt {
     return new FdtError(code, at, `${what} (struct offset ${off})`);
   }
 
+  /** Where the name of the node last checked by afterBeginNode ends (its NUL). */
+  private nameEnd = 0;
+
   /** fdt_check_node_offset_: the offset after the BEGIN_NODE token at `off`, or BADOFFSET. */
   private afterBeginNode(off: number): number {
-    if (!Number.isInteger(off) || off < 0 || off % 4 !== 0 || this.tag(off) !== FDT_BEGIN_NODE) {
-      throw new FdtError('BADOFFSET', off >= 0 ? this.sBase + off : -1, `struct offset ${off} is not a node`);
+    const b = this.blob;
+    const base = this.sBase;
+    const lim = this.sLim;
+    if (Number.isInteger(off) && off >= 0 && (off & 3) === 0 && off + 4 <= lim && be32(b, base + off) === FDT_BEGIN_NODE) {
+      const stop = base + lim;
+      let q = base + off + 4;
+      while (q < stop && b[q] !== 0) q++;
+      if (q < stop) {
+        this.nameEnd = q;
+        return (q - base + 4) & ~3;
+      }
     }
-    return this.nx;
+    throw new FdtError('BADOFFSET', off >= 0 && off < lim ? base + off : -1, `struct offset ${off} is not a node`);
   }
 
   /**
@@ -287,28 +310,40 @@ export class Fdt {
    */
   private depth = 0;
   private nextNode(off: number): number {
-    let next = this.afterBeginNode(off);
+    const b = this.blob;
+    const base = this.sBase;
+    const lim = this.sLim;
+    let p = this.afterBeginNode(off);
     for (;;) {
-      const cur = next;
-      const t = this.tag(cur);
-      next = this.nx;
-      switch (t) {
-        case FDT_PROP:
-        case FDT_NOP:
-          break;
-        case FDT_BEGIN_NODE:
-          if (++this.depth > FDT_MAX_DEPTH) {
-            throw new FdtError('BADSTRUCTURE', this.sBase + cur, `nodes nest deeper than ${FDT_MAX_DEPTH}`);
-          }
-          return cur;
-        case FDT_END_NODE:
-          if (--this.depth < 0) return -1;
-          break;
-        default:
-          if (next >= 0) return -1;
-          throw this.tagError(cur);
+      const t = p + 4 <= lim ? be32(b, base + p) : -1;
+      if (t === FDT_PROP) {
+        if (p + 12 > lim) break;
+        const end = p + 12 + be32(b, base + p + 4);
+        if (end > lim) break;
+        p = (end + 3) & ~3;
+      } else if (t === FDT_NOP) {
+        p += 4;
+      } else if (t === FDT_BEGIN_NODE) {
+        const stop = base + lim;
+        let q = base + p + 4;
+        while (q < stop && b[q] !== 0) q++;
+        if (q >= stop) break;
+        if (++this.depth > FDT_MAX_DEPTH) {
+          throw new FdtError('BADSTRUCTURE', base + p, `nodes nest deeper than ${FDT_MAX_DEPTH}`);
+        }
+        return p;
+      } else if (t === FDT_END_NODE) {
+        if (--this.depth < 0) return -1;
+        p += 4;
+      } else if (t === FDT_END) {
+        return -1;
+      } else {
+        break;
       }
     }
+    // a cut or invalid token: name it exactly as fdt_next_tag would
+    this.tag(p);
+    throw this.tagError(p);
   }
 
   // ---- nodes ----
@@ -345,8 +380,7 @@ export class Fdt {
   /** fdt_get_name: the node's name as stored (unit address included; "" for the root). */
   getName(off: number): string {
     this.afterBeginNode(off);
-    const s = this.sBase + off + 4;
-    return latin1(this.blob, s, this.blob.indexOf(0, s));
+    return latin1(this.blob, this.sBase + off + 4, this.nameEnd);
   }
 
   /** Depth of node `off` (root = 0), found by walking from the root as fdt_node_depth does. */
@@ -508,13 +542,37 @@ export class Fdt {
     if (!want) return undefined;
     const b = this.blob;
     const base = this.sBase;
-    for (let p = this.propFrom(this.afterBeginNode(off)); p >= 0; p = this.propFrom(this.nx)) {
-      if (this.nameIs(be32(b, base + p + 8), want)) {
+    const lim = this.sLim;
+    const n = want.length;
+    const strBase = this.strBase;
+    const strSize = this.strSize;
+    let p = this.afterBeginNode(off);
+    for (;;) {
+      const t = p + 4 <= lim ? be32(b, base + p) : FDT_END;
+      if (t === FDT_PROP) {
+        if (p + 12 > lim) break;
         const len = be32(b, base + p + 4);
-        return b.subarray(base + p + 12, base + p + 12 + len);
+        const end = p + 12 + len;
+        if (end > lim) break;
+        const nameoff = be32(b, base + p + 8);
+        if (nameoff + n < strSize) {
+          const q = strBase + nameoff;
+          let i = 0;
+          while (i < n && b[q + i] === want[i]) i++;
+          if (i === n && b[q + n] === 0) return b.subarray(base + p + 12, base + end);
+        }
+        p = (end + 3) & ~3;
+      } else if (t === FDT_NOP) {
+        p += 4;
+      } else if (t === FDT_BEGIN_NODE || t === FDT_END_NODE) {
+        return undefined;
+      } else {
+        break;
       }
     }
-    return undefined;
+    // a cut or invalid token: let propFrom name it exactly as fdt_next_tag would
+    this.propFrom(p);
+    throw new FdtError('INTERNAL', base + p, 'unreachable');
   }
 
   private mustGet(off: number, name: string): Uint8Array {
@@ -604,21 +662,58 @@ export class Fdt {
    * may return false to stop. Bounded: offsets only grow and nesting is capped at FDT_MAX_DEPTH.
    */
   walkNodes(fn: (offset: number, depth: number, name: string, path: string) => void | boolean): void {
-    const paths: string[] = [''];
+    const b = this.blob;
+    const base = this.sBase;
+    const lim = this.sLim;
+    const paths: string[] = [];
     this.afterBeginNode(0);
-    let off = 0;
-    let depth = 0;
-    this.depth = 0;
-    while (off >= 0) {
-      const name = this.getName(off);
-      const path = depth === 0 ? '/' : (depth === 1 ? '' : paths[depth - 1]!) + '/' + name;
-      paths[depth] = path;
-      if (fn(off, depth, name, path) === false) return;
-      this.depth = depth;
-      off = this.nextNode(off);
-      depth = this.depth;
-      if (depth <= 0) return;
+    let depth = -1;
+    let p = 0;
+    for (;;) {
+      const t = p + 4 <= lim ? be32(b, base + p) : -1;
+      if (t === FDT_BEGIN_NODE) {
+        const s = base + p + 4;
+        const stop = base + lim;
+        let q = s;
+        while (q < stop && b[q] !== 0) q++;
+        if (q >= stop) break;
+        if (++depth > FDT_MAX_DEPTH) throw new FdtError('BADSTRUCTURE', base + p, `nodes nest deeper than ${FDT_MAX_DEPTH}`);
+        const name = latin1(b, s, q);
+        const path = depth === 0 ? '/' : depth === 1 ? '/' + name : paths[depth - 1] + '/' + name;
+        paths[depth] = path;
+        if (fn(p, depth, name, path) === false) return;
+        p = (q - base + 4) & ~3;
+      } else if (t === FDT_PROP) {
+        if (p + 12 > lim) break;
+        const end = p + 12 + be32(b, base + p + 4);
+        if (end > lim) break;
+        p = (end + 3) & ~3;
+      } else if (t === FDT_END_NODE) {
+        if (--depth < 0) return;
+        p += 4;
+      } else if (t === FDT_NOP) {
+        p += 4;
+      } else if (t === FDT_END) {
+        return;
+      } else {
+        break;
+      }
     }
+    this.tag(p);
+    throw this.tagError(p);
+  }
+
+  /** Every node offset in depth-first blob order. */
+  nodeOffsets(): number[] {
+    const out: number[] = [];
+    this.walkNodes((o) => { out.push(o); });
+    return out;
+  }
+
+  walk(): Iterable<FdtNodeVisit> {
+    const out: FdtNodeVisit[] = [];
+    this.walkNodes((offset, depth, name, path) => { out.push({ offset, depth, name, path }); });
+    return out;
   }
 
   /**
@@ -663,16 +758,4 @@ export class Fdt {
     }
   }
 
-  /** Every node offset in depth-first blob order. */
-  nodeOffsets(): number[] {
-    const out: number[] = [];
-    this.walkNodes((o) => { out.push(o); });
-    return out;
-  }
-
-  walk(): Iterable<FdtNodeVisit> {
-    const out: FdtNodeVisit[] = [];
-    this.walkNodes((offset, depth, name, path) => { out.push({ offset, depth, name, path }); });
-    return out;
-  }
 }
