@@ -14,7 +14,7 @@
  *   then sha256 (32 bytes) of everything before it.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { LuoError, isLuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
@@ -244,7 +244,7 @@ export async function readImage(
     throw new LuoError(code === 'ENOENT' ? 'ENOENT' : 'EIO', `loadImage: cannot open ${path}: ${(e as Error).message}`, { cause: e });
   }
   try {
-    const length = (await stat(path)).size;
+    const length = (await fh.stat()).size;
     const r = new ImageReader(fh, path, length, length - HASH_SIZE);
     const magic = new TextEncoder().encode(IMAGE_MAGIC);
     // Magic first, even on a short file, so a foreign file is never reported as a truncated image.

@@ -123,7 +123,10 @@ export class PhysicalMemory {
     return p;
   }
 
-  /** A live, writable view of one page (materialising it): edits through it are memory writes. */
+  /**
+   * A live, writable view of one page (materialising it): edits through it are memory writes, and
+   * writes by address show through it. It stays live until poisonExcept() drops the page.
+   */
   page(pfn: number): Uint8Array {
     this.checkPfn(pfn, 'page');
     return this.materialize(pfn);
