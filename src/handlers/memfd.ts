@@ -1,0 +1,412 @@
+/**
+ * The LUO file handler for memfds, compatible "memfd-v2": preserve pins and hands over every folio
+ * of a shmem memfd with its size, position and seals; the next kernel rebuilds the memfd from
+ * struct memfd_luo_ser and its folio array. Mirrors mm/memfd_luo.c (include/linux/kho/abi/memfd.h).
+ */
+import { LuoError } from '../errno.ts';
+import { PAGE_SHIFT, PAGE_SIZE } from '../abi/kho.ts';
+import {
+  MEMFD_FOLIO_PFN_BITS,
+  MEMFD_LUO_COMPATIBLE,
+  MEMFD_LUO_FOLIO_DIRTY,
+  MEMFD_LUO_FOLIO_UPTODATE,
+  MemfdLuoFolioSer,
+  MemfdLuoSer,
+} from '../abi/luo.ts';
+import type { FileHandler, FileOpArgs, KernelFile } from '../luo/file-handler.ts';
+import type { Kho } from '../kho/kho.ts';
+import type { KhoAllocator, KhoMemory } from '../kho/memory.ts';
+import { type VmArea, readVmallocChunk, vfree, vmalloc, vmRead, vmWrite } from '../kho/vmalloc.ts';
+import {
+  F_SEAL_EXEC,
+  F_SEAL_FUTURE_WRITE,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  F_SEAL_WRITE,
+  MEMFD_MAX_BYTES,
+  MFD_ALLOW_SEALING,
+  type MemfdContext,
+  MemfdFile,
+  type MemfdMemory,
+  type ShmemFolio,
+  memfdAllocFile,
+} from './memfd-file.ts';
+
+/** MEMFD_LUO_ALL_SEALS: the seals memfd-v2 can carry; anything else is EOPNOTSUPP. */
+export const MEMFD_LUO_ALL_SEALS = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_EXEC;
+const UINT_MAX = 0xffffffff;
+const PFN_MASK = (1n << MEMFD_FOLIO_PFN_BITS) - 1n;
+const FOLIO_SER = MemfdLuoFolioSer.size;
+
+// ---------------------------------------------------------------- the ABI, decoded
+
+/** struct memfd_luo_ser (memfd-v2) with its embedded struct kho_vmalloc. */
+export interface MemfdSer {
+  pos: bigint;
+  size: bigint;
+  seals: number;
+  flags: number;
+  nr_folios: bigint;
+  folios: { first: bigint; total_pages: number; flags: number; order: number };
+}
+
+/** One struct memfd_luo_folio_ser: pfn (52 bits), flags (12 bits), page index. */
+export interface MemfdFolioSer {
+  pfn: number;
+  flags: number;
+  index: bigint;
+}
+
+export function decodeMemfdSer(bytes: Uint8Array, off = 0): MemfdSer {
+  const s = MemfdLuoSer.decode(bytes, off);
+  return {
+    pos: s.pos, size: s.size, seals: s.seals, flags: s.flags, nr_folios: s.nr_folios,
+    folios: { first: s.folios_first, total_pages: s.folios_total_pages, flags: s.folios_flags, order: s.folios_order },
+  };
+}
+
+export function encodeMemfdSer(s: MemfdSer, buf?: Uint8Array, off = 0): Uint8Array {
+  return MemfdLuoSer.encode({
+    pos: s.pos, size: s.size, seals: s.seals, flags: s.flags, nr_folios: s.nr_folios,
+    folios_first: s.folios.first, folios_total_pages: s.folios.total_pages, folios_flags: s.folios.flags, folios_order: s.folios.order,
+  }, buf, off);
+}
+
+/** Decodes `nr` folio entries from a byte array (the vmalloc'd memfd_luo_folio_ser array). */
+export function decodeMemfdFolios(bytes: Uint8Array, nr: number, off = 0): MemfdFolioSer[] {
+  const out: MemfdFolioSer[] = [];
+  for (let i = 0; i < nr; i++) {
+    const e = MemfdLuoFolioSer.decode(bytes, off + i * FOLIO_SER);
+    out.push({ pfn: Number(e.pfn_flags & PFN_MASK), flags: Number(e.pfn_flags >> MEMFD_FOLIO_PFN_BITS), index: e.index });
+  }
+  return out;
+}
+
+export function encodeMemfdFolios(entries: readonly MemfdFolioSer[]): Uint8Array {
+  const out = new Uint8Array(entries.length * FOLIO_SER);
+  entries.forEach((e, i) => MemfdLuoFolioSer.encode({ pfn_flags: BigInt(e.pfn) | (BigInt(e.flags) << MEMFD_FOLIO_PFN_BITS), index: e.index }, out, i * FOLIO_SER));
+  return out;
+}
+
+// ---------------------------------------------------------------- the handler
+
+export type MemfdLog = (level: 'info' | 'warn' | 'err', msg: string) => void;
+
+/** What the handler needs from the running kernel. */
+export interface MemfdHandlerContext {
+  readonly kho: Kho;
+  readonly mem: KhoMemory & MemfdMemory & { readonly nrPages: number };
+  readonly alloc: KhoAllocator;
+  /** Where retrieved memfds get their pages (normally the same memory and allocator). */
+  readonly memfd: MemfdContext;
+  readonly log?: MemfdLog;
+}
+
+/** args.privateData of a preserved memfd: the runtime state unpreserve needs. */
+interface Preserved {
+  readonly inode: MemfdFile['inode'];
+  readonly folios: readonly ShmemFolio[];
+  readonly area: VmArea | undefined;
+}
+
+const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
+const paOf = (pfn: number): bigint => BigInt(pfn) << BigInt(PAGE_SHIFT);
+
+export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
+  const log: MemfdLog = ctx.log ?? (() => {});
+  const { kho, mem, alloc } = ctx;
+
+  const memfdOf = (file: KernelFile | undefined, op: string): MemfdFile => {
+    if (!(file instanceof MemfdFile) || file.kind !== 'memfd') throw new LuoError('EINVAL', `memfd ${op}: not a shmem memfd`);
+    return file;
+  };
+
+  const writeSer = (pa: bigint, s: MemfdSer): void => mem.write(pa, encodeMemfdSer(s));
+
+  /** memfd_luo_preserve_folios: pin, preserve each folio, build and preserve the array. */
+  const preserveFolios = (file: MemfdFile): { folios: ShmemFolio[]; area: VmArea | undefined; desc: MemfdSer['folios'] } => {
+    const inode = file.inode;
+    if (inode.size === 0) return { folios: [], area: undefined, desc: { first: 0n, total_pages: 0, flags: 0, order: 0 } };
+    const folios = inode.pinAll();
+    let area: VmArea | undefined;
+    let done = 0;
+    try {
+      area = vmalloc(mem, alloc, folios.length * FOLIO_SER);
+      const entries: MemfdFolioSer[] = [];
+      for (const f of folios) {
+        kho.preserveFolio(paOf(f.pfn), f.order);
+        done++;
+        // Every folio goes over dirty and uptodate; a fallocated one is zeroed first.
+        if (!f.uptodate) {
+          inode.getFolio(f.index, 'cache');
+        }
+        entries.push({ pfn: f.pfn, flags: MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE, index: BigInt(f.index) });
+      }
+      vmWrite(mem, area, 0, encodeMemfdFolios(entries));
+      const desc = kho.preserveVmalloc(area);
+      return { folios, area, desc };
+    } catch (e) {
+      for (let i = done - 1; i >= 0; i--) kho.unpreserveFolio(paOf(folios[i]!.pfn), folios[i]!.order);
+      if (area) vfree(alloc, area);
+      inode.unpin(folios);
+      throw e;
+    }
+  };
+
+  const preserve = (args: FileOpArgs): void => {
+    const file = memfdOf(args.file, 'preserve');
+    const inode = file.inode;
+    inode.frozen = true;
+    let serPa: bigint | undefined;
+    try {
+      serPa = kho.allocPreserve(MemfdLuoSer.size);
+      const seals = inode.seals;
+      if (seals & ~MEMFD_LUO_ALL_SEALS) throw new LuoError('EOPNOTSUPP', `memfd preserve: seals ${hex(seals)} include ones memfd-v2 cannot carry (${hex(seals & ~MEMFD_LUO_ALL_SEALS)})`);
+      const pages = Math.ceil(inode.size / PAGE_SIZE);
+      if (pages > UINT_MAX) throw new LuoError('EFBIG', `memfd preserve: ${pages} pages exceed UINT_MAX (memfd_pin_folios' limit)`);
+      const { folios, area, desc } = preserveFolios(file);
+      writeSer(serPa, { pos: BigInt(file.pos), size: BigInt(inode.size), seals, flags: 0, nr_folios: BigInt(folios.length), folios: desc });
+      const priv: Preserved = { inode, folios, area };
+      args.privateData = priv;
+      args.serializedData = serPa;
+    } catch (e) {
+      if (serPa !== undefined) kho.unpreserveFree(serPa);
+      inode.frozen = false;
+      throw e;
+    }
+  };
+
+  /** memfd_luo_freeze: only the position may have changed since preserve. */
+  const freeze = (args: FileOpArgs): void => {
+    if (args.serializedData === 0n) throw new LuoError('EINVAL', 'memfd freeze: no serialized data (was the file preserved?)');
+    const file = memfdOf(args.file, 'freeze');
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt(file.pos), true);
+    mem.write(args.serializedData + BigInt(MemfdLuoSer.offsets.pos), b);
+  };
+
+  const unpreserve = (args: FileOpArgs): void => {
+    if (args.serializedData === 0n) {
+      log('warn', 'memfd unpreserve: no serialized data');
+      return;
+    }
+    const priv = args.privateData as Preserved;
+    const ser = decodeMemfdSer(mem.read(args.serializedData, MemfdLuoSer.size));
+    priv.inode.frozen = false;
+    if (ser.nr_folios > 0n) {
+      kho.unpreserveVmalloc(ser.folios);
+      for (const f of priv.folios) kho.unpreserveFolio(paOf(f.pfn), f.order);
+      priv.inode.unpin(priv.folios);
+      if (priv.area) vfree(alloc, priv.area);
+    }
+    kho.unpreserveFree(args.serializedData);
+    args.privateData = undefined;
+  };
+
+  // ---- incoming side
+
+  const where = (pa: bigint): string => `memfd_luo_ser @${hex(pa)}`;
+
+  /** The ser at `pa`, checked enough to be read safely: EINVAL names what is wrong. */
+  const readSer = (pa: bigint): MemfdSer => {
+    if (pa === 0n) throw new LuoError('EINVAL', 'memfd retrieve: serialized data is 0');
+    if (pa % BigInt(PAGE_SIZE) !== 0n || pa + BigInt(MemfdLuoSer.size) > BigInt(mem.nrPages) * BigInt(PAGE_SIZE)) {
+      throw new LuoError('EINVAL', `${where(pa)}: not a page inside RAM (${mem.nrPages} pages)`);
+    }
+    return decodeMemfdSer(mem.read(pa, MemfdLuoSer.size));
+  };
+
+  /**
+   * Checks the folio array's descriptor and walks its chunk list read-only before anything is
+   * restored (kho_restore_vmalloc is not transactional): chunks and runs inside RAM and aligned,
+   * no cycle, as many pages as total_pages, room for nr_folios entries.
+   */
+  const checkArray = (pa: bigint, ser: MemfdSer, nr: number): void => {
+    const d = ser.folios;
+    const ramBytes = BigInt(mem.nrPages) * BigInt(PAGE_SIZE);
+    const w = `${where(pa)}: folios descriptor (first ${hex(d.first)}, total_pages ${d.total_pages}, order ${d.order})`;
+    if (d.flags & ~3) throw new LuoError('EINVAL', `${w}: unknown kho_vmalloc flags ${hex(d.flags)}`);
+    if (d.order > 10) throw new LuoError('EINVAL', `${w}: order above MAX_PAGE_ORDER`);
+    if (BigInt(nr) * BigInt(FOLIO_SER) > BigInt(d.total_pages) * BigInt(PAGE_SIZE)) {
+      throw new LuoError('EINVAL', `${w}: nr_folios ${nr} needs ${nr * FOLIO_SER} bytes, the array has ${d.total_pages} page(s)`);
+    }
+    const runBytes = BigInt(PAGE_SIZE) << BigInt(d.order);
+    const seen = new Set<bigint>();
+    let pages = 0;
+    for (let chunk = d.first; chunk !== 0n;) {
+      if (chunk % BigInt(PAGE_SIZE) !== 0n || chunk >= ramBytes) throw new LuoError('EINVAL', `${w}: chunk ${hex(chunk)} is not a page inside RAM`);
+      if (seen.has(chunk)) throw new LuoError('EINVAL', `${w}: chunk list loops back to ${hex(chunk)}`);
+      seen.add(chunk);
+      const { next, runs } = readVmallocChunk(mem.read(chunk, PAGE_SIZE));
+      for (const r of runs) {
+        if (r % runBytes !== 0n || r + runBytes > ramBytes) throw new LuoError('EINVAL', `${w}: chunk ${hex(chunk)} lists run ${hex(r)}, not an aligned run inside RAM`);
+        pages += 1 << d.order;
+        if (pages > d.total_pages) throw new LuoError('EINVAL', `${w}: chunks list more than total_pages pages`);
+      }
+      chunk = next;
+    }
+    if (pages !== d.total_pages || pages === 0) throw new LuoError('EINVAL', `${w}: chunks list ${pages} page(s)`);
+  };
+
+  /** Gives back a vmalloc area kho_restore_vmalloc rebuilt (its runs came back as page ranges). */
+  const vfreeRestored = (area: VmArea): void => {
+    for (const r of area.runs) {
+      if (alloc.freePages) alloc.freePages(r, 1 << area.order);
+      else alloc.freeFolio(r, area.order);
+    }
+  };
+
+  /** folio_put of a folio kho_restore_folio gave back. */
+  const putRestored = (f: { pfn: number; order: number }): void => {
+    if (f.order <= 10) alloc.freeFolio(f.pfn, f.order);
+    else if (alloc.freePages) alloc.freePages(f.pfn, 1 << f.order);
+  };
+
+  /** Restores and frees every listed folio (skipping pfn 0); failures are only logged. */
+  const discard = (entries: readonly MemfdFolioSer[], what: string): void => {
+    for (const e of entries) {
+      if (e.pfn === 0) continue;
+      if (e.pfn >= mem.nrPages) {
+        log('warn', `${what}: folio pfn ${hex(e.pfn)} lies outside RAM; skipped`);
+        continue;
+      }
+      const f = kho.restoreFolio(paOf(e.pfn));
+      if (!f) log('warn', `${what}: Unable to restore folio at physical address: ${hex(paOf(e.pfn))}`);
+      else putRestored(f);
+    }
+  };
+
+  /** Restores the folio array; the area's memory is given back before returning. */
+  const restoreArray = (ser: MemfdSer, nr: number): MemfdFolioSer[] => {
+    const area = kho.restoreVmalloc(ser.folios);
+    try {
+      return decodeMemfdFolios(vmRead(mem, area, 0, nr * FOLIO_SER), nr);
+    } finally {
+      vfreeRestored(area);
+    }
+  };
+
+  /** Checks that need only the entries: pfns inside RAM and distinct, indexes inside the size. */
+  const checkEntries = (pa: bigint, entries: readonly MemfdFolioSer[], size: number): void => {
+    const pages = BigInt(Math.ceil(size / PAGE_SIZE));
+    const pfns = new Set<number>();
+    const indexes = new Set<bigint>();
+    entries.forEach((e, i) => {
+      const w = `${where(pa)}: folio[${i}] (array offset ${i * FOLIO_SER})`;
+      if (e.pfn === 0) return;
+      if (e.pfn >= mem.nrPages) throw new LuoError('EIO', `${w}: pfn ${hex(e.pfn)} lies outside RAM (${mem.nrPages} pages)`);
+      if (pfns.has(e.pfn)) throw new LuoError('EIO', `${w}: pfn ${hex(e.pfn)} is listed twice`);
+      if (e.index >= pages) throw new LuoError('EINVAL', `${w}: page index ${e.index} lies beyond the file's ${pages} page(s)`);
+      if (indexes.has(e.index)) throw new LuoError('EEXIST', `${w}: page index ${e.index} is listed twice`);
+      pfns.add(e.pfn);
+      indexes.add(e.index);
+    });
+  };
+
+  /** memfd_luo_retrieve_folios: restore each folio and add it to the new file's page cache. */
+  const insertFolios = (pa: bigint, file: MemfdFile, entries: readonly MemfdFolioSer[]): void => {
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      if (e.pfn === 0) continue;
+      const f = kho.restoreFolio(paOf(e.pfn));
+      if (!f) {
+        discard(entries.slice(i + 1), `${where(pa)} cleanup`);
+        throw new LuoError('EIO', `${where(pa)}: folio[${i}]: Unable to restore folio at physical address: ${hex(paOf(e.pfn))}`);
+      }
+      try {
+        file.inode.insertFolio(Number(e.index), f.pfn, f.order, (e.flags & MEMFD_LUO_FOLIO_UPTODATE) !== 0);
+      } catch (err) {
+        putRestored(f);
+        discard(entries.slice(i + 1), `${where(pa)} cleanup`);
+        if (err instanceof LuoError) throw new LuoError(err.errno, `${where(pa)}: folio[${i}]: ${err.message}`, { cause: err });
+        throw err;
+      }
+    }
+  };
+
+  const retrieve = (args: FileOpArgs): void => {
+    const pa = args.serializedData;
+    const ser = readSer(pa);
+    const restoreSer = (): void => {
+      try {
+        kho.restoreFree(pa);
+      } catch (e) {
+        log('warn', `${where(pa)}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    };
+    let file: MemfdFile | undefined;
+    let entries: MemfdFolioSer[] | undefined;
+    let inserting = false;
+    try {
+      if (ser.seals & ~MEMFD_LUO_ALL_SEALS) throw new LuoError('EOPNOTSUPP', `${where(pa)}: seals ${hex(ser.seals)} are not all supported by memfd-v2`);
+      if (ser.size > BigInt(MEMFD_MAX_BYTES)) throw new LuoError('EINVAL', `${where(pa)}: size ${ser.size} is beyond the maximum file size`);
+      const size = Number(ser.size);
+      const maxFolios = BigInt(Math.ceil(size / PAGE_SIZE));
+      if (ser.nr_folios > maxFolios) throw new LuoError('EINVAL', `${where(pa)}: nr_folios ${ser.nr_folios} is more than the ${maxFolios} page(s) of a ${size}-byte file`);
+      const nr = Number(ser.nr_folios);
+      if (nr > 0) checkArray(pa, ser, nr);
+      file = memfdAllocFile(ctx.memfd, '', MFD_ALLOW_SEALING);
+      file.addSeals(ser.seals);
+      // vfs_setpos's result is ignored by the kernel: an offset it refuses leaves f_pos at 0.
+      if (ser.pos <= BigInt(MEMFD_MAX_BYTES)) file.pos = Number(ser.pos);
+      else if (ser.pos < 1n << 63n) throw new LuoError('EINVAL', `${where(pa)}: position ${ser.pos} is beyond what luo can represent`);
+      file.inode.size = size;
+      if (nr > 0) {
+        entries = restoreArray(ser, nr);
+        checkEntries(pa, entries, size);
+        inserting = true;
+        insertFolios(pa, file, entries);
+      }
+    } catch (e) {
+      if (entries && !inserting) discard(entries, `${where(pa)} cleanup`);
+      file?.close();
+      restoreSer();
+      if (e instanceof LuoError) log('err', e.message);
+      throw e;
+    }
+    args.file = file;
+    restoreSer();
+  };
+
+  /** memfd_luo_finish: only when retrieve never ran, give every preserved page back. */
+  const finish = (args: FileOpArgs): void => {
+    if (args.retrieveStatus !== 0) return;
+    const pa = args.serializedData;
+    let ser: MemfdSer;
+    try {
+      ser = readSer(pa);
+    } catch (e) {
+      log('err', e instanceof Error ? e.message : String(e));
+      return;
+    }
+    if (ser.nr_folios > 0n) {
+      try {
+        const nr = Number(ser.nr_folios);
+        checkArray(pa, ser, nr);
+        discard(restoreArray(ser, nr), `${where(pa)} finish`);
+      } catch (e) {
+        log('err', e instanceof Error ? e.message : String(e));
+      }
+    }
+    try {
+      kho.restoreFree(pa);
+    } catch (e) {
+      log('warn', `${where(pa)}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  };
+
+  return {
+    compatible: MEMFD_LUO_COMPATIBLE,
+    ops: {
+      canPreserve: (_h, file) => file instanceof MemfdFile && file.kind === 'memfd' && file.inode.nlink === 0,
+      preserve,
+      freeze,
+      unpreserve,
+      retrieve,
+      canFinish: () => true,
+      finish,
+      getId: (file) => (file instanceof MemfdFile ? file.inode : file),
+    },
+  };
+}
