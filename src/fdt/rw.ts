@@ -24,6 +24,16 @@ import {
   memmove,
 } from './walk.ts';
 
+// Module-local copies of imported constants used per operation (see walk.ts for why).
+const BEGIN_NODE: number = FDT_BEGIN_NODE;
+const END_NODE: number = FDT_END_NODE;
+const PROP: number = FDT_PROP;
+const NOP: number = FDT_NOP;
+const RSV_ENTRY: number = FDT_RESERVE_ENTRY_SIZE;
+const NOTFOUND: number = ERR_NOTFOUND;
+const NOSPACE: number = ERR_NOSPACE;
+const BADOFFSET: number = ERR_BADOFFSET;
+
 /** Where fdt_pack and fdt_open_into put the reservation map: right after the 40-byte header. */
 export const FDT_PACKED_RSVMAP_OFFSET = 40;
 
@@ -83,7 +93,7 @@ export class FdtRw {
     const s = new FdtView(src);
     check(s.roProbe(), 0, 'openInto: source header');
     const n = check(s.numMemRsv(), s.offMemRsvmap, 'openInto: reservation map');
-    const memRsvSize = (n + 1) * FDT_RESERVE_ENTRY_SIZE;
+    const memRsvSize = (n + 1) * RSV_ENTRY;
     let structSize: number;
     if (s.version >= 17) {
       structSize = s.sizeDtStruct;
@@ -99,7 +109,8 @@ export class FdtRw {
       // fdt_move
       const total = s.totalsize;
       if (total > bufsize) throw new FdtError('NOSPACE', H_TOTALSIZE, `openInto: the ${total}-byte tree does not fit in ${bufsize} bytes`);
-      memmove(dst, 0, src, 0, total);
+      // (the kernel's fdt_open_into(page, page, ..) moves the tree onto itself: nothing to copy)
+      if (src.buffer !== dst.buffer || src.byteOffset !== dst.byteOffset) memmove(dst, 0, src, 0, total);
       ddv.setUint32(H_VERSION, 17);
       ddv.setUint32(H_SIZE_DT_STRUCT, structSize);
       ddv.setUint32(H_TOTALSIZE, bufsize);
@@ -144,7 +155,7 @@ export class FdtRw {
     const v = this.v;
     check(v.roProbe(), 0, `${what}: header`);
     if (v.version < 17) throw new FdtError('BADVERSION', H_VERSION, `${what}: version ${v.version} cannot be edited (open it into a buffer first)`);
-    if (misordered(v, FDT_RESERVE_ENTRY_SIZE, v.sizeDtStruct)) throw new FdtError('BADLAYOUT', 0, `${what}: blocks are not in libfdt's order (open it into a buffer first)`);
+    if (misordered(v, RSV_ENTRY, v.sizeDtStruct)) throw new FdtError('BADLAYOUT', 0, `${what}: blocks are not in libfdt's order (open it into a buffer first)`);
     if (v.version > 17) v.setU32(H_VERSION, 17);
   }
 
@@ -152,10 +163,10 @@ export class FdtRw {
   private splice(p: number, oldlen: number, newlen: number): number {
     const v = this.v;
     const dsize = v.offDtStrings + v.sizeDtStrings;
-    if (oldlen < 0 || p + oldlen > dsize) return ERR_BADOFFSET;
-    if (p < 0 || dsize + newlen < oldlen) return ERR_BADOFFSET;
+    if (oldlen < 0 || p + oldlen > dsize) return BADOFFSET;
+    if (p < 0 || dsize + newlen < oldlen) return BADOFFSET;
     const need = dsize - oldlen + newlen;
-    if (need > v.totalsize || need > this.buf.length) return ERR_NOSPACE;
+    if (need > v.totalsize || need > this.buf.length) return NOSPACE;
     this.buf.copyWithin(p + newlen, p + oldlen, dsize);
     return 0;
   }
@@ -171,10 +182,10 @@ export class FdtRw {
   }
 
   private spliceMemRsv(p: number, oldn: number, newn: number): number {
-    const err = this.splice(p, oldn * FDT_RESERVE_ENTRY_SIZE, newn * FDT_RESERVE_ENTRY_SIZE);
+    const err = this.splice(p, oldn * RSV_ENTRY, newn * RSV_ENTRY);
     if (err) return err;
     const v = this.v;
-    const delta = (newn - oldn) * FDT_RESERVE_ENTRY_SIZE;
+    const delta = (newn - oldn) * RSV_ENTRY;
     v.setU32(H_OFF_DT_STRUCT, v.offDtStruct + delta);
     v.setU32(H_OFF_DT_STRINGS, v.offDtStrings + delta);
     return 0;
@@ -217,7 +228,7 @@ export class FdtRw {
       if (this.allocated) v.setU32(H_SIZE_DT_STRINGS, v.sizeDtStrings - (name.length + 1));
       return err;
     }
-    v.setU32(prop, FDT_PROP);
+    v.setU32(prop, PROP);
     v.setU32(prop + 8, nameoff);
     v.setU32(prop + 4, len);
     return prop;
@@ -242,7 +253,7 @@ export class FdtRw {
     this.probe('addMemRsv');
     const v = this.v;
     const n = check(v.numMemRsv(), v.offMemRsvmap, 'addMemRsv: reservation map');
-    const re = v.offMemRsvmap + n * FDT_RESERVE_ENTRY_SIZE;
+    const re = v.offMemRsvmap + n * RSV_ENTRY;
     check(this.spliceMemRsv(re, 0, 1), re, 'addMemRsv');
     v.dv.setBigUint64(re, BigInt.asUintN(64, address));
     v.dv.setBigUint64(re + 8, BigInt.asUintN(64, size));
@@ -251,7 +262,7 @@ export class FdtRw {
   /** fdt_del_mem_rsv: removes entry `n`. */
   delMemRsv(n: number): void {
     const v = this.v;
-    const re = v.offMemRsvmap + n * FDT_RESERVE_ENTRY_SIZE;
+    const re = v.offMemRsvmap + n * RSV_ENTRY;
     this.probe('delMemRsv');
     const num = check(v.numMemRsv(), v.offMemRsvmap, 'delMemRsv: reservation map');
     if (!Number.isInteger(n) || n < 0 || n >= num) throw new FdtError('NOTFOUND', re, `delMemRsv: no entry ${n} (${num} entries)`);
@@ -275,24 +286,24 @@ export class FdtRw {
     const nb = cstrBytes(name);
     const found = v.subnodeOffset(parent, nb);
     if (found >= 0) throw new FdtError('EXISTS', found, `addSubnode: node ${JSON.stringify(name)} already exists`);
-    if (found !== ERR_NOTFOUND) check(found, parent, `addSubnode(${JSON.stringify(name)})`);
+    if (found !== NOTFOUND) check(found, parent, `addSubnode(${JSON.stringify(name)})`);
     let tag = v.nextTag(parent);
-    if (tag !== FDT_BEGIN_NODE) throw new FdtError('INTERNAL', parent, 'addSubnode: parent is not a node');
+    if (tag !== BEGIN_NODE) throw new FdtError('INTERNAL', parent, 'addSubnode: parent is not a node');
     let offset: number;
     let nextoffset = v.next;
     do {
       offset = nextoffset;
       tag = v.nextTag(offset);
       nextoffset = v.next;
-    } while (tag === FDT_PROP || tag === FDT_NOP);
+    } while (tag === PROP || tag === NOP);
     const nh = v.offDtStruct + offset;
     const namespace = tagAlign(nb.length + 1);
     const nodelen = 4 + namespace + 4;
     check(this.spliceStruct(nh, 0, nodelen), offset, `addSubnode(${JSON.stringify(name)})`);
-    v.setU32(nh, FDT_BEGIN_NODE);
+    v.setU32(nh, BEGIN_NODE);
     this.buf.fill(0, nh + 4, nh + 4 + namespace);
     this.buf.set(nb, nh + 4);
-    v.setU32(nh + nodelen - 4, FDT_END_NODE);
+    v.setU32(nh + nodelen - 4, END_NODE);
     return offset;
   }
 
@@ -328,7 +339,7 @@ export class FdtRw {
     if (!Number.isInteger(len) || len < 0 || len > 0x7fffffff) throw new FdtError('BADVALUE', node, `setProp ${name}: bad length ${len}`);
     const nb = cstrBytes(name);
     let prop = this.resizeProperty(node, nb, len);
-    if (prop === ERR_NOTFOUND) prop = this.addProperty(node, nb, len);
+    if (prop === NOTFOUND) prop = this.addProperty(node, nb, len);
     check(prop, node, `setProp(${JSON.stringify(name)}, ${len} bytes)`);
     return this.buf.subarray(prop + 12, prop + 12 + len);
   }
@@ -400,7 +411,8 @@ export class FdtRw {
     this.probe('pack');
     const v = this.v;
     const n = check(v.numMemRsv(), v.offMemRsvmap, 'pack: reservation map');
-    packBlocks(v, this.buf, 0, (n + 1) * FDT_RESERVE_ENTRY_SIZE, v.sizeDtStruct, v.sizeDtStrings);
+    packBlocks(v, this.buf, 0, (n + 1) * RSV_ENTRY, v.sizeDtStruct, v.sizeDtStrings);
+    v.refresh();
     v.setU32(H_TOTALSIZE, v.offDtStrings + v.sizeDtStrings);
   }
 
@@ -412,7 +424,7 @@ export class FdtRw {
    */
   subnodeOffset(parent: number, name: string): number {
     const r = this.v.subnodeOffset(parent, cstrBytes(name));
-    return r === ERR_NOTFOUND ? -1 : check(r, parent, `subnodeOffset(${JSON.stringify(name)})`);
+    return r === NOTFOUND ? -1 : check(r, parent, `subnodeOffset(${JSON.stringify(name)})`);
   }
 
   /** fdt_path_offset. */
@@ -425,7 +437,7 @@ export class FdtRw {
     const v = this.v;
     check(v.roProbe(), 0, 'getProp: header');
     const off = v.getProperty(node, cstrBytes(name));
-    if (off === ERR_NOTFOUND) return undefined;
+    if (off === NOTFOUND) return undefined;
     check(off, node, `getProp(${JSON.stringify(name)})`);
     const at = v.offDtStruct + off + 12;
     return this.buf.subarray(at, at + v.len);
@@ -437,11 +449,12 @@ export class FdtRw {
    */
   nodeOffsetByProp(name: string, value: Uint8Array, start = -1): number {
     const r = this.v.nodeOffsetByPropValue(start, cstrBytes(name), value);
-    return r === ERR_NOTFOUND ? -1 : check(r, start, `nodeOffsetByProp(${JSON.stringify(name)})`);
+    return r === NOTFOUND ? -1 : check(r, start, `nodeOffsetByProp(${JSON.stringify(name)})`);
   }
 
   /** fdt_next_node, depth-free: the node after `offset` in document order (-1: the root). */
   nextNode(offset: number): number {
+    this.v.refresh();
     return check(this.v.nextNode(offset, false), offset, 'nextNode');
   }
 }

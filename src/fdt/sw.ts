@@ -30,6 +30,14 @@ import {
   memmove,
 } from './walk.ts';
 
+// Module-local copies of imported constants used per call (see walk.ts for why).
+const BEGIN_NODE: number = FDT_BEGIN_NODE;
+const END_NODE: number = FDT_END_NODE;
+const PROP: number = FDT_PROP;
+const MAGIC: number = FDT_MAGIC;
+const HDR_SIZE_DT_STRUCT: number = H_SIZE_DT_STRUCT;
+const HDR_SIZE_DT_STRINGS: number = H_SIZE_DT_STRINGS;
+
 /** fdt_create_with_flags flag: do not look for an existing copy of a property name. */
 export const FDT_CREATE_FLAG_NO_NAME_DEDUP = 0x1;
 const FDT_CREATE_FLAGS_ALL = FDT_CREATE_FLAG_NO_NAME_DEDUP;
@@ -66,8 +74,14 @@ export class FdtSw {
   /** 0 in the reservation-map state, totalsize in the structure state. */
   private offStrings = 0;
   private readonly noDedup: boolean;
-  /** Structure offsets of the FDT_PROP tags written, whose name offsets finish() rebases. */
+  /** Structure offsets of the PROP tags written, whose name offsets finish() rebases. */
   private props: number[] = [];
+  /**
+   * What findString() would return for a name, remembered. A new string only changes the answer
+   * for names that are its tail (the search takes the lowest address, where the new string is),
+   * so adding one forgets exactly those.
+   */
+  private readonly found = new Map<string, number>();
 
   /** fdt_create_with_flags(buf, bufsize, flags): a new zeroed buffer, or the caller's one. */
   constructor(buffer: number | Uint8Array, flags = 0) {
@@ -100,12 +114,12 @@ export class FdtSw {
 
   /** Bytes of the finished tree (header totalsize); BADSTATE before finish(). */
   blob(): Uint8Array {
-    if (this.magic !== FDT_MAGIC) throw new FdtError('BADSTATE', 0, 'blob: the tree is not finished');
+    if (this.magic !== MAGIC) throw new FdtError('BADSTATE', 0, 'blob: the tree is not finished');
     return this.buf.subarray(0, this.totalsize);
   }
 
   private probe(what: string): void {
-    if (this.magic === FDT_MAGIC) throw new FdtError('BADSTATE', 0, `${what}: the tree is already finished`);
+    if (this.magic === MAGIC) throw new FdtError('BADSTATE', 0, `${what}: the tree is already finished`);
   }
   private probeMemrsv(what: string): void {
     this.probe(what);
@@ -121,7 +135,7 @@ export class FdtSw {
     const offset = this.sizeStruct;
     if (offset + len > this.totalsize - this.offStruct - this.sizeStrings) return -1;
     this.sizeStruct = offset + len;
-    this.dv.setUint32(H_SIZE_DT_STRUCT, offset + len);
+    this.dv.setUint32(HDR_SIZE_DT_STRUCT, offset + len);
     return this.offStruct + offset;
   }
 
@@ -186,7 +200,7 @@ export class FdtSw {
     const nb = nameBytes(name);
     const at = this.grab(4 + tagAlign(nb.length + 1));
     if (at < 0) throw this.nospace(`beginNode(${JSON.stringify(name)})`, 4 + tagAlign(nb.length + 1));
-    this.dv.setUint32(at, FDT_BEGIN_NODE);
+    this.dv.setUint32(at, BEGIN_NODE);
     this.buf.set(nb, at + 4);
     this.buf[at + 4 + nb.length] = 0;
   }
@@ -196,7 +210,7 @@ export class FdtSw {
     this.probeStruct('endNode');
     const at = this.grab(4);
     if (at < 0) throw this.nospace('endNode', 4);
-    this.dv.setUint32(at, FDT_END_NODE);
+    this.dv.setUint32(at, END_NODE);
   }
 
   /** fdt_add_string_: the new string's (negative) offset from the end, or 0 when it does not fit. */
@@ -208,7 +222,7 @@ export class FdtSw {
     this.buf.set(s, at);
     this.buf[at + s.length] = 0;
     this.sizeStrings += len;
-    this.dv.setUint32(H_SIZE_DT_STRINGS, this.sizeStrings);
+    this.dv.setUint32(HDR_SIZE_DT_STRINGS, this.sizeStrings);
     return offset;
   }
 
@@ -228,70 +242,91 @@ export class FdtSw {
     return 0;
   }
 
+  /** Records a new string's offset and forgets the names that are its tail. */
+  private remember(name: string, nb: Uint8Array, nameoff: number): void {
+    for (const other of this.found.keys()) {
+      const ob = nameBytes(other);
+      if (ob.length > nb.length) continue;
+      let tail = true;
+      for (let i = 1; i <= ob.length; i++) if (ob[ob.length - i] !== nb[nb.length - i]) { tail = false; break; }
+      if (tail) this.found.delete(other);
+    }
+    this.found.set(name, nameoff);
+  }
+
   /** fdt_property_placeholder: a property of `len` bytes; returns its value bytes to fill in. */
   propertyPlaceholder(name: string, len: number): Uint8Array {
+    const at = this.placeholder(name, len);
+    return this.buf.subarray(at, at + len);
+  }
+
+  /** fdt_property_placeholder, returning the value's absolute offset. */
+  private placeholder(name: string, len: number): number {
     this.probeStruct('property');
     if (!Number.isInteger(len) || len < 0 || len > 0x7fffffff) throw new FdtError('BADVALUE', this.offStruct + this.sizeStruct, `property ${name}: bad length ${len}`);
     const nb = nameBytes(name);
-    let allocated = true;
     let nameoff = 0;
     if (!this.noDedup) {
-      nameoff = this.findString(nb);
-      allocated = nameoff === 0;
+      nameoff = this.found.get(name) ?? 0;
+      if (nameoff === 0) {
+        nameoff = this.findString(nb);
+        if (nameoff !== 0) this.found.set(name, nameoff);
+      }
     }
-    if (nameoff === 0) nameoff = this.addString(nb);
-    if (nameoff === 0) throw this.nospace(`property ${JSON.stringify(name)}: name`, nb.length + 1);
+    const allocated = nameoff === 0;
+    if (allocated) {
+      nameoff = this.addString(nb);
+      if (nameoff === 0) throw this.nospace(`property ${JSON.stringify(name)}: name`, nb.length + 1);
+      if (!this.noDedup) this.remember(name, nb, nameoff);
+    }
     const at = this.grab(12 + tagAlign(len));
     if (at < 0) {
       if (allocated) {
         this.sizeStrings -= nb.length + 1;
-        this.dv.setUint32(H_SIZE_DT_STRINGS, this.sizeStrings);
+        this.dv.setUint32(HDR_SIZE_DT_STRINGS, this.sizeStrings);
+        this.found.delete(name);
       }
       throw this.nospace(`property ${JSON.stringify(name)}`, 12 + tagAlign(len));
     }
     const dv = this.dv;
-    dv.setUint32(at, FDT_PROP);
+    dv.setUint32(at, PROP);
     dv.setUint32(at + 8, nameoff >>> 0);
     dv.setUint32(at + 4, len);
     this.props.push(at - this.offStruct);
-    return this.buf.subarray(at + 12, at + 12 + len);
+    return at + 12;
   }
 
   /** fdt_property: a property with the given raw value. */
   property(name: string, value: Uint8Array): void {
-    const dst = this.propertyPlaceholder(name, value.length);
-    dst.set(value);
+    this.buf.set(value, this.placeholder(name, value.length));
   }
 
   /** fdt_property_string: the string and its NUL. */
   propertyString(name: string, s: string): void {
     const b = cstrBytes(s);
-    const dst = this.propertyPlaceholder(name, b.length + 1);
-    dst.set(b);
-    dst[b.length] = 0;
+    const at = this.placeholder(name, b.length + 1);
+    this.buf.set(b, at);
+    this.buf[at + b.length] = 0;
   }
 
   /** fdt_property_u32 / fdt_property_cell: one big-endian cell. */
   propertyU32(name: string, v: number): void {
-    const dst = this.propertyPlaceholder(name, 4);
-    this.dv.setUint32(dst.byteOffset - this.buf.byteOffset, v >>> 0);
+    this.dv.setUint32(this.placeholder(name, 4), v >>> 0);
   }
 
   /** fdt_property_u64: a big-endian u64 (two cells). */
   propertyU64(name: string, v: bigint): void {
-    const dst = this.propertyPlaceholder(name, 8);
-    this.dv.setBigUint64(dst.byteOffset - this.buf.byteOffset, BigInt.asUintN(64, v));
+    this.dv.setBigUint64(this.placeholder(name, 8), BigInt.asUintN(64, v));
   }
 
   /** A raw native (little-endian) u64, as KHO stores addresses and sizes. */
   propertyLeU64(name: string, v: bigint): void {
-    const dst = this.propertyPlaceholder(name, 8);
-    this.dv.setBigUint64(dst.byteOffset - this.buf.byteOffset, BigInt.asUintN(64, v), true);
+    this.dv.setBigUint64(this.placeholder(name, 8), BigInt.asUintN(64, v), true);
   }
 
   /** An empty (boolean) property. */
   propertyEmpty(name: string): void {
-    this.propertyPlaceholder(name, 0);
+    this.placeholder(name, 0);
   }
 
   /**
@@ -319,8 +354,8 @@ export class FdtSw {
     this.totalsize = newstr + strSize;
     dv.setUint32(H_TOTALSIZE, this.totalsize);
     dv.setUint32(H_LAST_COMP_VERSION, FDT_LAST_COMPATIBLE_VERSION);
-    dv.setUint32(H_MAGIC, FDT_MAGIC);
-    this.magic = FDT_MAGIC;
+    dv.setUint32(H_MAGIC, MAGIC);
+    this.magic = MAGIC;
     return this.buf;
   }
 }

@@ -20,6 +20,15 @@ import {
   type FdtErrCode,
 } from './format.ts';
 
+// Module-local copies of the format constants read on hot paths: under the tsx loader an imported
+// binding can cost a getter call per read, which dominated the profile of the walks.
+const BEGIN_NODE: number = FDT_BEGIN_NODE;
+const END_NODE: number = FDT_END_NODE;
+const PROP: number = FDT_PROP;
+const NOP: number = FDT_NOP;
+const END: number = FDT_END;
+const RSV_ENTRY: number = FDT_RESERVE_ENTRY_SIZE;
+
 /** Byte offsets of the ten header words (struct fdt_header). */
 export const H_MAGIC = 0;
 export const H_TOTALSIZE = 4;
@@ -62,8 +71,6 @@ export function check(ret: number, offset: number, detail: string): number {
   return ret;
 }
 
-const tagAlign = (n: number): number => (n + 3) & ~3;
-
 /** A C string's bytes (Latin-1 for code points up to 0xff, else UTF-8), cut at the first NUL. */
 export function cstrBytes(s: string): Uint8Array {
   let narrow = true;
@@ -94,10 +101,37 @@ export class FdtView {
   depth = 0;
   /** Property length out parameter of getProperty() (or its negative error). */
   len = 0;
+  // Header words, cached: refreshed by refresh() (roProbe calls it) and by every setU32 into the
+  // header, so each operation sees the header as it is when the operation starts.
+  private total = 0;
+  private base = 0;
+  private strings = 0;
+  private ver = 0;
+  private stringsSize = 0;
+  private structSize = 0;
+  /** min(totalsize, buffer length): nothing at or past it is ever read. */
+  private limit = 0;
 
   constructor(buf: Uint8Array) {
     this.buf = buf;
     this.dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    this.refresh();
+  }
+
+  /** Re-reads the header words (call after the buffer was changed from outside). */
+  refresh(): void {
+    if (this.buf.length < 40) {
+      this.total = this.base = this.strings = this.ver = this.stringsSize = this.structSize = this.limit = 0;
+      return;
+    }
+    const dv = this.dv;
+    this.total = dv.getUint32(H_TOTALSIZE);
+    this.base = dv.getUint32(H_OFF_DT_STRUCT);
+    this.strings = dv.getUint32(H_OFF_DT_STRINGS);
+    this.ver = dv.getUint32(H_VERSION);
+    this.stringsSize = dv.getUint32(H_SIZE_DT_STRINGS);
+    this.structSize = dv.getUint32(H_SIZE_DT_STRUCT);
+    this.limit = Math.min(this.total, this.buf.length);
   }
 
   u32(off: number): number {
@@ -105,17 +139,19 @@ export class FdtView {
   }
   setU32(off: number, v: number): void {
     this.dv.setUint32(off, v >>> 0);
+    if (off < 40) this.refresh();
   }
-  get totalsize(): number { return this.dv.getUint32(H_TOTALSIZE); }
-  get offDtStruct(): number { return this.dv.getUint32(H_OFF_DT_STRUCT); }
-  get offDtStrings(): number { return this.dv.getUint32(H_OFF_DT_STRINGS); }
+  get totalsize(): number { return this.total; }
+  get offDtStruct(): number { return this.base; }
+  get offDtStrings(): number { return this.strings; }
   get offMemRsvmap(): number { return this.dv.getUint32(H_OFF_MEM_RSVMAP); }
-  get version(): number { return this.dv.getUint32(H_VERSION); }
-  get sizeDtStrings(): number { return this.dv.getUint32(H_SIZE_DT_STRINGS); }
-  get sizeDtStruct(): number { return this.dv.getUint32(H_SIZE_DT_STRUCT); }
+  get version(): number { return this.ver; }
+  get sizeDtStrings(): number { return this.stringsSize; }
+  get sizeDtStruct(): number { return this.structSize; }
 
   /** fdt_ro_probe_: magic, version window, and (luo's addition) totalsize within the buffer. */
   roProbe(): number {
+    this.refresh();
     if (this.buf.length < 40) return ERR_TRUNCATED;
     const magic = this.u32(H_MAGIC);
     if (magic === FDT_MAGIC) {
@@ -134,65 +170,61 @@ export class FdtView {
   /** fdt_offset_ptr() != NULL: `len` bytes at structure offset `offset` are inside the blob. */
   inStruct(offset: number, len: number): boolean {
     if (offset < 0) return false;
-    const abs = offset + this.offDtStruct;
-    if (abs + len > this.totalsize || abs + len > this.buf.length) return false;
-    if (this.version >= 0x11 && offset + len > this.sizeDtStruct) return false;
+    if (offset + this.base + len > this.limit) return false;
+    if (this.ver >= 0x11 && offset + len > this.structSize) return false;
     return true;
   }
 
   /** fdt_next_tag: the tag at `start`; `this.next` gets the next tag's offset or an error. */
   nextTag(start: number): number {
     this.next = ERR_TRUNCATED;
-    if (!this.inStruct(start, 4)) return FDT_END;
-    const base = this.offDtStruct;
+    if (!this.inStruct(start, 4)) return END;
+    const base = this.base;
     const buf = this.buf;
     const tag = this.dv.getUint32(base + start);
     let offset = start + 4;
     this.next = ERR_BADSTRUCTURE;
     switch (tag) {
-      case FDT_BEGIN_NODE: {
+      case BEGIN_NODE: {
         // skip the name: every byte up to and including its NUL must be inside the struct block
-        let limit = this.sizeDtStruct;
-        if (this.version < 0x11) limit = 0x7fffffff;
-        const hard = Math.min(this.totalsize, buf.length) - base;
-        if (hard < limit) limit = hard;
-        let p = offset;
-        while (p < limit && buf[base + p] !== 0) p++;
-        if (p >= limit) return FDT_END;
-        offset = p + 1;
+        let limit = this.limit - base;
+        if (this.ver >= 0x11 && this.structSize < limit) limit = this.structSize;
+        const nul = buf.indexOf(0, base + offset) - base;
+        if (nul < 0 || nul >= limit) return END;
+        offset = nul + 1;
         break;
       }
-      case FDT_PROP: {
-        if (!this.inStruct(offset, 4)) return FDT_END;
+      case PROP: {
+        if (!this.inStruct(offset, 4)) return END;
         const len = this.dv.getUint32(base + offset);
-        if (len + offset >= 0x7fffffff) return FDT_END;
+        if (len + offset >= 0x7fffffff) return END;
         offset += 8 + len;
-        if (this.version < 0x10 && len >= 8 && ((offset - len) % 8) !== 0) offset += 4;
+        if (this.ver < 0x10 && len >= 8 && ((offset - len) % 8) !== 0) offset += 4;
         break;
       }
-      case FDT_END:
-      case FDT_END_NODE:
-      case FDT_NOP:
+      case END:
+      case END_NODE:
+      case NOP:
         break;
       default:
-        return FDT_END;
+        return END;
     }
-    if (!this.inStruct(start, offset - start)) return FDT_END;
-    this.next = tagAlign(offset);
+    if (!this.inStruct(start, offset - start)) return END;
+    this.next = (offset + 3) & ~3;
     return tag;
   }
 
   /** fdt_check_node_offset_: the offset just past the node's name, or BADOFFSET. */
   checkNodeOffset(offset: number): number {
     if (offset < 0 || (offset & 3) !== 0) return ERR_BADOFFSET;
-    if (this.nextTag(offset) !== FDT_BEGIN_NODE) return ERR_BADOFFSET;
+    if (this.nextTag(offset) !== BEGIN_NODE) return ERR_BADOFFSET;
     return this.next;
   }
 
   /** fdt_check_prop_offset_. */
   checkPropOffset(offset: number): number {
     if (offset < 0 || (offset & 3) !== 0) return ERR_BADOFFSET;
-    if (this.nextTag(offset) !== FDT_PROP) return ERR_BADOFFSET;
+    if (this.nextTag(offset) !== PROP) return ERR_BADOFFSET;
     return this.next;
   }
 
@@ -208,19 +240,19 @@ export class FdtView {
       offset = nextoffset;
       tag = this.nextTag(offset);
       nextoffset = this.next;
-      if (tag === FDT_BEGIN_NODE) {
+      if (tag === BEGIN_NODE) {
         if (withDepth) this.depth++;
-      } else if (tag === FDT_END_NODE) {
+      } else if (tag === END_NODE) {
         if (withDepth && --this.depth < 0) return nextoffset;
-      } else if (tag === FDT_END) {
+      } else if (tag === END) {
         if (nextoffset >= 0 || (nextoffset === ERR_TRUNCATED && !withDepth)) return ERR_NOTFOUND;
         return nextoffset;
       }
-    } while (tag !== FDT_BEGIN_NODE);
+    } while (tag !== BEGIN_NODE);
     return offset;
   }
 
-  /** fdt_node_end_offset_: the offset just past the node's FDT_END_NODE. */
+  /** fdt_node_end_offset_: the offset just past the node's END_NODE. */
   nodeEndOffset(offset: number): number {
     this.depth = 0;
     while (offset >= 0 && this.depth >= 0) offset = this.nextNode(offset, true);
@@ -229,10 +261,11 @@ export class FdtView {
 
   /** fdt_num_mem_rsv: entries before the one whose size is 0. */
   numMemRsv(): number {
+    this.refresh();
     const base = this.offMemRsvmap;
-    const limit = Math.min(this.totalsize, this.buf.length) - FDT_RESERVE_ENTRY_SIZE;
+    const limit = this.limit - RSV_ENTRY;
     for (let i = 0; ; i++) {
-      const abs = base + i * FDT_RESERVE_ENTRY_SIZE;
+      const abs = base + i * RSV_ENTRY;
       if (abs > limit) return ERR_TRUNCATED;
       if (this.dv.getUint32(abs + 8) === 0 && this.dv.getUint32(abs + 12) === 0) return i;
     }
@@ -310,16 +343,16 @@ export class FdtView {
     return offset;
   }
 
-  /** nextprop_: the next FDT_PROP at or after `offset` inside the node, skipping NOPs. */
+  /** nextprop_: the next PROP at or after `offset` inside the node, skipping NOPs. */
   private nextProp(offset: number): number {
     let tag: number;
     do {
       tag = this.nextTag(offset);
       const nextoffset = this.next;
-      if (tag === FDT_END) return nextoffset >= 0 ? ERR_BADSTRUCTURE : nextoffset;
-      if (tag === FDT_PROP) return offset;
+      if (tag === END) return nextoffset >= 0 ? ERR_BADSTRUCTURE : nextoffset;
+      if (tag === PROP) return offset;
       offset = nextoffset;
-    } while (tag === FDT_NOP);
+    } while (tag === NOP);
     return ERR_NOTFOUND;
   }
 
@@ -337,12 +370,12 @@ export class FdtView {
 
   /** fdt_string_eq_: the string at `stroffset` of the strings block equals `name`. */
   private stringEq(stroffset: number, name: Uint8Array): boolean {
-    const total = Math.min(this.totalsize, this.buf.length);
-    const abs = stroffset + this.offDtStrings;
+    const total = this.limit;
+    const abs = stroffset + this.strings;
     if (stroffset < 0 || abs >= total) return false;
     let lim = total - abs;
-    if (this.version >= 17) {
-      const size = this.sizeDtStrings;
+    if (this.ver >= 17) {
+      const size = this.stringsSize;
       if (stroffset >= size) return false;
       if (size - stroffset < lim) lim = size - stroffset;
     }

@@ -94,6 +94,19 @@ test('FdtSw: wrong call order gives BADSTATE/BADMAGIC, and fdt_resize moves the 
   );
 });
 
+test('FdtSw: targeted edge cases match libfdt (name rolled back then reused, empty names, exact fits)', () => {
+  const v = (n: number): Uint8Array => new Uint8Array(n).fill(0x11);
+  const scripts: Op[][] = [];
+  for (let size = 120; size <= 200; size += 4) {
+    scripts.push([['create', 0, size], ['finishrsv'], ['begin', ''],
+      ['prop', 'first-name', v(64)], // the name fits, the value does not: the name is rolled back
+      ['prop', 'zz', v(1)], // takes the rolled-back name's place
+      ['prop', 'first-name', v(1)], // must be added again, below "zz"
+      ['prop', '', v(0)], ['prop', 'name', v(2)], ['prop', 'e', v(3)], ['begin', 'child@1'], ['prop', '', v(1)], ['end'], ['end'], ['finish']]);
+  }
+  compare(scripts.map((ops) => instrument(ops, 260, 0x3c)));
+});
+
 test('FdtSw: the buffer libfdt leaves (reservation map at 48, strings reversed, stale tail) for a fixed tree', () => {
   const sw = new FdtSw(512);
   sw.finishReservemap();
