@@ -7,7 +7,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -17,7 +16,7 @@ import { FdtSw } from '../../src/fdt/sw.ts';
 import { FdtRw } from '../../src/fdt/rw.ts';
 import { FdtError } from '../../src/fdt/format.ts';
 import { nopNode, nopProperty, setPropInplace, setPropInplacePartial } from '../../src/fdt/wip.ts';
-import { type Op, type Sel, firstDifference, runLibfdt, runLuo } from './helpers/libfdt.ts';
+import { type Op, type Sel, firstDifference, runLibfdt, runLuo, runTool } from './helpers/libfdt.ts';
 import { buildOps, nodeName, propName, propValue, rsvEntries, tree } from './helpers/trees.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -359,9 +358,9 @@ test('FdtRw: edited blobs read back the same with dtc and fdtget', () => {
     }
     const file = join(dir, 'kho.dtb');
     writeFileSync(file, new FdtRw(page).blob());
-    assert.match(execFileSync('dtc', ['-q', '-I', 'dtb', '-O', 'dts', file], { encoding: 'latin1' }), /compatible = "kho-v4";/);
+    assert.match(runTool('dtc', ['-q', '-I', 'dtb', '-O', 'dts', file]), /compatible = "kho-v4";/);
     const args = [...want.keys()].flatMap((k) => k.split(' '));
-    const got = execFileSync('fdtget', ['-t', 'bx', file, ...args], { encoding: 'latin1' }).split('\n');
+    const got = runTool('fdtget', ['-t', 'bx', file, ...args]).split('\n');
     [...want.values()].forEach((v, i) => assert.equal(got[i], [...v].map((b) => b.toString(16)).join(' ')));
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -5,14 +5,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { FdtSw, FDT_CREATE_FLAG_NO_NAME_DEDUP } from '../../src/fdt/sw.ts';
 import { FdtError, FDT_MAGIC } from '../../src/fdt/format.ts';
-import { type Op, runLibfdt, runLuo, firstDifference } from './helpers/libfdt.ts';
+import { type Op, runLibfdt, runLuo, runTool, firstDifference } from './helpers/libfdt.ts';
 import { type TNode, buildOps, flatten, nodeName, propName, propValue, rsvEntries, tree } from './helpers/trees.ts';
 
 /** Adds a checksum of [0, region) after every op and a full dump at the end. */
@@ -223,13 +222,3 @@ test('FdtSw blobs read back the same with dtc and fdtget', () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-function runTool(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'latin1', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    const err = e as { code?: string; stderr?: string };
-    if (err.code === 'ENOENT') throw new Error(`${cmd} is missing: install device-tree-compiler (sudo apt-get install device-tree-compiler, or run npm test)`);
-    throw new Error(`${cmd} ${args.join(' ')} failed: ${err.stderr ?? String(e)}`);
-  }
-}

@@ -210,3 +210,14 @@ export function firstDifference(script: readonly Op[], want: string[], got: stri
   }
   return undefined;
 }
+
+/** Runs dtc/fdtget; a missing tool is a clear failure, never a skip. */
+export function runTool(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'latin1', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as { code?: string; stderr?: string };
+    if (err.code === 'ENOENT') throw new Error(`${cmd} is missing: install device-tree-compiler (sudo apt-get install device-tree-compiler, or run npm test)`);
+    throw new Error(`${cmd} ${args.join(' ')} failed: ${err.stderr ?? String(e)}`);
+  }
+}
