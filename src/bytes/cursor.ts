@@ -68,8 +68,17 @@ export function writeU64(buf: Uint8Array, off: number, v: bigint, e: Endian): vo
   view(buf).setBigUint64(off, BigInt.asUintN(64, v), e === 'le');
 }
 
-const latin1 = new TextDecoder('latin1');
 const utf8 = new TextEncoder();
+
+/**
+ * Bytes to a string, one character per byte (ISO-8859-1). TextDecoder('latin1') would not do:
+ * the WHATWG encoding standard maps that label to windows-1252, which changes 0x80..0x9f.
+ */
+export function latin1String(b: Uint8Array): string {
+  let s = '';
+  for (let i = 0; i < b.length; i += 8192) s += String.fromCharCode(...b.subarray(i, i + 8192));
+  return s;
+}
 
 /** Reads a NUL-terminated string stored in a fixed field of `size` bytes (strnlen semantics). */
 export function readCString(buf: Uint8Array, off: number, size: number): string {
@@ -77,7 +86,7 @@ export function readCString(buf: Uint8Array, off: number, size: number): string 
   let end = off;
   const lim = off + size;
   while (end < lim && buf[end] !== 0) end++;
-  return latin1.decode(buf.subarray(off, end));
+  return latin1String(buf.subarray(off, end));
 }
 
 /** Bytes of a string as the kernel sees a C string (Latin-1 for 0..255 code points, else UTF-8). */

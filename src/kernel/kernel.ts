@@ -12,6 +12,7 @@ import { type KhoBootData, khoMemoryInit, khoPopulate, type Populated } from '..
 import { Memblock, MEMBLOCK_RSRV_KERN } from '../machine/memblock.ts';
 import { PageAllocator } from '../machine/page-alloc.ts';
 import { DEFAULT_SCRATCH_CONFIG, parseKhoScratch, reserveScratch, type ScratchConfig } from '../machine/scratch.ts';
+import { Luo, type RestoreFailPolicy } from '../luo/core.ts';
 import { boolParam, parseCmdline, type Cmdline } from './cmdline.ts';
 import { KernelLog, type LogLevel } from './log.ts';
 import type { Machine } from './machine.ts';
@@ -61,6 +62,8 @@ export class Kernel {
   readonly memblock: Memblock;
   readonly alloc: PageAllocator;
   readonly kho: Kho | undefined;
+  /** The Live Update Orchestrator (absent when `liveupdate` is off). */
+  readonly luo: Luo | undefined;
   readonly scratch: readonly ScratchArea[];
   /** The previous kernel's hand-over was found and its memory reserved. */
   readonly handover: boolean;
@@ -143,6 +146,15 @@ export class Kernel {
       ? new Kho(mem, this.alloc, { profile: build.khoProfile, scratch, release: build.release, ramPages, log: (l, m) => this.print(l, `KHO: ${m}`) },
         populated && incoming ? { root: populated.root, fdtPa: populated.fdtPa, scratchPa: populated.scratchPa, magic: incoming.magic, blocks: incoming.blocks } : undefined)
       : undefined;
+
+    // --- LUO: early startup (may panic under the default policy), then late init ---
+    const luoOn = boolParam(this.cmdline, 'liveupdate', false);
+    const policyArg = this.cmdline.params.get('luo.restore_fail');
+    const policy: RestoreFailPolicy = policyArg === 'disable' ? 'disable' : 'panic';
+    this.luo = luoOn
+      ? new Luo(this.kho, mem, { enabled: true, policy, ramPages, log: (l, m) => this.print(l, m) })
+      : undefined;
+    if (this.luo?.enabled) this.onReboot(() => this.luo!.reboot());
     this.bootTimeMs = performance.now() - t0;
   }
 

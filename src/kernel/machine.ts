@@ -3,6 +3,7 @@
  * currently running. Cold boot starts the first kernel; each kexec replaces it (Kernel.kexec).
  */
 import { PhysicalMemory } from '../machine/memory.ts';
+import { KernelPanic } from '../luo/core.ts';
 import { DEFAULT_BUILD, Kernel, type KernelBuild } from './kernel.ts';
 
 export interface MachineOptions {
@@ -20,16 +21,39 @@ export class Machine {
   readonly memory: PhysicalMemory;
   kernel: Kernel;
   readonly console: ((line: string) => void) | undefined;
+  /** Set when the last boot panicked: the machine must be cold-booted. */
+  panic: KernelPanic | undefined;
+  private readonly defaultBuild: KernelBuild;
+  private readonly defaultCmdline: string;
 
   constructor(opts: MachineOptions) {
     this.memory = new PhysicalMemory({ size: opts.ramSize });
     this.console = opts.console;
-    this.kernel = Kernel.boot(this, opts.build ?? DEFAULT_BUILD, { cmdline: opts.cmdline ?? DEFAULT_CMDLINE }, opts.console);
+    this.defaultBuild = opts.build ?? DEFAULT_BUILD;
+    this.defaultCmdline = opts.cmdline ?? DEFAULT_CMDLINE;
+    this.kernel = Kernel.boot(this, this.defaultBuild, { cmdline: this.defaultCmdline }, opts.console);
   }
 
-  /** kexec_file_load + reboot into the given build (default: the running one). */
+  /**
+   * kexec_file_load + reboot into the given build (default: the running one). A panic of the new
+   * kernel is recorded in `panic` and rethrown; `coldBoot()` then brings the machine back.
+   */
   kexec(opts: { build?: KernelBuild; cmdline?: string } = {}): Kernel {
+    if (this.panic) throw this.panic;
     if (!this.kernel.kexecLoaded || opts.build || opts.cmdline) this.kernel.kexecLoad(opts);
-    return this.kernel.kexec(this.console);
+    try {
+      return this.kernel.kexec(this.console);
+    } catch (e) {
+      if (e instanceof KernelPanic) this.panic = e;
+      throw e;
+    }
+  }
+
+  /** Power cycle: every byte of RAM is lost (poisoned) and a fresh kernel boots without hand-over. */
+  coldBoot(opts: { build?: KernelBuild; cmdline?: string } = {}): Kernel {
+    this.memory.poisonExcept([]);
+    this.panic = undefined;
+    this.kernel = Kernel.boot(this, opts.build ?? this.defaultBuild, { cmdline: opts.cmdline ?? this.defaultCmdline }, this.console);
+    return this.kernel;
   }
 }

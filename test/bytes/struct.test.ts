@@ -123,3 +123,8 @@ test('ByteWriter and ByteReader are symmetric', () => {
   const be = new ByteWriter('be').u32(0xd00dfeed).finish();
   assert.deepEqual([...be], [0xd0, 0x0d, 0xfe, 0xed]);
 });
+
+test('C strings decode one character per byte, 0x80..0x9f included', () => {
+  const b = Uint8Array.of(0x41, 0x80, 0x9f, 0xff, 0);
+  assert.equal(readCString(b, 0, 5), 'A\u0080\u009f\u00ff');
+});

@@ -1,0 +1,258 @@
+/**
+ * Linked serialization blocks (kernel/liveupdate/kho_block.c, include/linux/kho/abi/block.h):
+ * one preserved page each, a {next, count} header then packed entries. Sets grow ahead of need
+ * and shrink from the end; an incoming chain is checked (cycle, length cap, pointers, per-block
+ * counts) before anything trusts it. Iterators write, read and step back over entry slots.
+ */
+import { LuoError } from '../errno.ts';
+import { PAGE_SIZE } from '../abi/kho.ts';
+import { blockCapacity, KHO_MAX_BLOCKS, KhoBlockHeader } from '../abi/luo.ts';
+import type { KhoMemory } from '../kho/memory.ts';
+
+/** The KHO services a block set needs (a subset of Kho). */
+export interface BlockKho {
+  allocPreserve(size: number): bigint;
+  unpreserveFree(pa: bigint): void;
+  restoreFree(pa: bigint): void;
+}
+
+const HDR = KhoBlockHeader.size;
+
+/** A slot: the page holding it and the byte offset of the entry in that page. */
+export interface EntrySlot {
+  readonly page: Uint8Array;
+  readonly offset: number;
+  readonly pa: bigint;
+}
+
+function pageOf(mem: KhoMemory, pa: bigint): Uint8Array {
+  return mem.page(Number(pa >> 12n));
+}
+
+function readNext(page: Uint8Array): bigint {
+  return new DataView(page.buffer, page.byteOffset, HDR).getBigUint64(0, true);
+}
+function writeNext(page: Uint8Array, v: bigint): void {
+  new DataView(page.buffer, page.byteOffset, HDR).setBigUint64(0, v, true);
+}
+function readCount(page: Uint8Array): bigint {
+  return new DataView(page.buffer, page.byteOffset, HDR).getBigUint64(8, true);
+}
+function writeCount(page: Uint8Array, v: number): void {
+  new DataView(page.buffer, page.byteOffset, HDR).setBigUint64(8, BigInt(v), true);
+}
+
+export class BlockSet {
+  readonly countPerBlock: number;
+  /** Physical addresses of the blocks, in chain order. */
+  private blocks: bigint[] = [];
+  private incomingSet = false;
+
+  constructor(private readonly kho: BlockKho, private readonly mem: KhoMemory, readonly entrySize: number) {
+    this.countPerBlock = blockCapacity(entrySize);
+    if (this.countPerBlock < 1) throw new LuoError('EINVAL', `entry size ${entrySize} does not fit a block`);
+  }
+
+  get nblocks(): number {
+    return this.blocks.length;
+  }
+  get headPa(): bigint {
+    return this.blocks[0] ?? 0n;
+  }
+  get incoming(): boolean {
+    return this.incomingSet;
+  }
+  get capacity(): number {
+    return this.blocks.length * this.countPerBlock;
+  }
+  /** Block addresses in order (for inspection and accounting). */
+  blockAddresses(): readonly bigint[] {
+    return this.blocks;
+  }
+
+  private freeBlock(pa: bigint): void {
+    if (!this.incomingSet) return this.kho.unpreserveFree(pa);
+    try {
+      this.kho.restoreFree(pa);
+    } catch {
+      // not a preserved block (corrupt chain): nothing to give back (the kernel WARNs)
+    }
+  }
+
+  private growOne(): void {
+    if (this.blocks.length >= KHO_MAX_BLOCKS) throw new LuoError('ENOSPC', `block set is at its cap of ${KHO_MAX_BLOCKS} blocks`);
+    const pa = this.kho.allocPreserve(PAGE_SIZE);
+    const last = this.blocks[this.blocks.length - 1];
+    if (last !== undefined) writeNext(pageOf(this.mem, last), pa);
+    this.blocks.push(pa);
+  }
+
+  private shrinkOne(): void {
+    const last = this.blocks.pop();
+    if (last === undefined) return;
+    this.freeBlock(last);
+    const newLast = this.blocks[this.blocks.length - 1];
+    if (newLast !== undefined) writeNext(pageOf(this.mem, newLast), 0n);
+  }
+
+  /** kho_block_set_grow: room for `count` entries, or nothing changes (ENOMEM/ENOSPC). */
+  grow(count: number): void {
+    if (this.incomingSet) throw new LuoError('EINVAL', 'cannot grow an incoming block set');
+    const orig = this.blocks.length;
+    try {
+      while (count > this.capacity) this.growOne();
+    } catch (e) {
+      while (this.blocks.length > orig) this.shrinkOne();
+      throw e;
+    }
+  }
+
+  /** kho_block_set_shrink: drop trailing blocks not needed for `count` entries. */
+  shrink(count: number): void {
+    while (this.blocks.length > 0 && count <= (this.blocks.length - 1) * this.countPerBlock) this.shrinkOne();
+  }
+
+  /** kho_block_set_destroy: free every block (restore-free when incoming). */
+  destroy(): void {
+    for (const pa of this.blocks) this.freeBlock(pa);
+    this.blocks = [];
+  }
+
+  /** kho_block_set_clear: zero every count and entry, keeping the blocks. */
+  clear(): void {
+    for (const pa of this.blocks) {
+      const p = pageOf(this.mem, pa);
+      writeCount(p, 0);
+      p.fill(0, HDR);
+    }
+  }
+
+  /**
+   * kho_block_set_restore from an untrusted chain: Floyd's cycle check bounded by the block cap
+   * (EINVAL), every pointer page-aligned inside RAM (EINVAL, our addition: the kernel would fault),
+   * every count 1..countPerBlock (EINVAL), more than KHO_MAX_BLOCKS blocks (ENOSPC, as the
+   * kernel's add step returns). On failure every block of the chain is restore-freed, like the
+   * kernel's error path, and nothing is kept.
+   */
+  restore(headPa: bigint, ramPages: number, what = 'block set'): void {
+    this.incomingSet = true;
+    if (headPa === 0n) return;
+    const check = (pa: bigint, where: string): void => {
+      if (pa % BigInt(PAGE_SIZE) !== 0n || pa >> 12n >= BigInt(ramPages)) {
+        throw new LuoError('EINVAL', `${what}: ${where} points to 0x${pa.toString(16)}, not a page inside RAM`);
+      }
+    };
+    check(headPa, 'head');
+    // Cycle check (fast/slow), bounded like the kernel's.
+    let fast = headPa;
+    let slow = headPa;
+    let n = 0;
+    for (;;) {
+      if (n++ >= KHO_MAX_BLOCKS) throw new LuoError('EINVAL', `${what} is corrupted: chain longer than the cycle check allows`);
+      const f1 = readNext(pageOf(this.mem, fast));
+      if (f1 === 0n) break;
+      check(f1, `block after 0x${fast.toString(16)}`);
+      const f2 = readNext(pageOf(this.mem, f1));
+      if (f2 === 0n) break;
+      check(f2, `block after 0x${f1.toString(16)}`);
+      fast = f2;
+      slow = readNext(pageOf(this.mem, slow));
+      if (slow === fast) throw new LuoError('EINVAL', `${what} is corrupted: the chain loops back to block 0x${slow.toString(16)}`);
+    }
+    let pa = headPa;
+    let err: LuoError | undefined;
+    while (pa !== 0n) {
+      const page = pageOf(this.mem, pa);
+      const count = readCount(page);
+      if (count === 0n || count > BigInt(this.countPerBlock)) {
+        err = new LuoError('EINVAL', `${what}: block ${this.blocks.length} at 0x${pa.toString(16)} contains invalid entry count: ${count}${count === 0n ? ' (an empty block: see the 7.3.4 duplicate-create defect)' : ''}`);
+        break;
+      }
+      if (this.blocks.length >= KHO_MAX_BLOCKS) {
+        err = new LuoError('ENOSPC', `${what}: more than ${KHO_MAX_BLOCKS} blocks`);
+        break;
+      }
+      this.blocks.push(pa);
+      pa = readNext(page);
+    }
+    if (err) {
+      this.destroy();
+      while (pa !== 0n) {
+        const next = readNext(pageOf(this.mem, pa));
+        try {
+          this.kho.restoreFree(pa);
+        } catch {
+          // a block that was never preserved: nothing to give back (the kernel WARNs)
+        }
+        pa = next;
+      }
+      throw err;
+    }
+  }
+
+  /** Number of entries the chain holds (sum of counts). */
+  entryCount(): number {
+    let n = 0;
+    for (const pa of this.blocks) n += Number(readCount(pageOf(this.mem, pa)));
+    return n;
+  }
+
+  iterator(): BlockIterator {
+    return new BlockIterator(this, this.mem);
+  }
+}
+
+/** kho_block_set_it: a cursor over entry slots. */
+export class BlockIterator {
+  private block = 0;
+  private i = 0;
+  constructor(private readonly bs: BlockSet, private readonly mem: KhoMemory) {}
+
+  private slot(): EntrySlot {
+    const pa = this.bs.blockAddresses()[this.block]!;
+    const offset = HDR + this.i * this.bs.entrySize;
+    return { page: pageOf(this.mem, pa), offset, pa: pa + BigInt(offset) };
+  }
+
+  /** Next free slot for writing (the block's count follows), or undefined when the set is full. */
+  reserveEntry(): EntrySlot | undefined {
+    const blocks = this.bs.blockAddresses();
+    if (blocks.length === 0) return undefined;
+    if (this.i === this.bs.countPerBlock) {
+      if (this.block === blocks.length - 1) return undefined;
+      this.block++;
+      this.i = 0;
+    }
+    const s = this.slot();
+    this.i++;
+    writeCount(s.page, this.i);
+    return s;
+  }
+
+  /** Next written entry, respecting each block's count, or undefined at the end. */
+  readEntry(): EntrySlot | undefined {
+    const blocks = this.bs.blockAddresses();
+    if (blocks.length === 0) return undefined;
+    const count = Number(readCount(pageOf(this.mem, blocks[this.block]!)));
+    if (this.i === count) {
+      if (this.block === blocks.length - 1) return undefined;
+      this.block++;
+      this.i = 0;
+    }
+    const s = this.slot();
+    this.i++;
+    return s;
+  }
+
+  /** The previous slot, moving back into the previous block when needed. */
+  prev(): EntrySlot | undefined {
+    if (this.bs.blockAddresses().length === 0) return undefined;
+    if (this.i === 0) {
+      if (this.block === 0) return undefined;
+      this.block--;
+      this.i = this.bs.countPerBlock;
+    }
+    this.i--;
+    return this.slot();
+  }
+}

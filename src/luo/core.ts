@@ -1,0 +1,228 @@
+/**
+ * The Live Update Orchestrator of one kernel (kernel/liveupdate/luo_core.c): early startup reads
+ * the incoming `luo_ser` blob (KHO raw subtree "LUO", compat "luo-v5"), late init registers the
+ * outgoing one, the reboot path serializes sessions and FLBs, and the /dev/liveupdate device
+ * (exclusive open, deserialization on first open with a cached result) gates userspace.
+ */
+import { LuoError } from '../errno.ts';
+import { PAGE_SIZE } from '../abi/kho.ts';
+import { LUO_ABI_COMPAT_LEN, LUO_ABI_COMPATIBLE, LUO_SUBTREE_NAME, LuoFlbHeaderSer, LuoSer } from '../abi/luo.ts';
+import type { Kho } from '../kho/kho.ts';
+import type { KhoMemory } from '../kho/memory.ts';
+import type { FileHandler, KernelFile } from './file-handler.ts';
+import type { FileContext, FlbHooks } from './file.ts';
+import { type LuoSession, SessionManager } from './session.ts';
+
+/** What a kernel does when the incoming LUO state cannot be restored. */
+export type RestoreFailPolicy = 'panic' | 'disable';
+
+/** Raised on a restore failure under the `panic` policy: the boot fails, a cold boot is needed. */
+export class KernelPanic extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(`Kernel panic - not syncing: ${message}`, options);
+    this.name = 'KernelPanic';
+  }
+}
+
+export interface LuoOptions {
+  readonly enabled: boolean;
+  readonly policy: RestoreFailPolicy;
+  readonly ramPages: number;
+  readonly log: (level: 'info' | 'warn' | 'err', msg: string) => void;
+}
+
+const NO_FLB: FlbHooks = { filePreserve() {}, fileUnpreserve() {}, fileFinish() {} };
+
+export class Luo {
+  private readonly handlers: FileHandler[] = [];
+  readonly sessions: SessionManager;
+  private enabledFlag: boolean;
+  /** The misc device is registered (late init succeeded and LUO is enabled). */
+  deviceRegistered = false;
+  private deviceOpen = false;
+  /** liveupdate_num of the incoming kernel state (0 on a cold boot). */
+  readonly incomingNum: number;
+  /** Physical address of the incoming FLB header page (0 when none). */
+  readonly incomingFlbsPa: bigint;
+  private outSerPa = 0n;
+  private flbPagePa = 0n;
+  readonly restoreFailure: LuoError | undefined;
+
+  constructor(private readonly kho: Kho | undefined, private readonly mem: KhoMemory, private readonly opts: LuoOptions) {
+    this.enabledFlag = opts.enabled && kho !== undefined && kho.profile !== 'kho-v1';
+    if (opts.enabled && !kho) opts.log('warn', 'luo: KHO is disabled, disabling live update');
+    // luo-v5 stores luo_ser as a raw KHO blob (blob-size), which kho-v1 roots cannot describe.
+    if (opts.enabled && kho?.profile === 'kho-v1') opts.log('warn', 'luo: luo-v5 needs raw KHO subtrees (kho-v3 or later); live update disabled');
+    const ctx: FileContext = {
+      kho: {
+        allocPreserve: (n) => kho!.allocPreserve(n),
+        unpreserveFree: (pa) => kho!.unpreserveFree(pa),
+        restoreFree: (pa) => kho!.restoreFree(pa),
+      },
+      mem,
+      ramPages: opts.ramPages,
+      handlers: () => this.handlers,
+      preservedIds: new Map<unknown, KernelFile>(),
+      flb: NO_FLB,
+      log: (m) => opts.log('warn', `luo: ${m}`),
+    };
+    this.sessions = new SessionManager(ctx);
+    let num = 0;
+    let flbs = 0n;
+    let failure: LuoError | undefined;
+    if (this.enabledFlag) {
+      try {
+        const r = this.earlyStartup();
+        num = r.num;
+        flbs = r.flbs;
+      } catch (e) {
+        failure = e instanceof LuoError ? e : new LuoError('EIO', String(e));
+      }
+    }
+    this.incomingNum = num;
+    this.incomingFlbsPa = flbs;
+    this.restoreFailure = failure;
+    if (failure) {
+      opts.log('err', `luo: failed to restore the incoming live-update state: ${failure.message}`);
+      if (opts.policy === 'panic') throw new KernelPanic(`The incoming tree failed to initialize properly [-${failure.code}]`, { cause: failure });
+      opts.log('warn', 'luo: live update disabled (luo.restore_fail=disable); /dev/liveupdate is not registered');
+      this.enabledFlag = false;
+    }
+    if (this.enabledFlag) this.lateInit();
+  }
+
+  get enabled(): boolean {
+    return this.enabledFlag;
+  }
+
+  /** luo_early_startup: ENOENT from KHO means a cold boot; anything else wrong is a failure. */
+  private earlyStartup(): { num: number; flbs: bigint } {
+    let sub: { pa: bigint; size: number };
+    try {
+      sub = this.kho!.retrieveSubtree(LUO_SUBTREE_NAME);
+    } catch (e) {
+      if (e instanceof LuoError && e.errno === 'ENOENT') {
+        this.opts.log('info', 'luo: no incoming live-update state (cold boot)');
+        return { num: 0, flbs: 0n };
+      }
+      throw e;
+    }
+    if (sub.size < LuoSer.size) throw new LuoError('EINVAL', `"LUO" blob is ${sub.size} bytes, struct luo_ser needs ${LuoSer.size}`);
+    if (sub.pa % 8n !== 0n || sub.pa >> 12n >= BigInt(this.opts.ramPages)) throw new LuoError('EINVAL', `"LUO" blob address 0x${sub.pa.toString(16)} is not inside RAM`);
+    const page = this.mem.page(Number(sub.pa >> 12n));
+    const off = Number(sub.pa % BigInt(PAGE_SIZE));
+    if (off + LuoSer.size > PAGE_SIZE) throw new LuoError('EINVAL', `"LUO" blob at 0x${sub.pa.toString(16)} crosses a page`);
+    const compat = page.subarray(off, off + LUO_ABI_COMPAT_LEN);
+    const want = new TextEncoder().encode(LUO_ABI_COMPATIBLE);
+    // strncmp over LUO_ABI_COMPAT_LEN bytes: equal up to and including the first NUL.
+    for (let i = 0; i < LUO_ABI_COMPAT_LEN; i++) {
+      const w = want[i] ?? 0;
+      if (compat[i] !== w) {
+        const found = new TextDecoder('latin1').decode(compat).replace(/\0.*$/s, '');
+        throw new LuoError('EINVAL', `"LUO" blob compatible is "${found}", this kernel speaks "${LUO_ABI_COMPATIBLE}"`);
+      }
+      if (w === 0) break;
+    }
+    const ser = LuoSer.decode(page, off);
+    this.sessions.setupIncoming(ser.sessions_pa);
+    if (ser.liveupdate_num > BigInt(Number.MAX_SAFE_INTEGER)) throw new LuoError('EINVAL', `liveupdate_num ${ser.liveupdate_num} is impossible`);
+    // The incoming luo_ser page is given back as soon as it has been read.
+    this.kho!.restoreFree(sub.pa - BigInt(off));
+    this.opts.log('info', `luo: live update #${ser.liveupdate_num} (sessions at 0x${ser.sessions_pa.toString(16)})`);
+    return { num: Number(ser.liveupdate_num), flbs: ser.flbs_pa };
+  }
+
+  /** Late initcall: the outgoing luo_ser and FLB page, the "LUO" subtree, the device. */
+  private lateInit(): void {
+    const kho = this.kho!;
+    this.outSerPa = kho.allocPreserve(LuoSer.size);
+    this.flbPagePa = kho.allocPreserve(PAGE_SIZE);
+    LuoFlbHeaderSer.encode({ pgcnt: 1n, count: 0n }, this.mem.page(Number(this.flbPagePa >> 12n)));
+    this.writeSer(0n);
+    kho.addSubtree(LUO_SUBTREE_NAME, this.outSerPa, LuoSer.size);
+    this.deviceRegistered = true;
+  }
+
+  private writeSer(sessionsPa: bigint): void {
+    LuoSer.encode(
+      { compatible: LUO_ABI_COMPATIBLE, liveupdate_num: BigInt(this.incomingNum + 1), sessions_pa: sessionsPa, flbs_pa: this.flbPagePa },
+      this.mem.page(Number(this.outSerPa >> 12n)),
+    );
+  }
+
+  get outgoingSerPa(): bigint {
+    return this.outSerPa;
+  }
+  get flbHeaderPa(): bigint {
+    return this.flbPagePa;
+  }
+
+  // ------------------------------------------------------------ file handlers
+
+  /** liveupdate_register_file_handler. */
+  registerFileHandler(h: FileHandler): void {
+    if (!this.enabledFlag) throw new LuoError('EOPNOTSUPP', 'live update is disabled');
+    const o = h.ops as Partial<FileHandler['ops']>;
+    if (!o.preserve || !o.unpreserve || !o.retrieve || !o.finish || !o.canPreserve) throw new LuoError('EINVAL', `handler "${h.compatible}" lacks a required callback`);
+    if (this.handlers.some((x) => x.compatible === h.compatible)) throw new LuoError('EEXIST', `a handler with compatible "${h.compatible}" is already registered`);
+    this.handlers.push(h);
+  }
+
+  unregisterFileHandler(h: FileHandler): void {
+    if (!this.enabledFlag) throw new LuoError('EOPNOTSUPP', 'live update is disabled');
+    const i = this.handlers.indexOf(h);
+    if (i < 0) throw new LuoError('ENOENT', `handler "${h.compatible}" is not registered`);
+    this.handlers.splice(i, 1);
+  }
+
+  get fileHandlers(): readonly FileHandler[] {
+    return this.handlers;
+  }
+
+  // ------------------------------------------------------------ /dev/liveupdate
+
+  /**
+   * open(/dev/liveupdate): ENOENT when the device is not registered, EBUSY while open, EIO
+   * forever after a failed deserialization of the incoming sessions.
+   */
+  open(): void {
+    if (!this.deviceRegistered) throw new LuoError('ENOENT', '/dev/liveupdate does not exist (live update disabled)');
+    if (this.deviceOpen) throw new LuoError('EBUSY', '/dev/liveupdate is already open');
+    try {
+      this.sessions.deserialize();
+    } catch (e) {
+      throw new LuoError('EIO', `incoming sessions could not be restored: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+    this.deviceOpen = true;
+  }
+
+  /** Closing the device frees it again; sessions live as long as their own fds. */
+  close(): void {
+    this.deviceOpen = false;
+  }
+
+  get isOpen(): boolean {
+    return this.deviceOpen;
+  }
+
+  createSession(name: string): LuoSession {
+    return this.sessions.create(name);
+  }
+
+  retrieveSession(name: string): LuoSession {
+    return this.sessions.retrieve(name);
+  }
+
+  // ------------------------------------------------------------ reboot
+
+  /**
+   * liveupdate_reboot, from kernel_kexec(): serialize sessions (freezing files) and FLBs into
+   * the preserved luo_ser. An error refuses the reboot and leaves everything as it was.
+   */
+  reboot(): void {
+    if (!this.enabledFlag) return;
+    const sessionsPa = this.sessions.serialize();
+    this.writeSer(sessionsPa);
+    LuoFlbHeaderSer.encode({ pgcnt: 1n, count: 0n }, this.mem.page(Number(this.flbPagePa >> 12n)));
+  }
+}
