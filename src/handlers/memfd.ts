@@ -123,6 +123,7 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
   };
 
   const writeSer = (pa: bigint, s: MemfdSer): void => mem.write(pa, encodeMemfdSer(s));
+  const where = (pa: bigint): string => `memfd_luo_ser @${hex(pa)}`;
 
   /** memfd_luo_preserve_folios: pin, preserve each folio, build and preserve the array. */
   const preserveFolios = (file: MemfdFile): { folios: ShmemFolio[]; area: VmArea | undefined; desc: MemfdSer['folios'] } => {
@@ -191,7 +192,11 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
       log('warn', 'memfd unpreserve: no serialized data');
       return;
     }
-    const priv = args.privateData as Preserved;
+    const priv = args.privateData as Preserved | undefined;
+    if (!priv) {
+      log('warn', `memfd unpreserve: ${where(args.serializedData)} has no preserve state (unpreserved twice?)`);
+      return;
+    }
     const ser = decodeMemfdSer(mem.read(args.serializedData, MemfdLuoSer.size));
     priv.inode.frozen = false;
     if (ser.nr_folios > 0n) {
@@ -205,8 +210,6 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
   };
 
   // ---- incoming side
-
-  const where = (pa: bigint): string => `memfd_luo_ser @${hex(pa)}`;
 
   /** The ser at `pa`, checked enough to be read safely: EINVAL names what is wrong. */
   const readSer = (pa: bigint): MemfdSer => {
@@ -325,6 +328,13 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
     }
   };
 
+  /**
+   * memfd_luo_retrieve. The kernel trusts the previous kernel; luo also refuses what would make it
+   * misbehave: a descriptor or chunk list that does not add up (EINVAL, before anything is
+   * restored), a pfn outside RAM or listed twice (EIO, as a failed kho_restore_folio), an index
+   * beyond the size (EINVAL) or listed twice (EEXIST, as shmem_add_to_page_cache). Once the array
+   * is restored, any failure gives every restorable folio back.
+   */
   const retrieve = (args: FileOpArgs): void => {
     const pa = args.serializedData;
     const ser = readSer(pa);
