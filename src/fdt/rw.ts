@@ -435,7 +435,7 @@ export class FdtRw {
   /** fdt_getprop: the value (a live view into the buffer), or undefined when absent (as ro.ts). */
   getProp(node: number, name: string): Uint8Array | undefined {
     const v = this.v;
-    check(v.roProbe(), 0, 'getProp: header');
+    v.refresh(); // fdt_getprop does not probe the header: it only walks the node
     const off = v.getProperty(node, cstrBytes(name));
     if (off === NOTFOUND) return undefined;
     check(off, node, `getProp(${JSON.stringify(name)})`);

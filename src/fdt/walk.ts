@@ -28,6 +28,13 @@ const PROP: number = FDT_PROP;
 const NOP: number = FDT_NOP;
 const END: number = FDT_END;
 const RSV_ENTRY: number = FDT_RESERVE_ENTRY_SIZE;
+const MAGIC: number = FDT_MAGIC;
+const FIRST_VERSION: number = FDT_FIRST_SUPPORTED_VERSION;
+const LAST_VERSION: number = FDT_LAST_SUPPORTED_VERSION;
+
+/** The magic a sequential-write tree carries until fdt_finish (~FDT_MAGIC). */
+export const FDT_SW_MAGIC = ~FDT_MAGIC >>> 0;
+const SW_MAGIC: number = FDT_SW_MAGIC;
 
 /** Byte offsets of the ten header words (struct fdt_header). */
 export const H_MAGIC = 0;
@@ -55,6 +62,7 @@ export const ERR_BADSTRUCTURE = -FDT_ERR.BADSTRUCTURE;
 export const ERR_BADLAYOUT = -FDT_ERR.BADLAYOUT;
 export const ERR_INTERNAL = -FDT_ERR.INTERNAL;
 export const ERR_BADVALUE = -FDT_ERR.BADVALUE;
+export const ERR_ALIGNMENT = -FDT_ERR.ALIGNMENT;
 
 const CODE_BY_VALUE = new Map<number, FdtErrCode>(
   (Object.entries(FDT_ERR) as Array<[FdtErrCode, number]>).map(([k, v]) => [-v, k]),
@@ -111,6 +119,9 @@ export class FdtView {
   private structSize = 0;
   /** min(totalsize, buffer length): nothing at or past it is ever read. */
   private limit = 0;
+  private magic = 0;
+  /** fdt_ro_probe_'s answer for the cached header: totalsize, or the error. */
+  private probed = 0;
 
   constructor(buf: Uint8Array) {
     this.buf = buf;
@@ -121,10 +132,12 @@ export class FdtView {
   /** Re-reads the header words (call after the buffer was changed from outside). */
   refresh(): void {
     if (this.buf.length < 40) {
-      this.total = this.base = this.strings = this.ver = this.stringsSize = this.structSize = this.limit = 0;
+      this.total = this.base = this.strings = this.ver = this.stringsSize = this.structSize = this.limit = this.magic = 0;
+      this.probed = (this.buf.byteOffset & 7) !== 0 ? ERR_ALIGNMENT : ERR_TRUNCATED;
       return;
     }
     const dv = this.dv;
+    this.magic = dv.getUint32(H_MAGIC);
     this.total = dv.getUint32(H_TOTALSIZE);
     this.base = dv.getUint32(H_OFF_DT_STRUCT);
     this.strings = dv.getUint32(H_OFF_DT_STRINGS);
@@ -132,6 +145,22 @@ export class FdtView {
     this.stringsSize = dv.getUint32(H_SIZE_DT_STRINGS);
     this.structSize = dv.getUint32(H_SIZE_DT_STRUCT);
     this.limit = Math.min(this.total, this.buf.length);
+    this.probed = this.probe();
+  }
+
+  /** fdt_ro_probe_ on the cached words. */
+  private probe(): number {
+    if ((this.buf.byteOffset & 7) !== 0) return ERR_ALIGNMENT;
+    if (this.magic === MAGIC) {
+      if (this.ver < FIRST_VERSION) return ERR_BADVERSION;
+      if (this.dv.getUint32(H_LAST_COMP_VERSION) > LAST_VERSION) return ERR_BADVERSION;
+    } else if (this.magic === SW_MAGIC) {
+      if (this.structSize === 0) return ERR_BADSTATE;
+    } else {
+      return ERR_BADMAGIC;
+    }
+    if (this.total >= 0x7fffffff || this.total > this.buf.length) return ERR_TRUNCATED;
+    return this.total;
   }
 
   u32(off: number): number {
@@ -149,22 +178,14 @@ export class FdtView {
   get sizeDtStrings(): number { return this.stringsSize; }
   get sizeDtStruct(): number { return this.structSize; }
 
-  /** fdt_ro_probe_: magic, version window, and (luo's addition) totalsize within the buffer. */
+  /**
+   * fdt_ro_probe_: an 8-byte aligned tree (the buffer's offset in its memory stands in for the
+   * address), magic, version window, and (luo's addition) totalsize within the buffer. Returns
+   * totalsize or the error, and re-reads the header first.
+   */
   roProbe(): number {
     this.refresh();
-    if (this.buf.length < 40) return ERR_TRUNCATED;
-    const magic = this.u32(H_MAGIC);
-    if (magic === FDT_MAGIC) {
-      if (this.version < FDT_FIRST_SUPPORTED_VERSION) return ERR_BADVERSION;
-      if (this.u32(H_LAST_COMP_VERSION) > FDT_LAST_SUPPORTED_VERSION) return ERR_BADVERSION;
-    } else if (magic === FDT_SW_MAGIC) {
-      if (this.sizeDtStruct === 0) return ERR_BADSTATE;
-    } else {
-      return ERR_BADMAGIC;
-    }
-    const total = this.totalsize;
-    if (total >= 0x7fffffff || total > this.buf.length) return ERR_TRUNCATED;
-    return total;
+    return this.probed;
   }
 
   /** fdt_offset_ptr() != NULL: `len` bytes at structure offset `offset` are inside the blob. */
@@ -273,7 +294,7 @@ export class FdtView {
 
   /** fdt_get_name: the name bytes' absolute start; `this.len` gets the length (or the error). */
   getName(nodeoffset: number): number {
-    let err = this.roProbe();
+    let err = this.probed;
     if (err >= 0) err = this.checkNodeOffset(nodeoffset);
     if (err < 0) {
       this.len = err;
@@ -368,16 +389,26 @@ export class FdtView {
     return this.nextProp(offset);
   }
 
-  /** fdt_string_eq_: the string at `stroffset` of the strings block equals `name`. */
+  /**
+   * fdt_string_eq_ (through fdt_get_string, which probes the header): the string at `stroffset`
+   * of the strings block, NUL-terminated inside it, equals `name`.
+   */
   private stringEq(stroffset: number, name: Uint8Array): boolean {
-    const total = this.limit;
-    const abs = stroffset + this.strings;
-    if (stroffset < 0 || abs >= total) return false;
-    let lim = total - abs;
-    if (this.ver >= 17) {
-      const size = this.stringsSize;
-      if (stroffset >= size) return false;
-      if (size - stroffset < lim) lim = size - stroffset;
+    if (this.probed < 0) return false;
+    const abs = (stroffset + this.strings) >>> 0;
+    if (abs >= this.limit) return false;
+    let lim = this.limit - abs;
+    const size = this.stringsSize;
+    if (this.magic === MAGIC) {
+      if (stroffset >= 0x80000000) return false;
+      if (this.ver >= 17) {
+        if (stroffset >= size) return false;
+        if (size - stroffset < lim) lim = size - stroffset;
+      }
+    } else {
+      const swOffset = -(stroffset | 0); // a sequential-write tree counts back from the end
+      if (swOffset <= 0 || swOffset > size) return false;
+      if (swOffset < lim) lim = swOffset;
     }
     const len = name.length;
     if (len >= lim) return false; // the name and its NUL must fit before the limit
@@ -422,8 +453,6 @@ export class FdtView {
   }
 }
 
-/** The magic a sequential-write tree carries until fdt_finish (~FDT_MAGIC). */
-export const FDT_SW_MAGIC = ~FDT_MAGIC >>> 0;
 
 /** memmove inside one array, or between two (TypedArray.set copes with overlapping buffers). */
 export function memmove(dst: Uint8Array, dOff: number, src: Uint8Array, sOff: number, n: number): void {

@@ -129,6 +129,10 @@ test('FdtRw: targeted edge cases match libfdt (string rollback on NOSPACE, versi
     ['addnode', 4, 'x'], ['appendprop', '#9', 'p', new Uint8Array(3)], ['subnode', 0, 'cpu'], ['subnode', 0, 'cpu@0'],
     ['subnode', 0, 'cpu@1'], ['subnode', 0, 'cpus'], ['addnode', 0, 'cpu'], ['path', '/cpu'], ['path', 'cpu'],
     ['nodebyprop', '#1', 'reg', new Uint8Array(4)], ['nodebyprop', -1, 'reg', new Uint8Array(4)], ['delnode', 0], ['addnode', 0, 'y'], ['pack']]);
+  // a tree that is not 8-byte aligned: ALIGNMENT from every call that probes the header
+  scripts.push([['create', 4, 512], ['finishrsv'], ['begin', ''], ['prop', 'p', new Uint8Array(4)], ['begin', 'a'], ['end'], ['end'],
+    ['finish'], ['subnode', 0, 'a'], ['getprop', 0, 'p'], ['setpropinplace', 0, 'p', new Uint8Array(4).fill(9)], ['nopprop', 0, 'p'],
+    ['openinto', 4, 4, 512], ['addnode', 0, 'b'], ['pack'], ['path', '/a'], ['nopnode', '#1'], ['openinto', 4, 1024, 512], ['subnode', 0, 'a']]);
   compare(scripts.map((s) => instrument(s, 0x42)));
 });
 
