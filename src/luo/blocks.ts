@@ -234,10 +234,12 @@ export class BlockIterator {
     const blocks = this.bs.blockAddresses();
     if (blocks.length === 0) return undefined;
     const count = Number(readCount(pageOf(this.mem, blocks[this.block]!)));
-    if (this.i === count) {
+    if (this.i >= count) {
       if (this.block === blocks.length - 1) return undefined;
       this.block++;
       this.i = 0;
+      // Restored chains never hold an empty block; stop rather than read slots nobody wrote.
+      if (readCount(pageOf(this.mem, blocks[this.block]!)) === 0n) return undefined;
     }
     const s = this.slot();
     this.i++;
