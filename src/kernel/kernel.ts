@@ -13,6 +13,7 @@ import { Memblock, MEMBLOCK_RSRV_KERN } from '../machine/memblock.ts';
 import { PageAllocator } from '../machine/page-alloc.ts';
 import { DEFAULT_SCRATCH_CONFIG, parseKhoScratch, reserveScratch, type ScratchConfig } from '../machine/scratch.ts';
 import { Luo, type RestoreFailPolicy } from '../luo/core.ts';
+import { memfdContextOf, memfdHandlerOf, type MemfdContext } from '../handlers/index.ts';
 import { boolParam, parseCmdline, type Cmdline } from './cmdline.ts';
 import { KernelLog, type LogLevel } from './log.ts';
 import type { Machine } from './machine.ts';
@@ -64,6 +65,8 @@ export class Kernel {
   readonly kho: Kho | undefined;
   /** The Live Update Orchestrator (absent when `liveupdate` is off). */
   readonly luo: Luo | undefined;
+  /** What memfd_create needs in this kernel (its memory and page allocator). */
+  readonly memfd: MemfdContext;
   readonly scratch: readonly ScratchArea[];
   /** The previous kernel's hand-over was found and its memory reserved. */
   readonly handover: boolean;
@@ -154,7 +157,12 @@ export class Kernel {
     this.luo = luoOn
       ? new Luo(this.kho, mem, { enabled: true, policy, ramPages, log: (l, m) => this.print(l, m) })
       : undefined;
-    if (this.luo?.enabled) this.onReboot(() => this.luo!.reboot());
+    if (this.luo?.enabled) {
+      this.onReboot(() => this.luo!.reboot());
+      // mm/memfd_luo.c registers its handler in a late initcall.
+      this.luo.registerFileHandler(memfdHandlerOf(this, { log: (l, m) => this.print(l, `memfd_luo: ${m}`) }));
+    }
+    this.memfd = memfdContextOf(this);
     this.bootTimeMs = performance.now() - t0;
   }
 
