@@ -57,6 +57,19 @@ export type RebootHook = (k: Kernel) => void;
 
 export type KernelState = 'running' | 'kexeced';
 
+/** Phases of the kexec that booted a kernel: the blackout as the machine saw it. */
+export interface KexecStats {
+  /** Reboot hooks: LUO freezing files and serializing sessions. */
+  readonly serializeMs: number;
+  /** Writing the scratch segment and poisoning memory nobody preserved. */
+  readonly handoverMs: number;
+  /** The new kernel's boot: memblock, the KHO tracker walk and reserve, LUO early startup. */
+  readonly bootMs: number;
+  readonly preservedPages: number;
+  readonly trackerPages: number;
+  readonly keptRanges: number;
+}
+
 export class Kernel {
   readonly log: KernelLog;
   readonly cmdline: Cmdline;
@@ -74,6 +87,8 @@ export class Kernel {
   private readonly rebootHooks: RebootHook[] = [];
   state: KernelState = 'running';
   readonly bootTimeMs: number;
+  /** How the kexec that booted this kernel went (absent after a cold boot). */
+  kexecStats: KexecStats | undefined;
 
   private constructor(readonly machine: Machine, readonly build: KernelBuild, readonly params: BootParams, echo?: (l: string) => void) {
     const t0 = performance.now();
@@ -222,7 +237,9 @@ export class Kernel {
     this.assertRunning();
     const img = this.loaded;
     if (!img) throw new LuoError('EINVAL', 'kexec: no image loaded (kexec_file_load first)');
+    const t0 = performance.now();
     for (const hook of this.rebootHooks) hook(this);
+    const t1 = performance.now();
     this.print('info', 'kexec_core: Starting new kernel');
     const mem = this.machine.memory;
     let boot: KhoBootData | undefined;
@@ -235,8 +252,17 @@ export class Kernel {
       boot = { fdtAddr: this.kho.rootFdtPa, fdtSize: BigInt(PAGE_SIZE), scratchAddr: img.scratchSeg.addr, scratchSize: img.scratchSeg.size };
     }
     mem.poisonExcept(keep);
+    const t2 = performance.now();
     this.state = 'kexeced';
     const next = Kernel.boot(this.machine, img.build, { cmdline: img.cmdline, image: img.image, ...(boot ? { kho: boot } : {}) }, echo);
+    next.kexecStats = {
+      serializeMs: t1 - t0,
+      handoverMs: t2 - t1,
+      bootMs: next.bootTimeMs,
+      preservedPages: this.kho?.preservedPages ?? 0,
+      trackerPages: this.kho?.metadataPfns().length ?? 0,
+      keptRanges: keep.length,
+    };
     this.machine.kernel = next;
     return next;
   }
