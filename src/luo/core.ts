@@ -10,8 +10,10 @@ import { LUO_ABI_COMPAT_LEN, LUO_ABI_COMPATIBLE, LUO_SUBTREE_NAME, LuoFlbHeaderS
 import type { Kho } from '../kho/kho.ts';
 import type { KhoMemory } from '../kho/memory.ts';
 import type { FileHandler, KernelFile } from './file-handler.ts';
-import type { FileContext, FlbHooks } from './file.ts';
+import type { FileContext } from './file.ts';
+import { FlbRegistry, readFlbPage } from './flb.ts';
 import { type LuoSession, SessionManager } from './session.ts';
+import { decodeSubsystemsFdt, SUBSYSTEMS_SUBTREE, Subsystems } from './subsystems.ts';
 
 /** What a kernel does when the incoming LUO state cannot be restored. */
 export type RestoreFailPolicy = 'panic' | 'disable';
@@ -31,11 +33,11 @@ export interface LuoOptions {
   readonly log: (level: 'info' | 'warn' | 'err', msg: string) => void;
 }
 
-const NO_FLB: FlbHooks = { filePreserve() {}, fileUnpreserve() {}, fileFinish() {} };
-
 export class Luo {
   private readonly handlers: FileHandler[] = [];
   readonly sessions: SessionManager;
+  readonly flbs: FlbRegistry;
+  readonly subsystems: Subsystems;
   private enabledFlag: boolean;
   /** The misc device is registered (late init succeeded and LUO is enabled). */
   deviceRegistered = false;
@@ -53,6 +55,8 @@ export class Luo {
     if (opts.enabled && !kho) opts.log('warn', 'luo: KHO is disabled, disabling live update');
     // luo-v5 stores luo_ser as a raw KHO blob (blob-size), which kho-v1 roots cannot describe.
     if (opts.enabled && kho?.profile === 'kho-v1') opts.log('warn', 'luo: luo-v5 needs raw KHO subtrees (kho-v3 or later); live update disabled');
+    let subsystemData = new Map<string, bigint>();
+    this.flbs = new FlbRegistry(() => this.enabledFlag, (h) => this.handlers.includes(h));
     const ctx: FileContext = {
       kho: {
         allocPreserve: (n) => kho!.allocPreserve(n),
@@ -63,7 +67,7 @@ export class Luo {
       ramPages: opts.ramPages,
       handlers: () => this.handlers,
       preservedIds: new Map<unknown, KernelFile>(),
-      flb: NO_FLB,
+      flb: this.flbs,
       log: (m) => opts.log('warn', `luo: ${m}`),
     };
     this.sessions = new SessionManager(ctx);
@@ -75,12 +79,20 @@ export class Luo {
         const r = this.earlyStartup();
         num = r.num;
         flbs = r.flbs;
+        this.flbs.setIncoming(readFlbPage(mem, flbs, opts.ramPages));
+        subsystemData = this.readSubsystems();
       } catch (e) {
         failure = e instanceof LuoError ? e : new LuoError('EIO', String(e));
       }
     }
     this.incomingNum = num;
     this.incomingFlbsPa = flbs;
+    this.subsystems = new Subsystems(
+      () => this.enabledFlag,
+      kho ? { allocPreserve: (n) => kho.allocPreserve(n), unpreserveFree: (pa) => kho.unpreserveFree(pa), addSubtree: (n, pa, sz) => kho.addSubtree(n, pa, sz), removeSubtree: (pa) => kho.removeSubtree(pa), page: (pfn) => mem.page(pfn) } : undefined,
+      subsystemData,
+      (m) => opts.log('warn', `luo: ${m}`),
+    );
     this.restoreFailure = failure;
     if (failure) {
       opts.log('err', `luo: failed to restore the incoming live-update state: ${failure.message}`);
@@ -132,6 +144,23 @@ export class Luo {
     return { num: Number(ser.liveupdate_num), flbs: ser.flbs_pa };
   }
 
+  /** The incoming "subsystems" subtree: absent is fine, broken is a restore failure. */
+  private readSubsystems(): Map<string, bigint> {
+    let sub: { pa: bigint; size: number };
+    try {
+      sub = this.kho!.retrieveSubtree(SUBSYSTEMS_SUBTREE);
+    } catch (e) {
+      if (e instanceof LuoError && e.errno === 'ENOENT') return new Map();
+      throw e;
+    }
+    if (sub.size > PAGE_SIZE || sub.pa % BigInt(PAGE_SIZE) !== 0n || sub.pa >> 12n >= BigInt(this.opts.ramPages)) {
+      throw new LuoError('EINVAL', `subsystems subtree at 0x${sub.pa.toString(16)} (${sub.size} bytes) is not one page inside RAM`);
+    }
+    const data = decodeSubsystemsFdt(this.mem.page(Number(sub.pa >> 12n)).slice(0, sub.size));
+    this.kho!.restoreFree(sub.pa);
+    return data;
+  }
+
   /** Late initcall: the outgoing luo_ser and FLB page, the "LUO" subtree, the device. */
   private lateInit(): void {
     const kho = this.kho!;
@@ -172,6 +201,7 @@ export class Luo {
     if (!this.enabledFlag) throw new LuoError('EOPNOTSUPP', 'live update is disabled');
     const i = this.handlers.indexOf(h);
     if (i < 0) throw new LuoError('ENOENT', `handler "${h.compatible}" is not registered`);
+    if (this.flbs.hasLinks(h)) throw new LuoError('EBUSY', `handler "${h.compatible}" still has FLBs linked`);
     this.handlers.splice(i, 1);
   }
 
@@ -221,8 +251,15 @@ export class Luo {
    */
   reboot(): void {
     if (!this.enabledFlag) return;
-    const sessionsPa = this.sessions.serialize();
+    this.subsystems.freeze();
+    let sessionsPa: bigint;
+    try {
+      sessionsPa = this.sessions.serialize();
+    } catch (e) {
+      this.subsystems.cancel();
+      throw e;
+    }
     this.writeSer(sessionsPa);
-    LuoFlbHeaderSer.encode({ pgcnt: 1n, count: 0n }, this.mem.page(Number(this.flbPagePa >> 12n)));
+    this.flbs.serialize(this.mem.page(Number(this.flbPagePa >> 12n)));
   }
 }

@@ -31,12 +31,32 @@ export class LuoSession {
   }
 }
 
-/** strncmp over 64 bytes of the C strings. */
-const sameName = (a: string, b: string): boolean => a.slice(0, LIVEUPDATE_SESSION_NAME_LENGTH) === b.slice(0, LIVEUPDATE_SESSION_NAME_LENGTH);
+/**
+ * strncmp over 64 bytes of the C strings: two names are the same session name exactly when their
+ * keys are equal. The kernel scans its list linearly; luo indexes each list by this key instead.
+ */
+const nameKey = (name: string): string => name.slice(0, LIVEUPDATE_SESSION_NAME_LENGTH);
+
+/**
+ * Removes `s` from `list` keeping the order. Sessions are mostly closed in the order they were
+ * made (or retrieved), so the search starts at the front; V8 trims the front of a large array in
+ * O(1) for shift().
+ */
+function removeFrom(list: LuoSession[], s: LuoSession): void {
+  if (list[0] === s) {
+    list.shift();
+    return;
+  }
+  const i = list.indexOf(s);
+  if (i >= 0) list.splice(i, 1);
+}
 
 export class SessionManager {
   readonly outgoing: LuoSession[] = [];
   readonly incoming: LuoSession[] = [];
+  /** The same sessions by nameKey (the first of each name: create and deserialize refuse duplicates). */
+  private readonly outByName = new Map<string, LuoSession>();
+  private readonly inByName = new Map<string, LuoSession>();
   private readonly outBlocks: BlockSet;
   private readonly inBlocks: BlockSet;
   private inActive = false;
@@ -56,26 +76,30 @@ export class SessionManager {
   /** luo_session_create: EINVAL for a bad name, EEXIST for an outgoing duplicate, ENOMEM/ENOSPC for blocks. */
   create(name: string): LuoSession {
     this.assertMutable();
-    const len = Math.min(stringBytes(name).indexOf(0) >= 0 ? stringBytes(name).indexOf(0) : stringBytes(name).length, LIVEUPDATE_SESSION_NAME_LENGTH);
+    const bytes = stringBytes(name);
+    const nul = bytes.indexOf(0);
+    const len = Math.min(nul >= 0 ? nul : bytes.length, LIVEUPDATE_SESSION_NAME_LENGTH);
     if (len === 0 || len > LIVEUPDATE_SESSION_NAME_LENGTH - 1) {
       throw new LuoError('EINVAL', `session name must be 1..${LIVEUPDATE_SESSION_NAME_LENGTH - 1} bytes (got ${len === LIVEUPDATE_SESSION_NAME_LENGTH ? '64 without a terminator' : len})`);
     }
     // The kernel grows the session blocks before looking for a duplicate (so ENOSPC/ENOMEM win
     // over EEXIST); it then forgets to shrink them back. We shrink.
     this.outBlocks.grow(this.outgoing.length + 1);
-    if (this.outgoing.some((s) => sameName(s.name, name))) {
+    const key = nameKey(name);
+    if (this.outByName.has(key)) {
       this.outBlocks.shrink(this.outgoing.length);
       throw new LuoError('EEXIST', `an outgoing session named "${name}" already exists`);
     }
     const s = new LuoSession(name, 'outgoing', this.ctx);
     this.outgoing.push(s);
+    this.outByName.set(key, s);
     return s;
   }
 
   /** luo_session_retrieve: ENOENT if unknown, EINVAL if already retrieved. */
   retrieve(name: string): LuoSession {
     this.assertMutable();
-    const s = this.incoming.find((x) => sameName(x.name, name));
+    const s = this.inByName.get(nameKey(name));
     if (!s) throw new LuoError('ENOENT', `no incoming session named "${name}"`);
     if (s.retrieved) throw new LuoError('EINVAL', `session "${name}" was already retrieved`);
     s.retrieved = true;
@@ -92,10 +116,12 @@ export class SessionManager {
     if (s.released) return;
     if (s.retrieved) {
       s.fileSet.finish();
-      this.incoming.splice(this.incoming.indexOf(s), 1);
+      removeFrom(this.incoming, s);
+      this.inByName.delete(nameKey(s.name));
     } else {
       s.fileSet.unpreserveAll();
-      this.outgoing.splice(this.outgoing.indexOf(s), 1);
+      removeFrom(this.outgoing, s);
+      this.outByName.delete(nameKey(s.name));
       this.outBlocks.shrink(this.outgoing.length);
     }
     s.released = true;
@@ -142,9 +168,11 @@ export class SessionManager {
       const it = this.inBlocks.iterator();
       for (let slot = it.readEntry(); slot; slot = it.readEntry()) {
         const ser = LuoSessionSer.decode(slot.page, slot.offset);
-        if (this.incoming.some((x) => sameName(x.name, ser.name))) throw new LuoError('EEXIST', `duplicate incoming session "${ser.name}"`);
+        const key = nameKey(ser.name);
+        if (this.inByName.has(key)) throw new LuoError('EEXIST', `duplicate incoming session "${ser.name}"`);
         const s = new LuoSession(ser.name, 'incoming', this.ctx);
         this.incoming.push(s);
+        this.inByName.set(key, s);
         s.fileSet.deserialize(ser.files, ser.count, `session "${ser.name}"`);
       }
       this.inBlocks.destroy();
