@@ -79,7 +79,7 @@ export class Luo {
         const r = this.earlyStartup();
         num = r.num;
         flbs = r.flbs;
-        this.flbs.setIncoming(readFlbPage(mem, flbs, opts.ramPages));
+        if (flbs !== 0n) this.flbs.setIncoming(readFlbPage(mem, flbs, opts.ramPages));
         subsystemData = this.readSubsystems();
       } catch (e) {
         failure = e instanceof LuoError ? e : new LuoError('EIO', String(e));

@@ -69,6 +69,8 @@ export class FlbRegistry implements FlbHooks {
   private readonly links = new Map<FileHandler, Flb[]>();
 
   private incoming: readonly FlbRecord[] = [];
+  /** The previous kernel left an FLB page (luo_ser.flbs_pa was set). */
+  private incomingActive = false;
 
   constructor(
     private readonly enabled: () => boolean,
@@ -78,6 +80,7 @@ export class FlbRegistry implements FlbHooks {
   /** The records the previous kernel handed over (set once at early boot). */
   setIncoming(records: readonly FlbRecord[]): void {
     this.incoming = records;
+    this.incomingActive = true;
   }
 
   get incomingRecords(): readonly FlbRecord[] {
@@ -187,7 +190,7 @@ export class FlbRegistry implements FlbHooks {
   private retrieveOne(s: FlbState): void {
     if (s.inc.finished) throw new LuoError('ENODATA', `FLB "${s.flb.compatible}" has already finished`);
     if (s.inc.retrieved) return;
-    if (this.incoming.length === 0) throw new LuoError('ENODATA', 'no incoming FLB data');
+    if (!this.incomingActive) throw new LuoError('ENODATA', 'no incoming FLB data');
     const rec = this.incoming.find((r) => r.name === s.flb.compatible);
     if (!rec) throw new LuoError('ENOENT', `no incoming data for FLB "${s.flb.compatible}"`);
     const a: FlbOpArgs = { flb: s.flb, data: rec.data, obj: undefined };

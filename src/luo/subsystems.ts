@@ -197,7 +197,7 @@ export class Subsystems {
     try {
       this.writeBlob();
     } catch (err) {
-      fail(err);
+      fail(err instanceof LuoError ? err : new LuoError('ENOMEM', `subsystems subtree: ${err instanceof Error ? err.message : String(err)}`));
     }
     this.stateValue = 'frozen';
   }
@@ -210,6 +210,7 @@ export class Subsystems {
     sw.propertyString('compatible', SUBSYSTEMS_COMPATIBLE);
     for (const e of this.entries) sw.propertyLeU64(e.sub.name, e.data);
     sw.endNode();
+    sw.finish();
     const blob = sw.blob();
     const pa = this.kho.allocPreserve(PAGE_SIZE);
     this.kho.page(Number(pa >> 12n)).set(blob);
