@@ -69,19 +69,25 @@ export function khoMemoryInit(
   profile: KhoProfile,
   log: KhoLog,
 ): { magic: Map<number, number>; blocks: number } | undefined {
-  const magic = new Map<number, number>();
   const forbidden = p.scratch
     .filter((s) => s.size > 0n)
     .map((s, i) => ({ startPfn: Number(s.addr >> 12n), endPfn: Number((s.addr + s.size) >> 12n), what: `scratch area ${i}` }));
   const limits = { ramPages, forbidden };
+  // The walk only collects the blocks, packed as pfn * 64 + order (exact: a pfn inside RAM is far
+  // below 2^47), in walk order. Duplicates and overlaps are then found in one pass over the blocks
+  // in pfn order, reporting exactly what a check at every block would have reported first.
+  const blocks = new BlockList();
   try {
-    const stamp = (pfn: number, order: number): void => {
-      if (magic.has(pfn)) throw new LuoError('EINVAL', `block 0x${(BigInt(pfn) << 12n).toString(16)} is listed twice`);
-      magic.set(pfn, order);
-    };
-    const r = profile === 'kho-v4' ? walkIncomingTree(mem, p.root.memMapPa, limits, stamp) : walkIncomingChunks(mem, p.root.memMapPa, limits, stamp);
-    checkOverlaps(magic);
-    return { magic, blocks: r.blocks };
+    const collect = (pfn: number, order: number): void => blocks.push(pfn * 64 + order);
+    let r: { blocks: number };
+    try {
+      r = profile === 'kho-v4' ? walkIncomingTree(mem, p.root.memMapPa, limits, collect) : walkIncomingChunks(mem, p.root.memMapPa, limits, collect);
+    } catch (e) {
+      // A block listed twice before the failing one is what the walk would have stopped at.
+      throwFirstDuplicate(blocks);
+      throw e;
+    }
+    return { magic: stampInPfnOrder(blocks), blocks: r.blocks };
   } catch (e) {
     log('err', `failed to restore preserved memory: ${e instanceof Error ? e.message : String(e)}`);
     log('warn', 'booting without hand-over');
@@ -89,13 +95,89 @@ export function khoMemoryInit(
   }
 }
 
-/** Two preserved blocks may not overlap (a corrupt tracker could claim that). */
-function checkOverlaps(magic: Map<number, number>): void {
-  const blocks = [...magic.entries()].sort((a, b) => a[0] - b[0]);
+/** A growable list of packed blocks (pfn * 64 + order) that remembers where its ascending runs start. */
+class BlockList {
+  vals = new Float64Array(1024);
+  length = 0;
+  /** Start index of each maximal ascending run. */
+  readonly runs: number[] = [0];
+
+  push(v: number): void {
+    const n = this.length;
+    if (n === this.vals.length) {
+      const grown = new Float64Array(n * 2);
+      grown.set(this.vals);
+      this.vals = grown;
+    }
+    if (n > 0 && v < this.vals[n - 1]!) this.runs.push(n);
+    this.vals[n] = v;
+    this.length = n + 1;
+  }
+}
+
+/** Runs above this many are sorted natively instead of merged. */
+const MAX_MERGE_RUNS = 16;
+
+/**
+ * The 'KHOP' stamps, pfn -> order, inserted in ascending pfn order (so that the kernel's memblock
+ * reservations over them stay cheap). Throws for a block listed twice (the first one in walk
+ * order) or, failing that, for the first block in pfn order that overlaps the block before it.
+ * The radix walk yields one ascending run per order, so this is a k-way merge of a few runs.
+ */
+function stampInPfnOrder(list: BlockList): Map<number, number> {
+  const vals = list.vals;
+  const n = list.length;
+  let heads: number[];
+  let ends: number[];
+  let src = vals;
+  if (list.runs.length <= MAX_MERGE_RUNS) {
+    heads = list.runs.slice();
+    ends = [...list.runs.slice(1), n];
+  } else {
+    src = vals.slice(0, n).sort();
+    heads = [0];
+    ends = [n];
+  }
+  const k = heads.length;
+  const magic = new Map<number, number>();
   let end = -1;
-  for (const [pfn, order] of blocks) {
-    if (pfn < end) throw new LuoError('EINVAL', `preserved block 0x${(BigInt(pfn) << 12n).toString(16)} order ${order} overlaps the block before it`);
+  let prevPfn = -1;
+  let overlap = -1;
+  for (let out = 0; out < n; out++) {
+    // The smallest head (k is at most MAX_MERGE_RUNS, usually 3 or 4).
+    let best = -1;
+    let bv = Infinity;
+    for (let r = 0; r < k; r++) {
+      const h = heads[r]!;
+      if (h < ends[r]! && src[h]! < bv) {
+        bv = src[h]!;
+        best = r;
+      }
+    }
+    heads[best]!++;
+    const order = bv % 64;
+    const pfn = (bv - order) / 64;
+    if (pfn === prevPfn) throwFirstDuplicate(list);
+    if (pfn < end && overlap < 0) overlap = bv;
+    prevPfn = pfn;
     end = pfn + 2 ** order;
+    magic.set(pfn, order);
+  }
+  if (overlap >= 0) {
+    const order = overlap % 64;
+    const pfn = (overlap - order) / 64;
+    throw new LuoError('EINVAL', `preserved block 0x${(BigInt(pfn) << 12n).toString(16)} order ${order} overlaps the block before it`);
+  }
+  return magic;
+}
+
+/** Throws for the first pfn (in walk order) seen a second time, if any. */
+function throwFirstDuplicate(list: BlockList): void {
+  const seen = new Set<number>();
+  for (let i = 0; i < list.length; i++) {
+    const pfn = Math.floor(list.vals[i]! / 64);
+    if (seen.has(pfn)) throw new LuoError('EINVAL', `block 0x${(BigInt(pfn) << 12n).toString(16)} is listed twice`);
+    seen.add(pfn);
   }
 }
 

@@ -48,6 +48,9 @@ export function leafIndex(key: number): number {
   return key % LEAF_BITS;
 }
 
+/** Whether the host stores a Uint32Array's words little-endian (then leaves can be read by word). */
+const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
+
 /** A view of page `pfn` as 512 little-endian u64 words (tables) or 4096 bitmap bytes (leaves). */
 function tableView(p: Uint8Array): DataView {
   return new DataView(p.buffer, p.byteOffset, PAGE_SIZE);
@@ -213,58 +216,98 @@ export function walkIncomingTree(
 ): { nodes: number; blocks: number } {
   const seen = new Set<number>();
   let blocks = 0;
-  const nodeAt = (pa: bigint, where: string): number => {
-    if (pa % BigInt(PAGE_SIZE) !== 0n) throw new LuoError('EINVAL', `KHO radix tree: ${where} points to unaligned address 0x${pa.toString(16)}`);
+  const ramPages = limits.ramPages;
+  // The forbidden ranges as flat arrays: checked for every block.
+  const forbidden = limits.forbidden ?? [];
+  const fStart = forbidden.map((f) => f.startPfn);
+  const fEnd = forbidden.map((f) => f.endPfn);
+  const nForbidden = forbidden.length;
+  const nodeAt = (pa: bigint, where: () => string): number => {
+    if (pa % BigInt(PAGE_SIZE) !== 0n) throw new LuoError('EINVAL', `KHO radix tree: ${where()} points to unaligned address 0x${pa.toString(16)}`);
     const pfn = Number(pa >> BigInt(PAGE_SHIFT));
-    if (pa >> BigInt(PAGE_SHIFT) >= BigInt(limits.ramPages)) throw new LuoError('EINVAL', `KHO radix tree: ${where} points outside RAM (0x${pa.toString(16)})`);
-    if (seen.has(pfn)) throw new LuoError('EINVAL', `KHO radix tree: ${where} reaches node 0x${pa.toString(16)} a second time (loop or shared node)`);
+    if (pa >> BigInt(PAGE_SHIFT) >= BigInt(ramPages)) throw new LuoError('EINVAL', `KHO radix tree: ${where()} points outside RAM (0x${pa.toString(16)})`);
+    if (seen.has(pfn)) throw new LuoError('EINVAL', `KHO radix tree: ${where()} reaches node 0x${pa.toString(16)} a second time (loop or shared node)`);
     seen.add(pfn);
     return pfn;
   };
-  const checkBlock = (pfn: number, order: number, key: number): void => {
-    const where = `leaf key 0x${key.toString(16)}`;
-    if (order < 0 || order > KHO_ORDER_0_LOG2) throw new LuoError('EINVAL', `KHO radix tree: ${where} decodes to impossible order ${order}`);
-    const n = pow2(order);
-    if (pfn + n > limits.ramPages) {
-      throw new LuoError('EINVAL', `KHO radix tree: ${where} (pa 0x${(BigInt(pfn) << 12n).toString(16)}, order ${order}) lies outside RAM`);
+  /** Checks one decoded block (messages built only on failure) and hands it to the callback. */
+  const block = (pfn: number, order: number, key: number): void => {
+    if (order < 0 || order > KHO_ORDER_0_LOG2) throw new LuoError('EINVAL', `KHO radix tree: leaf key 0x${key.toString(16)} decodes to impossible order ${order}`);
+    const end = pfn + pow2(order);
+    if (end > ramPages) {
+      throw new LuoError('EINVAL', `KHO radix tree: leaf key 0x${key.toString(16)} (pa 0x${(BigInt(pfn) << 12n).toString(16)}, order ${order}) lies outside RAM`);
     }
-    for (const f of limits.forbidden ?? []) {
-      if (pfn < f.endPfn && pfn + n > f.startPfn) {
-        throw new LuoError('EINVAL', `KHO radix tree: block pa 0x${(BigInt(pfn) << 12n).toString(16)} order ${order} overlaps ${f.what}`);
+    for (let f = 0; f < nForbidden; f++) {
+      if (pfn < fEnd[f]! && end > fStart[f]!) {
+        throw new LuoError('EINVAL', `KHO radix tree: block pa 0x${(BigInt(pfn) << 12n).toString(16)} order ${order} overlaps ${forbidden[f]!.what}`);
+      }
+    }
+    blocks++;
+    cb(pfn, order);
+  };
+  const leaf = (page: Uint8Array, prefix: number, path: string): void => {
+    if (prefix === 0) {
+      // Keys 1..32767 mix the orders 38..52: decode each one.
+      for (let byte = 0; byte < PAGE_SIZE; byte++) {
+        let b = page[byte]!;
+        if (b === 0) continue;
+        for (let bit = 0; b !== 0; bit++, b >>>= 1) {
+          if ((b & 1) === 0) continue;
+          const key = byte * 8 + bit;
+          if (key === 0) throw new LuoError('EINVAL', `KHO radix tree: key 0 set in leaf ${path}`);
+          const { pfn, order } = decodeKey(key);
+          block(pfn, order, key);
+        }
+      }
+      return;
+    }
+    // Every key of a leaf with a non-zero prefix has the order bit inside the prefix (bit 15 or
+    // above), so one order for the whole leaf: key = 2^top + low, pfn = low << order.
+    const { pfn: firstPfn, order } = decodeKey(prefix);
+    const step = pow2(order);
+    if (LITTLE_ENDIAN && (page.byteOffset & 3) === 0) {
+      // Bit i of 32-bit word w is key bit 32 w + i on a little-endian host (bytes in order).
+      const words = new Uint32Array(page.buffer, page.byteOffset, PAGE_SIZE >>> 2);
+      for (let w = 0; w < words.length; w++) {
+        let v = words[w]!;
+        while (v !== 0) {
+          const t = v & -v;
+          const i = w * 32 + 31 - Math.clz32(t);
+          v ^= t;
+          block(firstPfn + i * step, order, prefix + i);
+        }
+      }
+      return;
+    }
+    for (let byte = 0; byte < PAGE_SIZE; byte++) {
+      let b = page[byte]!;
+      if (b === 0) continue;
+      for (let bit = 0; b !== 0; bit++, b >>>= 1) {
+        if ((b & 1) === 0) continue;
+        const i = byte * 8 + bit;
+        block(firstPfn + i * step, order, prefix + i);
       }
     }
   };
   const rec = (pfn: number, level: number, prefix: number, path: string): void => {
     const page = mem.page(pfn);
     if (level === 0) {
-      for (let byte = 0; byte < PAGE_SIZE; byte++) {
-        let b = page[byte]!;
-        if (b === 0) continue;
-        for (let bit = 0; b !== 0; bit++, b >>>= 1) {
-          if ((b & 1) === 0) continue;
-          const key = prefix + byte * 8 + bit;
-          if (key === 0) throw new LuoError('EINVAL', `KHO radix tree: key 0 set in leaf ${path}`);
-          const { pfn: bpfn, order } = decodeKey(key);
-          checkBlock(bpfn, order, key);
-          blocks++;
-          cb(bpfn, order);
-        }
-      }
+      leaf(page, prefix, path);
       return;
     }
     const dv = tableView(page);
     const shift = pow2(KHO_BITMAP_SIZE_LOG2 + KHO_TABLE_SIZE_LOG2 * (level - 1));
     for (let i = 0; i < TABLE_ENTRIES; i++) {
+      if (dv.getUint32(i * 8, true) === 0 && dv.getUint32(i * 8 + 4, true) === 0) continue;
       const child = dv.getBigUint64(i * 8, true);
-      if (child === 0n) continue;
       const childPrefix = prefix + i * shift;
       // Above 2^53 the key cannot come from any order >= 0 (its order bit would be above 52).
       if (childPrefix >= pow2(KHO_ORDER_0_LOG2 + 1)) {
         throw new LuoError('EINVAL', `KHO radix tree: L${level}[${i}] at ${path} covers keys of negative order`);
       }
-      rec(nodeAt(child, `L${level}[${i}] of ${path}`), level - 1, childPrefix, `${path}/L${level}[${i}]`);
+      rec(nodeAt(child, () => `L${level}[${i}] of ${path}`), level - 1, childPrefix, `${path}/L${level}[${i}]`);
     }
   };
-  rec(nodeAt(rootPa, 'preserved-memory-map'), TOP_LEVEL, 0, 'root');
+  rec(nodeAt(rootPa, () => 'preserved-memory-map'), TOP_LEVEL, 0, 'root');
   return { nodes: seen.size, blocks };
 }
