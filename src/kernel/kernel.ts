@@ -9,7 +9,7 @@ import { LuoError } from '../errno.ts';
 import { KhoScratch, type KhoProfile, PAGE_SIZE } from '../abi/kho.ts';
 import { Kho, type ScratchArea } from '../kho/kho.ts';
 import { type KhoBootData, khoMemoryInit, khoPopulate, type Populated } from '../kho/incoming.ts';
-import { Memblock, MEMBLOCK_RSRV_KERN } from '../machine/memblock.ts';
+import { Memblock, MEMBLOCK_RSRV_KERN, MEMBLOCK_RSRV_NOINIT } from '../machine/memblock.ts';
 import { PageAllocator } from '../machine/page-alloc.ts';
 import { DEFAULT_SCRATCH_CONFIG, parseKhoScratch, reserveScratch, type ScratchConfig } from '../machine/scratch.ts';
 import { Luo, type RestoreFailPolicy } from '../luo/core.ts';
@@ -127,12 +127,10 @@ export class Kernel {
       scratch = populated.scratch;
       incoming = khoMemoryInit(mem, ramPages, populated, build.khoProfile, (l, m) => this.print(l, `KHO: ${m}`));
       if (incoming) {
-        for (const [pfn, order] of incoming.magic) {
-          const base = BigInt(pfn) * BigInt(PAGE_SIZE);
-          const size = BigInt(PAGE_SIZE) << BigInt(order);
-          mb.reserve(base, size);
-          mb.markNoInit(base, size);
-        }
+        // memblock_reserve + memblock_reserved_mark_noinit for every preserved block.
+        const blocks: Array<{ base: bigint; size: bigint }> = [];
+        for (const [pfn, order] of incoming.magic) blocks.push({ base: BigInt(pfn) * BigInt(PAGE_SIZE), size: BigInt(PAGE_SIZE) << BigInt(order) });
+        mb.reserveBatch(blocks, MEMBLOCK_RSRV_NOINIT);
         this.print('info', `KHO: reserved ${incoming.blocks} preserved block(s)`);
       }
     } else if (khoOn) {
@@ -248,7 +246,8 @@ export class Kernel {
       const arr = new Uint8Array(Number(img.scratchSeg.size));
       this.scratch.forEach((s, i) => KhoScratch.encode({ addr: s.addr, size: s.size }, arr, i * KhoScratch.size));
       mem.write(img.scratchSeg.addr, arr);
-      keep.push(...this.handoverRanges(), { start: img.scratchSeg.addr, end: img.scratchSeg.addr + img.scratchSeg.size });
+      for (const r of this.handoverRanges()) keep.push(r);
+      keep.push({ start: img.scratchSeg.addr, end: img.scratchSeg.addr + img.scratchSeg.size });
       boot = { fdtAddr: this.kho.rootFdtPa, fdtSize: BigInt(PAGE_SIZE), scratchAddr: img.scratchSeg.addr, scratchSize: img.scratchSeg.size };
     }
     mem.poisonExcept(keep);

@@ -135,6 +135,44 @@ class RegionList {
     this.mergeAround(i - 1, i + merged.length);
   }
 
+  /**
+   * Adds many sorted, disjoint ranges in one pass (the new kernel reserving every preserved block).
+   * Ranges that overlap each other or existing regions go through `add` one by one instead, so the
+   * result is always what repeated `add` calls would give.
+   */
+  addSortedBatch(ranges: readonly { base: number; end: number; nid: number }[], flags: number): void {
+    const fresh: Region[] = [];
+    const slow: Array<{ base: number; end: number; nid: number }> = [];
+    let prevEnd = -1;
+    let j = 0;
+    for (const r of ranges) {
+      if (r.end <= r.base) continue;
+      while (j < this.regions.length && this.regions[j]!.end <= r.base) j++;
+      const hitsExisting = j < this.regions.length && this.regions[j]!.base < r.end;
+      if (r.base < prevEnd || hitsExisting) slow.push(r);
+      else fresh.push({ base: r.base, end: r.end, flags, nid: r.nid });
+      prevEnd = Math.max(prevEnd, r.end);
+    }
+    if (fresh.length) {
+      const out: Region[] = [];
+      let a = 0;
+      let b = 0;
+      while (a < this.regions.length || b < fresh.length) {
+        if (b >= fresh.length || (a < this.regions.length && this.regions[a]!.base < fresh[b]!.base)) out.push(this.regions[a++]!);
+        else out.push(fresh[b++]!);
+      }
+      // One merging pass over the whole list (memblock_merge_regions).
+      const merged: Region[] = [];
+      for (const r of out) {
+        const last = merged[merged.length - 1];
+        if (last && last.end === r.base && last.flags === r.flags && last.nid === r.nid) last.end = r.end;
+        else merged.push(r);
+      }
+      this.regions = merged;
+    }
+    for (const r of slow) this.add(r.base, r.end, flags, r.nid);
+  }
+
   /** memblock_isolate_range: splits regions so that [base, end) starts and ends on region edges. Returns [first, last+1). */
   isolate(base: number, end: number): [number, number] {
     let i = this.lowerIndex(base);
@@ -238,6 +276,19 @@ export class Memblock {
   // ---- reserved ----
 
   /** memblock_reserve (flags NONE) or, with MEMBLOCK_RSRV_KERN, memblock_reserve_kern. Size 0 is a no-op. */
+  /**
+   * memblock_reserve + memblock_reserved_mark_noinit for many blocks at once (what KHO does for
+   * every incoming preserved block), in one pass when they are sorted and disjoint.
+   */
+  reserveBatch(blocks: readonly { base: bigint; size: bigint }[], flags = MEMBLOCK_NONE): void {
+    const ranges = blocks.map((b) => {
+      const base = toNum(b.base, 'base');
+      return { base, end: toNum(b.base + b.size, 'end'), nid: this.nidOf(base) };
+    });
+    ranges.sort((x, y) => x.base - y.base);
+    this.reserved.addSortedBatch(ranges, flags);
+  }
+
   reserve(base: bigint, size: bigint, flags = MEMBLOCK_NONE): void {
     if (size < 0n) throw new LuoError('EINVAL', `memblock_reserve: negative size at ${hex(base)}`);
     const b = toNum(base, 'base');

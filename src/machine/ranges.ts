@@ -19,6 +19,9 @@ export class IntervalSet {
   /** Parallel sorted arrays: interval i is [starts[i], ends[i]), disjoint and non-adjacent. */
   private starts: number[] = [];
   private ends: number[] = [];
+  /** Side buffer of recent adds (sorted, disjoint among themselves); see `add`. */
+  private pStarts: number[] = [];
+  private pEnds: number[] = [];
 
   /** Builds a set from spans in any order, overlapping or not; empty spans are dropped. */
   static from(spans: Iterable<Span>): IntervalSet {
@@ -29,11 +32,13 @@ export class IntervalSet {
   }
 
   get count(): number {
+    this.flush();
     return this.starts.length;
   }
 
   /** Sum of the interval lengths. */
   total(): number {
+    this.flush();
     let t = 0;
     for (let i = 0; i < this.starts.length; i++) t += this.ends[i]! - this.starts[i]!;
     return t;
@@ -56,11 +61,14 @@ export class IntervalSet {
 
   contains(x: number): boolean {
     const i = this.floorIndex(x);
-    return i >= 0 && x < this.ends[i]!;
+    if (i >= 0 && x < this.ends[i]!) return true;
+    const k = floorIn(this.pStarts, x);
+    return k >= 0 && x < this.pEnds[k]!;
   }
 
   /** The interval containing x, if any. */
   find(x: number): Span | undefined {
+    this.flush();
     const i = this.floorIndex(x);
     return i >= 0 && x < this.ends[i]! ? { start: this.starts[i]!, end: this.ends[i]! } : undefined;
   }
@@ -69,42 +77,69 @@ export class IntervalSet {
   overlaps(start: number, end: number): boolean {
     if (end <= start) return false;
     const i = this.floorIndex(end - 1);
-    return i >= 0 && this.ends[i]! > start;
+    if (i >= 0 && this.ends[i]! > start) return true;
+    const k = floorIn(this.pStarts, end - 1);
+    return k >= 0 && this.pEnds[k]! > start;
   }
 
   /** True when every point of [start, end) is in the set. */
   covers(start: number, end: number): boolean {
+    this.flush();
     if (end <= start) return true;
     const i = this.floorIndex(start);
     return i >= 0 && this.ends[i]! >= end;
   }
 
-  /** Adds [start, end), merging with neighbours. Appending past the last interval is O(1). */
+  /**
+   * Adds [start, end), merging with neighbours. Appending past the last interval is O(1); other
+   * adds go to a small sorted side buffer merged in one linear pass when it grows (so that many
+   * random adds — a new kernel adopting every restored block — stay near O(n log n), not O(n^2)).
+   */
   add(start: number, end: number): void {
     if (end <= start) return;
     const n = this.starts.length;
-    if (n === 0 || start > this.ends[n - 1]!) {
+    if (this.pStarts.length === 0 && (n === 0 || start > this.ends[n - 1]!)) {
       this.starts.push(start);
       this.ends.push(end);
       return;
     }
-    // First interval that ends at or after `start` (touching counts, so adjacent intervals merge).
-    let i = this.floorIndex(start);
-    if (i < 0 || this.ends[i]! < start) i++;
-    let j = i;
-    let s = start;
-    let e = end;
-    while (j < n && this.starts[j]! <= end) {
-      s = Math.min(s, this.starts[j]!);
-      e = Math.max(e, this.ends[j]!);
-      j++;
+    addToArrays(this.pStarts, this.pEnds, start, end);
+    if (this.pStarts.length > 512 && this.pStarts.length * this.pStarts.length > n) this.flush();
+  }
+
+  /** Merges the side buffer into the main lists (one linear pass). */
+  private flush(): void {
+    if (this.pStarts.length === 0) return;
+    const s: number[] = [];
+    const e: number[] = [];
+    let i = 0;
+    let j = 0;
+    const push = (a: number, b: number): void => {
+      const k = s.length - 1;
+      if (k >= 0 && a <= e[k]!) e[k] = Math.max(e[k]!, b);
+      else {
+        s.push(a);
+        e.push(b);
+      }
+    };
+    while (i < this.starts.length || j < this.pStarts.length) {
+      if (j >= this.pStarts.length || (i < this.starts.length && this.starts[i]! <= this.pStarts[j]!)) {
+        push(this.starts[i]!, this.ends[i]!);
+        i++;
+      } else {
+        push(this.pStarts[j]!, this.pEnds[j]!);
+        j++;
+      }
     }
-    this.starts.splice(i, j - i, s);
-    this.ends.splice(i, j - i, e);
+    this.starts = s;
+    this.ends = e;
+    this.pStarts = [];
+    this.pEnds = [];
   }
 
   /** Removes [start, end), splitting an interval that straddles either end. */
   remove(start: number, end: number): void {
+    this.flush();
     if (end <= start || this.starts.length === 0) return;
     let i = this.floorIndex(start);
     if (i < 0 || this.ends[i]! <= start) i++;
@@ -129,6 +164,8 @@ export class IntervalSet {
 
   /** Keeps only the points also in `other` (linear merge of both lists). */
   intersect(other: IntervalSet): void {
+    this.flush();
+    other.flush();
     const s: number[] = [];
     const e: number[] = [];
     let i = 0;
@@ -149,6 +186,7 @@ export class IntervalSet {
 
   /** The intervals overlapping [start, end), clipped to it, in ascending order. */
   *within(start: number, end: number): Generator<Span> {
+    this.flush();
     let i = this.floorIndex(start);
     if (i < 0 || this.ends[i]! <= start) i++;
     for (; i < this.starts.length && this.starts[i]! < end; i++) {
@@ -167,10 +205,12 @@ export class IntervalSet {
   }
 
   *[Symbol.iterator](): Generator<Span> {
+    this.flush();
     for (let i = 0; i < this.starts.length; i++) yield { start: this.starts[i]!, end: this.ends[i]! };
   }
 
   clone(): IntervalSet {
+    this.flush();
     const c = new IntervalSet();
     c.starts = this.starts.slice();
     c.ends = this.ends.slice();
@@ -180,5 +220,44 @@ export class IntervalSet {
   clear(): void {
     this.starts = [];
     this.ends = [];
+    this.pStarts = [];
+    this.pEnds = [];
   }
+}
+
+/** Index of the last start <= x in a sorted array, or -1. */
+function floorIn(starts: readonly number[], x: number): number {
+  let lo = 0;
+  let hi = starts.length - 1;
+  let ans = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    if (starts[mid]! <= x) {
+      ans = mid;
+      lo = mid + 1;
+    } else hi = mid - 1;
+  }
+  return ans;
+}
+
+/** Adds [start, end) to sorted disjoint parallel arrays, merging touching neighbours. */
+function addToArrays(starts: number[], ends: number[], start: number, end: number): void {
+  const n = starts.length;
+  if (n === 0 || start > ends[n - 1]!) {
+    starts.push(start);
+    ends.push(end);
+    return;
+  }
+  let i = floorIn(starts, start);
+  if (i < 0 || ends[i]! < start) i++;
+  let j = i;
+  let s = start;
+  let e = end;
+  while (j < n && starts[j]! <= end) {
+    s = Math.min(s, starts[j]!);
+    e = Math.max(e, ends[j]!);
+    j++;
+  }
+  starts.splice(i, j - i, s);
+  ends.splice(i, j - i, e);
 }

@@ -204,3 +204,25 @@ test('thousands of ascending reserve + markNoInit calls stay fast (KHO reserving
   assert.equal(mb.reservedCount, 50_000);
   assert.ok(mb.reservedRegions().every((r) => r.flags === MEMBLOCK_RSRV_NOINIT));
 });
+
+test('reserveBatch gives exactly what reserve + markNoInit per block gives', async () => {
+  const fc = (await import('fast-check')).default;
+  const { Memblock, MEMBLOCK_RSRV_NOINIT } = await import('../../src/machine/memblock.ts');
+  fc.assert(fc.property(
+    fc.array(fc.tuple(fc.integer({ min: 0, max: 4000 }), fc.integer({ min: 1, max: 40 })), { maxLength: 60 }),
+    fc.array(fc.tuple(fc.integer({ min: 0, max: 4000 }), fc.integer({ min: 1, max: 40 })), { maxLength: 10 }),
+    (blocks, existing) => {
+      const a = new Memblock();
+      const b = new Memblock();
+      for (const mb of [a, b]) {
+        mb.addMemory(0n, 1n << 30n);
+        for (const [p, n] of existing) mb.reserve(BigInt(p) * 4096n, BigInt(n) * 4096n);
+      }
+      const list = blocks.map(([p, n]) => ({ base: BigInt(p) * 4096n, size: BigInt(n) * 4096n }));
+      for (const x of list) { a.reserve(x.base, x.size, MEMBLOCK_RSRV_NOINIT); }
+      b.reserveBatch(list, MEMBLOCK_RSRV_NOINIT);
+      const norm = (mb: InstanceType<typeof Memblock>) => mb.reservedRegions().map((r) => `${r.base}+${r.size}:${r.flags}`);
+      if (JSON.stringify(norm(a)) !== JSON.stringify(norm(b))) throw new Error(`${norm(a)} != ${norm(b)}`);
+    },
+  ), { numRuns: 300 });
+});
