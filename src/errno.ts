@@ -22,6 +22,8 @@ export const ERRNO = {
   ENOTTY: 25,
   EFBIG: 27,
   ENOSPC: 28,
+  ESPIPE: 29,
+  EPIPE: 32,
   ENODATA: 61,
   EOVERFLOW: 75,
   EOPNOTSUPP: 95,

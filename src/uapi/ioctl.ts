@@ -1,0 +1,221 @@
+/**
+ * ioctl(2) on the simulated kernel: the VFS part (fs/ioctl.c: EBADF, the generic FIOCLEX/FIONCLEX/
+ * FIONBIO/FIONREAD, ENOIOCTLCMD -> ENOTTY) and LUO's two table dispatchers over the raw bytes of the
+ * user's argument, for /dev/liveupdate (luo_core.c) and session fds (luo_session.c, newest mainline).
+ */
+import { LuoError } from '../errno.ts';
+import { LIVEUPDATE_IOCTL, LIVEUPDATE_SESSION_NAME_LENGTH } from '../abi/uapi.ts';
+import { readCString, readI32, readU32, readU64, stringBytes, writeI32 } from '../bytes/cursor.ts';
+import { MemfdFile } from '../handlers/memfd-file.ts';
+import type { Luo } from '../luo/core.ts';
+import { O_NONBLOCK, type OpenFile, PipeFile, VfsFile, fileFlags, setFileFlags } from './file.ts';
+import { LuoDeviceFile, SessionFile } from './luo-files.ts';
+import type { Process } from './process.ts';
+import { copyStructFromUser, copyToUser, getUserI32, getUserU32, putUserI32, type UserBuffer } from './usercopy.ts';
+
+/** Generic commands the VFS handles before any driver (include/uapi/asm-generic/ioctls.h). */
+export const FIONREAD = 0x541b;
+export const FIONBIO = 0x5421;
+export const FIONCLEX = 0x5450;
+export const FIOCLEX = 0x5451;
+/** The generic commands luo models; the VFS has more (FIOASYNC, FIFREEZE, FS_IOC_*...) that are not. */
+export const VFS_GENERIC_IOCTLS: readonly number[] = [FIONREAD, FIONBIO, FIONCLEX, FIOCLEX];
+
+/** Which sessions an op applies to (enum luo_ioctl_type). */
+export type SessionOpType = 'incoming' | 'outgoing' | 'all';
+
+/** One table entry (struct luo_ioctl_op): the full command, struct size and minimum size. */
+export interface IoctlOp<C> {
+  readonly name: string;
+  readonly cmd: number;
+  readonly size: number;
+  readonly minSize: number;
+  readonly type: SessionOpType;
+  /** Runs with the kernel's copy of the struct; `respond` copies min(usize, size) bytes back. */
+  execute(ctx: C, kbuf: Uint8Array, respond: () => void): number;
+}
+
+export interface IoctlTable<C> {
+  /** _IOC_NR of the first entry (LIVEUPDATE_CMD_BASE / LIVEUPDATE_CMD_SESSION_BASE). */
+  readonly base: number;
+  readonly ops: readonly IoctlOp<C>[];
+}
+
+interface DeviceCtx {
+  readonly proc: Process;
+  readonly luo: Luo;
+}
+interface SessionCtx {
+  readonly proc: Process;
+  readonly file: SessionFile;
+}
+
+/**
+ * The common dispatcher, checks in the kernel's order: nr outside the table (EINVAL); get_user of
+ * the size (EFAULT); the full command (ENOIOCTLCMD); the session direction (EINVAL); the minimum
+ * size (EINVAL); copy_struct_from_user (E2BIG/EFAULT); then the op.
+ */
+function dispatch<C>(table: IoctlTable<C>, ctx: C, cmd: number, arg: UserBuffer, typeValid: (t: SessionOpType) => boolean): number {
+  const nr = cmd & 0xff;
+  const idx = nr - table.base;
+  if (idx < 0 || idx >= table.ops.length) throw new LuoError('EINVAL', `ioctl nr 0x${nr.toString(16)} is outside this file's table (0x${table.base.toString(16)}..0x${(table.base + table.ops.length - 1).toString(16)})`);
+  const usize = getUserU32(arg);
+  const op = table.ops[idx]!;
+  if (op.cmd !== cmd) throw new LuoError('ENOIOCTLCMD', `ioctl 0x${cmd.toString(16)} is not ${op.name} (0x${op.cmd.toString(16)})`);
+  if (!typeValid(op.type)) throw new LuoError('EINVAL', `${op.name} is only for ${op.type} sessions`);
+  if (usize < op.minSize) throw new LuoError('EINVAL', `${op.name}: size ${usize} is below the minimum ${op.minSize}`);
+  const kbuf = copyStructFromUser(op.size, arg, usize);
+  return op.execute(ctx, kbuf, () => copyToUser(arg, kbuf, Math.min(usize, op.size)));
+}
+
+/** The bytes of a u8[64] name field as the C string the kernel sees (may lack a terminator). */
+const nameAt = (kbuf: Uint8Array, off: number): string => readCString(kbuf, off, LIVEUPDATE_SESSION_NAME_LENGTH);
+
+/**
+ * The session-fd-returning ops: reserve an fd with O_CLOEXEC first (EMFILE), do the work, write
+ * the fd into the struct and respond, then install; any failure releases what was made.
+ */
+function withNewFd(proc: Process, kbuf: Uint8Array, respond: () => void, make: () => OpenFile): number {
+  const fd = proc.fds.alloc(0, proc.nofileLimit, true);
+  writeI32(kbuf, 4, fd, 'le');
+  let file: OpenFile | undefined;
+  try {
+    file = make();
+    respond();
+  } catch (e) {
+    file?.close();
+    proc.fds.putUnused(fd);
+    throw e;
+  }
+  proc.fds.install(fd, file);
+  return 0;
+}
+
+const warnOf = (proc: Process) => (msg: string): void => proc.kernel.print('warn', msg);
+
+export const LUO_DEVICE_IOCTLS: IoctlTable<DeviceCtx> = {
+  base: 0x00,
+  ops: [
+    {
+      name: 'LIVEUPDATE_IOCTL_CREATE_SESSION', cmd: LIVEUPDATE_IOCTL.CREATE_SESSION, size: 72, minSize: 72, type: 'all',
+      execute: ({ proc, luo }, kbuf, respond) => withNewFd(proc, kbuf, respond, () => new SessionFile(luo, luo.createSession(nameAt(kbuf, 8)), warnOf(proc))),
+    },
+    {
+      name: 'LIVEUPDATE_IOCTL_RETRIEVE_SESSION', cmd: LIVEUPDATE_IOCTL.RETRIEVE_SESSION, size: 72, minSize: 72, type: 'all',
+      execute: ({ proc, luo }, kbuf, respond) => withNewFd(proc, kbuf, respond, () => new SessionFile(luo, luo.retrieveSession(nameAt(kbuf, 8)), warnOf(proc))),
+    },
+  ],
+};
+
+/** Files handed out by RETRIEVE_FD: the first fd takes over the reference the handler made. */
+const handedOut = new WeakSet<object>();
+
+function adoptRetrieved(f: unknown): OpenFile {
+  if (!(f instanceof MemfdFile) && !(f instanceof VfsFile)) throw new Error('RETRIEVE_FD: the handler returned a file the process model cannot install');
+  if (!handedOut.has(f)) {
+    handedOut.add(f);
+    return f;
+  }
+  return f.get();
+}
+
+export const LUO_SESSION_IOCTLS: IoctlTable<SessionCtx> = {
+  base: 0x40,
+  ops: [
+    {
+      name: 'LIVEUPDATE_SESSION_PRESERVE_FD', cmd: LIVEUPDATE_IOCTL.SESSION_PRESERVE_FD, size: 16, minSize: 16, type: 'outgoing',
+      execute: ({ proc, file }, kbuf, respond) => {
+        const fd = readI32(kbuf, 4, 'le');
+        const token = readU64(kbuf, 8, 'le');
+        // luo_preserve_file resolves the fd itself, after its token and block checks (EBADF).
+        file.luo.sessions.preserveFile(file.session, token, proc.fds.get(fd)?.file);
+        respond();
+        return 0;
+      },
+    },
+    {
+      name: 'LIVEUPDATE_SESSION_RETRIEVE_FD', cmd: LIVEUPDATE_IOCTL.SESSION_RETRIEVE_FD, size: 16, minSize: 16, type: 'incoming',
+      execute: ({ proc, file }, kbuf, respond) =>
+        withNewFd(proc, kbuf, respond, () => adoptRetrieved(file.luo.sessions.retrieveFile(file.session, readU64(kbuf, 8, 'le')))),
+    },
+    {
+      name: 'LIVEUPDATE_SESSION_FINISH', cmd: LIVEUPDATE_IOCTL.SESSION_FINISH, size: 8, minSize: 8, type: 'incoming',
+      execute: ({ file }, _kbuf, respond) => {
+        file.luo.sessions.finish(file.session);
+        respond();
+        return 0;
+      },
+    },
+    {
+      name: 'LIVEUPDATE_SESSION_GET_NAME', cmd: LIVEUPDATE_IOCTL.SESSION_GET_NAME, size: 72, minSize: 72, type: 'all',
+      execute: ({ file }, kbuf, respond) => {
+        if (readU32(kbuf, 4, 'le') !== 0) throw new LuoError('EINVAL', 'GET_NAME: reserved must be 0');
+        // strscpy: the name and its NUL; the bytes after it keep what the user passed in.
+        const b = stringBytes(file.session.name).subarray(0, LIVEUPDATE_SESSION_NAME_LENGTH - 1);
+        kbuf.set(b, 8);
+        kbuf[8 + b.length] = 0;
+        respond();
+        return 0;
+      },
+    },
+  ],
+};
+
+/** The driver part of ioctl (vfs_ioctl): f_op->unlocked_ioctl, or ENOTTY when the file has none. */
+function driverIoctl(proc: Process, f: OpenFile, cmd: number, arg: UserBuffer): number {
+  if (f instanceof LuoDeviceFile) return dispatch(LUO_DEVICE_IOCTLS, { proc, luo: f.luo }, cmd, arg, () => true);
+  if (f instanceof SessionFile) {
+    const retrieved = f.session.retrieved;
+    return dispatch(LUO_SESSION_IOCTLS, { proc, file: f }, cmd, arg, (t) => (t === 'all' ? true : t === 'incoming' ? retrieved : !retrieved));
+  }
+  if (f instanceof PipeFile) {
+    if (cmd === FIONREAD) {
+      putUserI32(arg, f.pipe.bytes);
+      return 0;
+    }
+    throw new LuoError('ENOIOCTLCMD', `pipe: ioctl 0x${cmd.toString(16)} is not supported`);
+  }
+  throw new LuoError('ENOTTY', `ioctl 0x${cmd.toString(16)}: the file has no ioctl operation`);
+}
+
+/** sys_ioctl after the fd lookup: the generic commands, then the driver. Throws LuoError. */
+export function doIoctl(proc: Process, fd: number, cmdIn: number, arg: UserBuffer): number {
+  const cmd = cmdIn >>> 0;
+  const e = proc.fds.get(fd);
+  if (!e) throw new LuoError('EBADF', `ioctl: fd ${fd} is not open`);
+  const f = e.file;
+  switch (cmd) {
+    case FIOCLEX:
+      e.cloexec = true;
+      return 0;
+    case FIONCLEX:
+      e.cloexec = false;
+      return 0;
+    case FIONBIO: {
+      const on = getUserI32(arg);
+      setFileFlags(f, on ? fileFlags(f) | O_NONBLOCK : fileFlags(f) & ~O_NONBLOCK);
+      return 0;
+    }
+    case FIONREAD:
+      if (f instanceof MemfdFile) {
+        putUserI32(arg, (f.stat().size - f.pos) | 0);
+        return 0;
+      }
+      break;
+  }
+  try {
+    return driverIoctl(proc, f, cmd, arg);
+  } catch (err) {
+    if (err instanceof LuoError && err.errno === 'ENOIOCTLCMD') throw new LuoError('ENOTTY', err.message, { cause: err });
+    throw err;
+  }
+}
+
+/**
+ * ioctl(2): returns the op's result (0 for every LUO command; new fds are written into the
+ * struct) or -1 with `proc.errno` set. `arg` is the user's buffer, shorter or longer than the
+ * struct as the caller likes; undefined is an unmapped pointer.
+ */
+export function ioctl(proc: Process, fd: number, cmd: number, arg: UserBuffer): number {
+  return proc.syscall(() => doIoctl(proc, fd, cmd, arg));
+}

@@ -1,0 +1,56 @@
+/**
+ * The two kinds of LUO files userspace holds: the /dev/liveupdate misc device (its release frees
+ * the exclusive open; kernel/liveupdate/luo_core.c) and session files, anon-inode files named
+ * "[luo_session] <name>" whose release unpreserves or finishes the session (luo_session.c).
+ */
+import { LuoError } from '../errno.ts';
+import type { Luo } from '../luo/core.ts';
+import type { LuoSession } from '../luo/session.ts';
+import { modesOf, O_CLOEXEC, O_CREAT, O_EXCL, O_LARGEFILE, O_NOCTTY, O_RDWR, O_TRUNC, S_IFCHR, VfsFile } from './file.ts';
+
+export const LIVEUPDATE_DEV = '/dev/liveupdate';
+
+/** An open /dev/liveupdate. Only one exists at a time; ioctls go to the device dispatcher. */
+export class LuoDeviceFile extends VfsFile {
+  readonly kind = 'chrdev:liveupdate';
+  constructor(readonly luo: Luo, flags: number) {
+    super(modesOf(flags, true), (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | O_LARGEFILE);
+  }
+  get path(): string {
+    return LIVEUPDATE_DEV;
+  }
+  get statMode(): number {
+    return S_IFCHR | 0o600;
+  }
+  /** luo_release: the device may be opened again. Sessions are not touched. */
+  protected override release(): void {
+    this.luo.close();
+  }
+}
+
+/**
+ * A session fd's file (anon_inode_getfile, O_RDWR). Its release is luo_session_release: an
+ * outgoing session is unpreserved and removed, an incoming one finished and removed; a failure
+ * (an EBUSY finish, or state frozen by a kexec in progress) is logged, as close(2) ignores it.
+ */
+export class SessionFile extends VfsFile {
+  readonly kind = 'anon:luo_session';
+  constructor(readonly luo: Luo, readonly session: LuoSession, private readonly warn: (msg: string) => void) {
+    super(modesOf(O_RDWR, true), O_RDWR);
+  }
+  /** The anon inode's dentry name, as /proc/<pid>/fd shows it. */
+  get path(): string {
+    return `anon_inode:${this.session.fileName}`;
+  }
+  get statMode(): number {
+    return 0o600;
+  }
+  protected override release(): void {
+    try {
+      this.luo.sessions.release(this.session);
+    } catch (e) {
+      if (!(e instanceof LuoError)) throw e;
+      this.warn(`luo_session: Unable to ${this.session.retrieved ? 'finish' : 'release'} session [${this.session.name}] on release: ${e.errno}`);
+    }
+  }
+}
