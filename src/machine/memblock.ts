@@ -289,6 +289,35 @@ export class Memblock {
     this.reserved.addSortedBatch(ranges, flags);
   }
 
+  /**
+   * reserveBatch for page blocks given as pfn and order (no bigint on the hot path). Touching
+   * blocks in ascending order are coalesced first, as memblock would merge them anyway.
+   */
+  reservePageBlocks(blocks: Iterable<readonly [pfn: number, order: number]>, flags = MEMBLOCK_NONE): void {
+    const ps = PAGE_SIZE; // a local: imported bindings are getters under some loaders
+    const bases: number[] = [];
+    const ends: number[] = [];
+    let sorted = true;
+    for (const [pfn, order] of blocks) {
+      const base = pfn * ps;
+      const end = base + ps * 2 ** order;
+      if (end > MAX_ADDR) throw new LuoError('EINVAL', `memblock: block at pfn ${pfn} order ${order} out of range`);
+      const n = bases.length;
+      if (n > 0 && base < ends[n - 1]!) {
+        if (base < bases[n - 1]!) sorted = false;
+        bases.push(base);
+        ends.push(end);
+      } else if (n > 0 && base === ends[n - 1]!) ends[n - 1] = end;
+      else {
+        bases.push(base);
+        ends.push(end);
+      }
+    }
+    const ranges = bases.map((base, i) => ({ base, end: ends[i]!, nid: this.nidOf(base) }));
+    if (!sorted) ranges.sort((x, y) => x.base - y.base);
+    this.reserved.addSortedBatch(ranges, flags);
+  }
+
   reserve(base: bigint, size: bigint, flags = MEMBLOCK_NONE): void {
     if (size < 0n) throw new LuoError('EINVAL', `memblock_reserve: negative size at ${hex(base)}`);
     const b = toNum(base, 'base');

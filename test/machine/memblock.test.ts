@@ -226,3 +226,19 @@ test('reserveBatch gives exactly what reserve + markNoInit per block gives', asy
     },
   ), { numRuns: 300 });
 });
+
+test('reservePageBlocks equals reserving each block, sorted or not, touching or overlapping', async () => {
+  const fc = (await import('fast-check')).default;
+  const { Memblock, MEMBLOCK_RSRV_NOINIT } = await import('../../src/machine/memblock.ts');
+  fc.assert(fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 3 })), { maxLength: 80 }), fc.boolean(), (blocks, sort) => {
+    const list = blocks.map(([p, o]) => [p * 2 ** o, o] as const);
+    if (sort) list.sort((a, b) => a[0] - b[0]);
+    const a = new Memblock();
+    const b = new Memblock();
+    for (const mb of [a, b]) { mb.addMemory(0n, 1n << 30n); mb.reserve(0x20000n, 0x3000n); }
+    for (const [pfn, o] of list) a.reserve(BigInt(pfn) * 4096n, 4096n << BigInt(o), MEMBLOCK_RSRV_NOINIT);
+    b.reservePageBlocks(list, MEMBLOCK_RSRV_NOINIT);
+    const norm = (mb: InstanceType<typeof Memblock>) => JSON.stringify(mb.reservedRegions().map((r) => [String(r.base), String(r.size), r.flags]));
+    if (norm(a) !== norm(b)) throw new Error(`${norm(a)} != ${norm(b)}`);
+  }), { numRuns: 300 });
+});
