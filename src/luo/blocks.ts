@@ -38,8 +38,27 @@ function writeNext(page: Uint8Array, v: bigint): void {
 function readCount(page: Uint8Array): bigint {
   return new DataView(page.buffer, page.byteOffset, HDR).getBigUint64(8, true);
 }
+/** The count as a number, read byte-wise on the per-entry paths (Number(readCount(page)) exactly). */
+function readCountNum(page: Uint8Array): number {
+  const lo = (page[8]! | (page[9]! << 8) | (page[10]! << 16) | (page[11]! << 24)) >>> 0;
+  const hi = (page[12]! | (page[13]! << 8) | (page[14]! << 16) | (page[15]! << 24)) >>> 0;
+  return hi * 2 ** 32 + lo;
+}
+/** Writes a count (0..countPerBlock) as the u64 it is, byte-wise: no allocation per entry. */
 function writeCount(page: Uint8Array, v: number): void {
-  new DataView(page.buffer, page.byteOffset, HDR).setBigUint64(8, BigInt(v), true);
+  page[8] = v & 0xff;
+  page[9] = (v >>> 8) & 0xff;
+  page[10] = (v >>> 16) & 0xff;
+  page[11] = (v >>> 24) & 0xff;
+  page[12] = page[13] = page[14] = page[15] = 0;
+}
+
+/** An entry slot; its physical address is computed only when asked for. */
+class Slot implements EntrySlot {
+  constructor(readonly page: Uint8Array, readonly offset: number, private readonly blockPa: bigint) {}
+  get pa(): bigint {
+    return this.blockPa + BigInt(this.offset);
+  }
 }
 
 export class BlockSet {
@@ -193,7 +212,7 @@ export class BlockSet {
   /** Number of entries the chain holds (sum of counts). */
   entryCount(): number {
     let n = 0;
-    for (const pa of this.blocks) n += Number(readCount(pageOf(this.mem, pa)));
+    for (const pa of this.blocks) n += readCountNum(pageOf(this.mem, pa));
     return n;
   }
 
@@ -210,8 +229,7 @@ export class BlockIterator {
 
   private slot(): EntrySlot {
     const pa = this.bs.blockAddresses()[this.block]!;
-    const offset = HDR + this.i * this.bs.entrySize;
-    return { page: pageOf(this.mem, pa), offset, pa: pa + BigInt(offset) };
+    return new Slot(pageOf(this.mem, pa), HDR + this.i * this.bs.entrySize, pa);
   }
 
   /** Next free slot for writing (the block's count follows), or undefined when the set is full. */
@@ -233,13 +251,13 @@ export class BlockIterator {
   readEntry(): EntrySlot | undefined {
     const blocks = this.bs.blockAddresses();
     if (blocks.length === 0) return undefined;
-    const count = Number(readCount(pageOf(this.mem, blocks[this.block]!)));
+    const count = readCountNum(pageOf(this.mem, blocks[this.block]!));
     if (this.i >= count) {
       if (this.block === blocks.length - 1) return undefined;
       this.block++;
       this.i = 0;
       // Restored chains never hold an empty block; stop rather than read slots nobody wrote.
-      if (readCount(pageOf(this.mem, blocks[this.block]!)) === 0n) return undefined;
+      if (readCountNum(pageOf(this.mem, blocks[this.block]!)) === 0) return undefined;
     }
     const s = this.slot();
     this.i++;

@@ -49,6 +49,13 @@ function args(lf: LuoFile): FileOpArgs {
 
 export class FileSet {
   readonly files: LuoFile[] = [];
+  /**
+   * The first file of each token in `files` (the kernel scans the list; preserve refuses a token
+   * in use, and an incoming chain with a repeated token is looked up at its first entry). Kept in
+   * step with `files`, which only grows at the end and shrinks from the end. Made on first use:
+   * most sets are small or empty.
+   */
+  private byToken: Map<bigint, LuoFile> | undefined;
   readonly blocks: BlockSet;
 
   constructor(private readonly ctx: FileContext) {
@@ -66,7 +73,7 @@ export class FileSet {
    * the set exactly as it was.
    */
   preserve(token: bigint, file: KernelFile | undefined): void {
-    if (this.files.some((f) => f.token === token)) throw new LuoError('EEXIST', `token 0x${token.toString(16)} is already used in this session`);
+    if (this.byToken?.has(token)) throw new LuoError('EEXIST', `token 0x${token.toString(16)} is already used in this session`);
     this.blocks.grow(this.files.length + 1);
     let stage = 0;
     let handler: FileHandler | undefined;
@@ -84,7 +91,7 @@ export class FileSet {
       const a: FileOpArgs = { handler, retrieveStatus: 0, file, serializedData: 0n, privateData: undefined };
       handler.ops.preserve(a);
       file.luoRefs = (file.luoRefs ?? 0) + 1;
-      this.files.push({ handler, token, file, serializedData: a.serializedData, privateData: a.privateData, retrieveStatus: 0 });
+      this.push({ handler, token, file, serializedData: a.serializedData, privateData: a.privateData, retrieveStatus: 0 });
     } catch (e) {
       if (stage >= 2) this.ctx.flb.fileUnpreserve(handler!);
       if (stage >= 1) this.ctx.preservedIds.delete(id);
@@ -93,10 +100,22 @@ export class FileSet {
     }
   }
 
+  private push(lf: LuoFile): void {
+    this.files.push(lf);
+    const m = (this.byToken ??= new Map());
+    if (!m.has(lf.token)) m.set(lf.token, lf);
+  }
+
+  private pop(): LuoFile {
+    const lf = this.files.pop()!;
+    if (this.byToken!.get(lf.token) === lf) this.byToken!.delete(lf.token);
+    return lf;
+  }
+
   /** luo_file_unpreserve_files: every file in reverse order, then the blocks. */
   unpreserveAll(): void {
     while (this.files.length) {
-      const lf = this.files.pop()!;
+      const lf = this.pop();
       lf.handler.ops.unpreserve(args(lf));
       this.ctx.flb.fileUnpreserve(lf.handler);
       if (lf.file) {
@@ -167,14 +186,14 @@ export class FileSet {
       const ser = LuoFileSer.decode(slot.page, slot.offset);
       const handler = this.ctx.handlers().find((h) => h.compatible === ser.compatible);
       if (!handler) throw new LuoError('ENOENT', `${where}: no registered handler for compatible '${ser.compatible}'`);
-      this.files.push({ handler, token: ser.token, file: undefined, serializedData: ser.data, privateData: undefined, retrieveStatus: 0 });
+      this.push({ handler, token: ser.token, file: undefined, serializedData: ser.data, privateData: undefined, retrieveStatus: 0 });
     }
     if (n !== count) throw new LuoError('EINVAL', `${where}: file blocks hold ${n > count ? 'more than' : n} entries, the session says ${count}`);
   }
 
   /** luo_retrieve_file: ENOENT for an unknown token; a failed retrieve stays failed. */
   retrieve(token: bigint): KernelFile {
-    const lf = this.files.find((f) => f.token === token);
+    const lf = this.byToken?.get(token);
     if (!lf) throw new LuoError('ENOENT', `no file with token 0x${token.toString(16)} in this session`);
     if (lf.retrieveStatus < 0) throw lf.retrieveError ?? new LuoError('EIO', 'retrieve failed earlier');
     if (lf.retrieveStatus > 0) return lf.file!;
@@ -204,7 +223,7 @@ export class FileSet {
       }
     }
     while (this.files.length) {
-      const lf = this.files.pop()!;
+      const lf = this.pop();
       lf.handler.ops.finish(args(lf));
       this.ctx.flb.fileFinish(lf.handler);
       if (lf.file) {

@@ -33,30 +33,46 @@ export class LuoSession {
 
 /**
  * strncmp over 64 bytes of the C strings: two names are the same session name exactly when their
- * keys are equal. The kernel scans its list linearly; luo indexes each list by this key instead.
+ * keys are equal. The kernel scans its lists linearly; luo keys each list by this instead.
  */
 const nameKey = (name: string): string => name.slice(0, LIVEUPDATE_SESSION_NAME_LENGTH);
 
 /**
- * Removes `s` from `list` keeping the order. Sessions are mostly closed in the order they were
- * made (or retrieved), so the search starts at the front; V8 trims the front of a large array in
- * O(1) for shift().
+ * Sessions in the order they were added, keyed by nameKey (create and deserialize refuse
+ * duplicates, so a key names one session): O(1) add, lookup and removal at any position, and an
+ * array view rebuilt only when read after a removal.
  */
-function removeFrom(list: LuoSession[], s: LuoSession): void {
-  if (list[0] === s) {
-    list.shift();
-    return;
+class SessionList {
+  private readonly byName = new Map<string, LuoSession>();
+  private view: LuoSession[] | undefined = [];
+
+  get size(): number {
+    return this.byName.size;
   }
-  const i = list.indexOf(s);
-  if (i >= 0) list.splice(i, 1);
+  get(name: string): LuoSession | undefined {
+    return this.byName.get(nameKey(name));
+  }
+  add(s: LuoSession): void {
+    this.byName.set(nameKey(s.name), s);
+    this.view?.push(s);
+  }
+  remove(s: LuoSession): void {
+    const key = nameKey(s.name);
+    if (this.byName.get(key) !== s) return;
+    this.byName.delete(key);
+    this.view = undefined;
+  }
+  values(): IterableIterator<LuoSession> {
+    return this.byName.values();
+  }
+  array(): LuoSession[] {
+    return (this.view ??= [...this.byName.values()]);
+  }
 }
 
 export class SessionManager {
-  readonly outgoing: LuoSession[] = [];
-  readonly incoming: LuoSession[] = [];
-  /** The same sessions by nameKey (the first of each name: create and deserialize refuse duplicates). */
-  private readonly outByName = new Map<string, LuoSession>();
-  private readonly inByName = new Map<string, LuoSession>();
+  private readonly out = new SessionList();
+  private readonly inc = new SessionList();
   private readonly outBlocks: BlockSet;
   private readonly inBlocks: BlockSet;
   private inActive = false;
@@ -67,6 +83,16 @@ export class SessionManager {
   constructor(private readonly ctx: FileContext) {
     this.outBlocks = new BlockSet(ctx.kho, ctx.mem, LuoSessionSer.size);
     this.inBlocks = new BlockSet(ctx.kho, ctx.mem, LuoSessionSer.size);
+  }
+
+  /** Outgoing sessions in creation order (read-only: they change through create and release). */
+  get outgoing(): LuoSession[] {
+    return this.out.array();
+  }
+
+  /** Incoming sessions in chain order until each is released (read-only, like `outgoing`). */
+  get incoming(): LuoSession[] {
+    return this.inc.array();
   }
 
   private assertMutable(): void {
@@ -84,22 +110,20 @@ export class SessionManager {
     }
     // The kernel grows the session blocks before looking for a duplicate (so ENOSPC/ENOMEM win
     // over EEXIST); it then forgets to shrink them back. We shrink.
-    this.outBlocks.grow(this.outgoing.length + 1);
-    const key = nameKey(name);
-    if (this.outByName.has(key)) {
-      this.outBlocks.shrink(this.outgoing.length);
+    this.outBlocks.grow(this.out.size + 1);
+    if (this.out.get(name)) {
+      this.outBlocks.shrink(this.out.size);
       throw new LuoError('EEXIST', `an outgoing session named "${name}" already exists`);
     }
     const s = new LuoSession(name, 'outgoing', this.ctx);
-    this.outgoing.push(s);
-    this.outByName.set(key, s);
+    this.out.add(s);
     return s;
   }
 
   /** luo_session_retrieve: ENOENT if unknown, EINVAL if already retrieved. */
   retrieve(name: string): LuoSession {
     this.assertMutable();
-    const s = this.inByName.get(nameKey(name));
+    const s = this.inc.get(name);
     if (!s) throw new LuoError('ENOENT', `no incoming session named "${name}"`);
     if (s.retrieved) throw new LuoError('EINVAL', `session "${name}" was already retrieved`);
     s.retrieved = true;
@@ -116,13 +140,11 @@ export class SessionManager {
     if (s.released) return;
     if (s.retrieved) {
       s.fileSet.finish();
-      removeFrom(this.incoming, s);
-      this.inByName.delete(nameKey(s.name));
+      this.inc.remove(s);
     } else {
       s.fileSet.unpreserveAll();
-      removeFrom(this.outgoing, s);
-      this.outByName.delete(nameKey(s.name));
-      this.outBlocks.shrink(this.outgoing.length);
+      this.out.remove(s);
+      this.outBlocks.shrink(this.out.size);
     }
     s.released = true;
   }
@@ -168,12 +190,11 @@ export class SessionManager {
       const it = this.inBlocks.iterator();
       for (let slot = it.readEntry(); slot; slot = it.readEntry()) {
         const ser = LuoSessionSer.decode(slot.page, slot.offset);
-        const key = nameKey(ser.name);
-        if (this.inByName.has(key)) throw new LuoError('EEXIST', `duplicate incoming session "${ser.name}"`);
+        if (this.inc.get(ser.name)) throw new LuoError('EEXIST', `duplicate incoming session "${ser.name}"`);
         const s = new LuoSession(ser.name, 'incoming', this.ctx);
-        this.incoming.push(s);
-        this.inByName.set(key, s);
-        s.fileSet.deserialize(ser.files, ser.count, `session "${ser.name}"`);
+        this.inc.add(s);
+        // An empty file set ({0, 0}) has nothing to restore: skip building its error label.
+        if (ser.files !== 0n || ser.count !== 0n) s.fileSet.deserialize(ser.files, ser.count, `session "${ser.name}"`);
       }
       this.inBlocks.destroy();
     } catch (e) {
@@ -199,7 +220,7 @@ export class SessionManager {
     const it = this.outBlocks.iterator();
     const done: Array<{ s: LuoSession; slot: { page: Uint8Array; offset: number } }> = [];
     try {
-      for (const s of this.outgoing) {
+      for (const s of this.out.values()) {
         const slot = it.reserveEntry();
         if (!slot) throw new LuoError('ENOSPC', 'session blocks are full (they are grown ahead of need: a bug)');
         let fs;
@@ -220,7 +241,7 @@ export class SessionManager {
       throw e;
     }
     this.frozen = true;
-    return this.outgoing.length > 0 ? this.outBlocks.headPa : 0n;
+    return this.out.size > 0 ? this.outBlocks.headPa : 0n;
   }
 
   /** Session blocks of the outgoing chain (pages), for inspection. */
