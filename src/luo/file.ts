@@ -8,6 +8,7 @@ import { LuoError } from '../errno.ts';
 import { LIVEUPDATE_HNDL_COMPAT_LENGTH, LuoFileSer } from '../abi/luo.ts';
 import type { KhoMemory } from '../kho/memory.ts';
 import { type BlockKho, BlockSet } from './blocks.ts';
+import { decodeFileEntry, encodeFileEntry } from './entry-codec.ts';
 import type { FileHandler, FileOpArgs, KernelFile } from './file-handler.ts';
 
 /** File-lifecycle-bound hooks (luo_flb.c); no-ops until FLBs are registered. */
@@ -145,7 +146,7 @@ export class FileSet {
         }
         const slot = it.reserveEntry();
         if (!slot) throw new LuoError('ENOSPC', 'file blocks are full (they are grown ahead of need: a bug)');
-        LuoFileSer.encode({ compatible: lf.handler.compatible, data: lf.serializedData, token: lf.token }, slot.page, slot.offset);
+        encodeFileEntry(slot.page, slot.offset, lf.handler.compatible, lf.serializedData, lf.token);
       } catch (e) {
         this.ctx.log(`Freeze failed for token[0x${lf.token.toString(16)}] handler[${lf.handler.compatible}] err[${e instanceof LuoError ? e.errno : String(e)}]`);
         this.unfreezeUpTo(i);
@@ -183,7 +184,7 @@ export class FileSet {
     for (let slot = it.readEntry(); slot; slot = it.readEntry()) {
       n++;
       if (n > count) break;
-      const ser = LuoFileSer.decode(slot.page, slot.offset);
+      const ser = decodeFileEntry(slot.page, slot.offset);
       const handler = this.ctx.handlers().find((h) => h.compatible === ser.compatible);
       if (!handler) throw new LuoError('ENOENT', `${where}: no registered handler for compatible '${ser.compatible}'`);
       this.push({ handler, token: ser.token, file: undefined, serializedData: ser.data, privateData: undefined, retrieveStatus: 0 });

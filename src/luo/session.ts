@@ -9,6 +9,7 @@ import { LIVEUPDATE_SESSION_NAME_LENGTH } from '../abi/uapi.ts';
 import { LuoSessionSer } from '../abi/luo.ts';
 import { stringBytes } from '../bytes/cursor.ts';
 import { BlockSet } from './blocks.ts';
+import { decodeSessionEntry, encodeSessionEntry } from './entry-codec.ts';
 import type { KernelFile } from './file-handler.ts';
 import { type FileContext, FileSet } from './file.ts';
 
@@ -189,7 +190,7 @@ export class SessionManager {
     try {
       const it = this.inBlocks.iterator();
       for (let slot = it.readEntry(); slot; slot = it.readEntry()) {
-        const ser = LuoSessionSer.decode(slot.page, slot.offset);
+        const ser = decodeSessionEntry(slot.page, slot.offset);
         if (this.inc.get(ser.name)) throw new LuoError('EEXIST', `duplicate incoming session "${ser.name}"`);
         const s = new LuoSession(ser.name, 'incoming', this.ctx);
         this.inc.add(s);
@@ -230,7 +231,7 @@ export class SessionManager {
           it.prev();
           throw e;
         }
-        LuoSessionSer.encode({ name: s.name, files: fs.files, count: fs.count }, slot.page, slot.offset);
+        encodeSessionEntry(slot.page, slot.offset, s.name, fs.files, fs.count);
         done.push({ s, slot });
       }
     } catch (e) {
