@@ -17,6 +17,7 @@ import {
   setFileFlags, statOf,
 } from './file.ts';
 import { ioctl } from './ioctl.ts';
+import * as rw from './rw.ts';
 import { LIVEUPDATE_DEV, LuoDeviceFile } from './luo-files.ts';
 import type { UserBuffer } from './usercopy.ts';
 
@@ -37,7 +38,6 @@ export const F_GET_SEALS = 1034;
 export const FD_CLOEXEC = 1;
 /** The F_SETFL bits luo models (the kernel's SETFL_MASK also has O_DIRECT, O_NOATIME, FASYNC). */
 const SETFL_MASK = O_APPEND | O_NONBLOCK;
-const SEEK_MAX = 4;
 
 export interface Rlimit {
   readonly cur: number;
@@ -132,6 +132,11 @@ export class Process {
 
   get kernel(): Kernel {
     return this.table.kernel;
+  }
+
+  /** The errno name of the last failure (the same as `errno`, as strerrorname_np gives it). */
+  get errnoName(): ErrnoName | undefined {
+    return this.errno;
   }
 
   /** errno as a number (0 when no call failed yet). */
@@ -340,105 +345,40 @@ export class Process {
     return this.pipe2(out, 0);
   }
 
-  // ------------------------------------------------------------ I/O
-
-  private readable(fd: number): OpenFile {
-    const f = this.entry(fd).file;
-    if (!(f instanceof MemfdFile) && !f.modes.read) throw new LuoError('EBADF', `fd ${fd} is not open for reading`);
-    return f;
-  }
-
-  private writable(fd: number): OpenFile {
-    const f = this.entry(fd).file;
-    if (!(f instanceof MemfdFile) && !f.modes.write) throw new LuoError('EBADF', `fd ${fd} is not open for writing`);
-    return f;
-  }
+  // ------------------------------------------------------------ I/O (rw.ts)
 
   /** read(2) into `buf` (up to its length) at the file position; returns the bytes read. */
   read(fd: number, buf: Uint8Array): number {
-    return this.syscall(() => {
-      const f = this.readable(fd);
-      const data = f instanceof MemfdFile ? f.read(buf.length) : f.read(buf.length);
-      buf.set(data);
-      return data.length;
-    });
+    return this.syscall(() => rw.read(this.fds, fd, buf));
   }
 
-  /** write(2) at the file position (at the end under O_APPEND). */
+  /** write(2) at the file position (at the end under O_APPEND); a string is written as UTF-8. */
   write(fd: number, data: Uint8Array | string): number {
-    const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
-    return this.syscall(() => {
-      const f = this.writable(fd);
-      if (f instanceof MemfdFile) {
-        if (fileFlags(f) & O_APPEND) {
-          const end = f.stat().size;
-          const n = f.pwrite(bytes, end);
-          f.pos = end + n;
-          return n;
-        }
-        return f.write(bytes);
-      }
-      return f.write(bytes);
-    });
+    return this.syscall(() => rw.write(this.fds, fd, typeof data === 'string' ? new TextEncoder().encode(data) : data));
   }
 
   /** pread64(2): EINVAL for a negative offset, ESPIPE on pipes and ttys. */
   pread(fd: number, buf: Uint8Array, off: number): number {
-    return this.syscall(() => {
-      if (off < 0) throw new LuoError('EINVAL', `pread: offset ${off} is negative`);
-      const f = this.entry(fd).file;
-      if (!(f instanceof MemfdFile) && !f.modes.positional) throw new LuoError('ESPIPE', `pread: ${pathOf(f)} has no positions`);
-      this.readable(fd);
-      const data = f instanceof MemfdFile ? f.pread(buf.length, off) : f.read(buf.length);
-      buf.set(data);
-      return data.length;
-    });
+    return this.syscall(() => rw.pread(this.fds, fd, buf, off));
   }
 
   pwrite(fd: number, data: Uint8Array | string, off: number): number {
-    const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
-    return this.syscall(() => {
-      if (off < 0) throw new LuoError('EINVAL', `pwrite: offset ${off} is negative`);
-      const f = this.entry(fd).file;
-      if (!(f instanceof MemfdFile) && !f.modes.positional) throw new LuoError('ESPIPE', `pwrite: ${pathOf(f)} has no positions`);
-      this.writable(fd);
-      return f instanceof MemfdFile ? f.pwrite(bytes, off) : f.write(bytes);
-    });
+    return this.syscall(() => rw.pwrite(this.fds, fd, typeof data === 'string' ? new TextEncoder().encode(data) : data, off));
   }
 
   /** lseek(2): EINVAL for whence > SEEK_HOLE, ESPIPE for files without llseek. */
   lseek(fd: number, off: number, whence: number): number {
-    return this.syscall(() => {
-      const f = this.entry(fd).file;
-      if (!Number.isInteger(whence) || whence < 0 || whence > SEEK_MAX) throw new LuoError('EINVAL', `lseek: whence ${whence}`);
-      return f instanceof MemfdFile ? f.lseek(off, whence) : f.llseek(off, whence);
-    });
+    return this.syscall(() => rw.lseek(this.fds, fd, off, whence));
   }
 
-  /** ftruncate(2): EINVAL for a negative length, and for anything but a memfd opened for writing. */
+  /** ftruncate(2): EINVAL for a negative length, and for anything but a memfd. */
   ftruncate(fd: number, len: number): number {
-    return this.syscall(() => {
-      if (len < 0) throw new LuoError('EINVAL', `ftruncate: length ${len} is negative`);
-      const f = this.entry(fd).file;
-      if (!(f instanceof MemfdFile)) throw new LuoError('EINVAL', `ftruncate: ${pathOf(f)} is not a regular file`);
-      f.ftruncate(len);
-      return 0;
-    });
+    return this.syscall(() => rw.ftruncate(this.fds, fd, len));
   }
 
   /** fallocate(2) (argument order as in C): memfds allocate; pipes ESPIPE, devices ENODEV. */
   fallocate(fd: number, mode: number, off: number, len: number): number {
-    return this.syscall(() => {
-      const f = this.entry(fd).file;
-      if (f instanceof MemfdFile) {
-        f.fallocate(off, len, mode);
-        return 0;
-      }
-      if (off < 0 || len <= 0) throw new LuoError('EINVAL', `fallocate: bad range offset ${off} length ${len}`);
-      if (!f.modes.write) throw new LuoError('EBADF', `fallocate: fd ${fd} is not open for writing`);
-      if (f instanceof PipeFile) throw new LuoError('ESPIPE', 'fallocate: a pipe');
-      throw new LuoError('ENODEV', `fallocate: ${pathOf(f)} is not a regular file`);
-    });
+    return this.syscall(() => rw.fallocate(this.fds, fd, mode, off, len));
   }
 
   /** fstat(2): the stat fields luo models, or -1. */
