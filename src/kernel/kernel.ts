@@ -128,9 +128,7 @@ export class Kernel {
       incoming = khoMemoryInit(mem, ramPages, populated, build.khoProfile, (l, m) => this.print(l, `KHO: ${m}`));
       if (incoming) {
         // memblock_reserve + memblock_reserved_mark_noinit for every preserved block.
-        const blocks: Array<{ base: bigint; size: bigint }> = [];
-        for (const [pfn, order] of incoming.magic) blocks.push({ base: BigInt(pfn) * BigInt(PAGE_SIZE), size: BigInt(PAGE_SIZE) << BigInt(order) });
-        mb.reserveBatch(blocks, MEMBLOCK_RSRV_NOINIT);
+        mb.reservePageBlocks(incoming.magic, MEMBLOCK_RSRV_NOINIT);
         this.print('info', `KHO: reserved ${incoming.blocks} preserved block(s)`);
       }
     } else if (khoOn) {
