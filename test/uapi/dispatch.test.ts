@@ -324,3 +324,18 @@ test('property: random commands, sizes, buffer lengths and trailing bytes follow
   assert.ok(runs > 120, `only ${runs} runs reached an op`);
   assert.deepEqual(p.openFds(), [0, 1, 2, dev, inc, out], 'no fd leaked');
 });
+
+test('PRESERVE_FD resolves its fd inside LUO: a used token (EEXIST) wins over a bad fd (EBADF), which wins over no handler', () => {
+  const { p, out } = world();
+  const mf = p.memfdCreate('m', 0);
+  assert.equal(p.ioctl(out, C.SESSION_PRESERVE_FD, fdTokenArg(mf, 1)), 0);
+  expectErr(p, p.ioctl(out, C.SESSION_PRESERVE_FD, fdTokenArg(4242, 1)), 'EEXIST');
+  expectErr(p, p.ioctl(out, C.SESSION_PRESERVE_FD, fdTokenArg(-1, 2)), 'EBADF');
+  expectErr(p, p.ioctl(out, C.SESSION_PRESERVE_FD, fdTokenArg(4242, 2)), 'EBADF');
+  expectErr(p, p.ioctl(out, C.SESSION_PRESERVE_FD, fdTokenArg(out, 2)), 'ENOENT', 'a session fd has no handler');
+  expectErr(p, p.ioctl(out, C.SESSION_PRESERVE_FD, fdTokenArg(mf, 2)), 'EBUSY');
+  // Tokens are full u64 values.
+  const m2 = p.memfdCreate('m2', 0);
+  assert.equal(p.ioctl(out, C.SESSION_PRESERVE_FD, fdTokenArg(m2, 0xffffffffffffffffn)), 0);
+  expectErr(p, p.ioctl(out, C.SESSION_PRESERVE_FD, fdTokenArg(mf, -1n)), 'EEXIST', 'the same u64 token');
+});
