@@ -271,3 +271,16 @@ test('debugfs view: out/fdt keeps its boot-time size, scratch text, in/ after ke
   assert.equal(inFiles.get('in/fdt')!.length, kho.fdtTotalSize());
   assert.deepEqual([...inFiles.keys()].filter((f) => f.startsWith('in/sub_fdts/')).sort(), ['in/sub_fdts/LUO', 'in/sub_fdts/kexec-metadata', 'in/sub_fdts/test-blob']);
 });
+
+test('a kexec\'d kernel allocates its early memory (the memmap) only inside the scratch areas', () => {
+  const m = new Machine({ ramSize: 4n * GiB });
+  const pa = m.kernel.kho!.allocPreserve(4096);
+  const k = m.kexec();
+  const scratch = k.scratch.filter((s) => s.size > 0n);
+  const memmapSize = BigInt(m.memory.nrPages) * 64n;
+  const memmap = k.memblock.reservedRegions().find((r) => r.size >= memmapSize);
+  assert.ok(memmap, 'the memmap reservation exists');
+  assert.ok(scratch.some((s) => memmap.base >= s.addr && memmap.base + memmap.size <= s.addr + s.size), 'inside a scratch area');
+  assert.ok(k.memblock.isReserved(pa, 4096n), 'the preserved page is reserved in memblock');
+  for (let i = 0; i < 200; i++) assert.notEqual(BigInt(k.alloc.allocFolio(0)) << 12n, pa, 'never handed out');
+});
