@@ -140,3 +140,36 @@ test('unpreserve runs with the last file; unknown or absent incoming FLBs give E
   assert.deepEqual(k2.luo!.flbs.incomingRecords, [], 'an FLB page with no records');
   assert.throws(() => k2.luo!.flbs.getIncoming(other), errno('ENOENT'), 'the page is there, the name is not');
 });
+
+test('FLBs through three live updates with 200 memfds each time: counts, data and retrieve/finish every time', () => {
+  const m = new Machine({ ramSize: GiB });
+  let k = m.kernel;
+  let log: string[] = [];
+  withFlbs(k, log);
+  k.luo!.open();
+  let s = k.luo!.createSession('many');
+  const n = 200;
+  let files = Array.from({ length: n }, (_, i) => memfdCreate(k.memfd, `m${i}`, 0));
+  files.forEach((f, i) => k.luo!.sessions.preserveFile(s, BigInt(i), f));
+  for (let round = 0; round < 3; round++) {
+    let page: Uint8Array | undefined;
+    const cur = k;
+    cur.onReboot(() => { page = m.memory.read(LuoSer.decode(m.memory.read(cur.luo!.outgoingSerPa, 32)).flbs_pa, 4096); });
+    k = m.kexec();
+    assert.equal(LuoFlbHeaderSer.decode(page!).count, 3n);
+    for (let i = 0; i < 3; i++) assert.deepEqual(LuoFlbSer.decode(page!, 16 + i * 64), { name: `liveupdate-test-flb-v${i}`, data: BASE + BigInt(i), count: BigInt(n) });
+    log = [];
+    const flbs = withFlbs(k, log);
+    k.luo!.open();
+    const inc = k.luo!.retrieveSession('many');
+    files = Array.from({ length: n }, (_, i) => k.luo!.sessions.retrieveFile(inc, BigInt(i)) as ReturnType<typeof memfdCreate>);
+    assert.deepEqual(k.luo!.flbs.getIncoming(flbs[2]!), { i: 2, incoming: true });
+    k.luo!.sessions.finish(inc);
+    assert.equal(log.filter((l) => l.startsWith('finish')).length, 3, `round ${round}: each FLB finished once`);
+    assert.equal(log.filter((l) => l.startsWith('retrieve')).length, 3, 'each FLB retrieved once');
+    k.luo!.sessions.release(inc);
+    s = k.luo!.createSession('many');
+    files.forEach((f, i) => k.luo!.sessions.preserveFile(s, BigInt(i), f));
+    assert.deepEqual(flbs.map((f) => k.luo!.flbs.outgoingCount(f)), [n, n, n]);
+  }
+});
