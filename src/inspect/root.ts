@@ -86,6 +86,11 @@ export function zeroFillTruncated(blob: Uint8Array): Uint8Array | undefined {
  * returns a reader when the tree is usable (a truncated blob is zero-filled, with a note).
  */
 export function openCheckedFdt(blob: Uint8Array, where: string, problems: Problems): Fdt | undefined {
+  return openFdtReport(blob, where, problems).fdt;
+}
+
+/** openCheckedFdt, also saying whether the tree was read from a zero-filled, cut-short blob. */
+export function openFdtReport(blob: Uint8Array, where: string, problems: Problems): { fdt?: Fdt; partial: boolean } {
   const found = checkFdt(blob);
   for (const p of found) problems.error(`${where} offset ${p.offset}`, `FDT_ERR_${p.code}: ${p.message}`);
   let src = blob;
@@ -99,18 +104,21 @@ export function openCheckedFdt(blob: Uint8Array, where: string, problems: Proble
   try {
     const fdt = Fdt.open(src);
     fdt.tree();
-    return fdt;
+    return { fdt, partial: src !== blob };
   } catch (e) {
     if (!found.length) problems.error(where, (e as Error).message);
-    return undefined;
+    return { partial: src !== blob };
   }
 }
 
-function u64Prop(fdt: Fdt, off: number, name: string, where: string, problems: Problems, required: boolean): bigint | undefined {
+/** Problems found in a cut-short tree are likely the cut itself: reported as notes. */
+type Report_ = (where: string, msg: string) => void;
+
+function u64Prop(fdt: Fdt, off: number, name: string, where: string, problems: Problems, required: boolean, missing: Report_): bigint | undefined {
   let v: Uint8Array | undefined;
   try { v = fdt.getProp(off, name); } catch { v = undefined; }
   if (!v) {
-    if (required) problems.error(where, `missing ${name} property`);
+    if (required) missing(where, `missing ${name} property`);
     return undefined;
   }
   if (v.length !== 8) { problems.error(where, `${name} is ${v.length} bytes, expected a native-endian u64 (8)`); return undefined; }
@@ -120,18 +128,19 @@ function u64Prop(fdt: Fdt, off: number, name: string, where: string, problems: P
 /** Decodes a root FDT blob: compatible, profile, preserved-memory-map and the subtree nodes. */
 export function decodeRoot(blob: Uint8Array, pa: bigint | undefined, foundBy: RootInfo['foundBy'], problems: Problems): { info: RootInfo; subtrees: SubtreeInfo[] } | undefined {
   const where = pa === undefined ? 'root FDT' : `root FDT @${hex(pa)}`;
-  const fdt = openCheckedFdt(blob, where, problems);
+  const { fdt, partial } = openFdtReport(blob, where, problems);
   if (!fdt) return undefined;
+  const missing: Report_ = partial ? (w, m) => problems.info(w, `${m} (it may lie in the missing bytes)`) : (w, m) => problems.error(w, m);
   const compatible = rootCompatible(fdt) ?? '';
   const info: RootInfo = { ...(pa !== undefined ? { pa } : {}), size: blob.length, foundBy, compatible };
   const base = compatible.split(';')[0]!;
   const m = /^kho-v(\d+)$/.exec(base);
-  if (!compatible) problems.error(where, 'root node has no compatible string');
+  if (!compatible) missing(where, 'root node has no compatible string');
   else if (!m) problems.error(where, `root compatible "${compatible}" is not a KHO root (kho-v1 .. kho-v4)`);
   else if (Number(m[1]) < 1 || Number(m[1]) > 4) problems.warn(where, `unknown KHO version "${base}" (known: kho-v1 .. kho-v4); decoded as kho-v4`);
   const version = m ? Math.min(4, Math.max(1, Number(m[1]))) : 4;
   if (m) info.profile = `kho-v${version}`;
-  const mm = u64Prop(fdt, 0, PROP_PRESERVED_MEMORY_MAP, where, problems, true);
+  const mm = u64Prop(fdt, 0, PROP_PRESERVED_MEMORY_MAP, where, problems, true, missing);
   if (mm !== undefined) {
     info.preservedMemoryMap = mm;
     if (mm === 0n) problems.error(where, `preserved-memory-map is 0: the next kernel ignores this hand-over${version === 1 ? ' (kho-v1 root not finalized)' : ''}`);
@@ -144,12 +153,12 @@ export function decodeRoot(blob: Uint8Array, pa: bigint | undefined, foundBy: Ro
     const sw = `${where} subtree "${name}"`;
     const st: SubtreeInfo = { name };
     if (version === 1) {
-      const f = u64Prop(fdt, off, PROP_SUB_FDT_V1, sw, problems, true);
+      const f = u64Prop(fdt, off, PROP_SUB_FDT_V1, sw, problems, true, missing);
       if (f !== undefined) st.fdt = f;
     } else {
-      const d = u64Prop(fdt, off, PROP_SUB_FDT_DATA, sw, problems, true);
+      const d = u64Prop(fdt, off, PROP_SUB_FDT_DATA, sw, problems, true, missing);
       if (d !== undefined) st.preservedData = d;
-      const s = u64Prop(fdt, off, PROP_SUB_BLOB_SIZE, sw, problems, version >= 3);
+      const s = u64Prop(fdt, off, PROP_SUB_BLOB_SIZE, sw, problems, version >= 3, missing);
       if (s !== undefined) st.blobSize = s;
     }
     subtrees.push(st);

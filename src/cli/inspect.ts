@@ -1,0 +1,49 @@
+/**
+ * `luo inspect FILE`: decode a hand-over artefact (root KHO FDT, sub-blob, luo memory image, ELF
+ * core dump, directory of captured pages) and print the whole tree, or --json. Exit 0 when there is
+ * no problem, 1 when there are problems (everything decodable is still printed), 2 for usage errors.
+ */
+import { inspectPath } from '../inspect/inspect.ts';
+import { toHuman, toJson } from '../inspect/format.ts';
+import { isFault, type InputKind } from '../inspect/report.ts';
+import { INPUT_KINDS } from '../inspect/sources.ts';
+
+export interface InspectCliOptions {
+  json?: boolean;
+  kind?: string;
+  fdtAddr?: string;
+  memfdContents?: string | boolean;
+}
+
+export interface InspectIo {
+  stdout: (s: string) => void;
+  stderr: (s: string) => void;
+}
+
+const processIo: InspectIo = { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) };
+
+export async function runInspect(file: string, opts: InspectCliOptions, io: InspectIo = processIo): Promise<number> {
+  if (opts.kind !== undefined && !INPUT_KINDS.includes(opts.kind as InputKind)) {
+    io.stderr(`luo inspect: --kind must be one of ${INPUT_KINDS.join(', ')} (got ${JSON.stringify(opts.kind)})\n`);
+    return 2;
+  }
+  let fdtAddr: bigint | undefined;
+  if (opts.fdtAddr !== undefined) {
+    if (!/^(0x[0-9a-f]+|[0-9]+)$/i.test(opts.fdtAddr)) { io.stderr(`luo inspect: --fdt-addr ${JSON.stringify(opts.fdtAddr)} is not a number (0x... or decimal)\n`); return 2; }
+    fdtAddr = BigInt(opts.fdtAddr);
+  }
+  let contents = 0;
+  if (opts.memfdContents !== undefined && opts.memfdContents !== false) {
+    contents = opts.memfdContents === true ? 16 : Number(opts.memfdContents);
+    if (!Number.isInteger(contents) || contents < 1 || contents > 4096) { io.stderr('luo inspect: --memfd-contents takes a byte count from 1 to 4096\n'); return 2; }
+  }
+  const report = await inspectPath(file, {
+    ...(opts.kind ? { kind: opts.kind as InputKind } : {}),
+    ...(fdtAddr !== undefined ? { fdtAddr } : {}),
+    memfdContents: contents,
+  });
+  io.stdout(opts.json ? toJson(report) : toHuman(report));
+  const faults = report.problems.filter(isFault);
+  if (faults.length && !opts.json) io.stderr(`luo inspect: ${file}: ${faults.length} problem(s)\n`);
+  return faults.length ? 1 : 0;
+}
