@@ -38,6 +38,41 @@ export async function main(argv: string[]): Promise<number> {
       const { runInspect } = await import('./inspect.ts');
       code = await runInspect(file, opts);
     });
+  program
+    .command('serve')
+    .description("run a machine and serve its /dev/liveupdate on a unix socket (docs/protocol.md)")
+    .option('--socket <path>', 'socket path (default $XDG_RUNTIME_DIR/luo/luo.sock, else /tmp/luo-$UID/luo.sock)')
+    .option('--ram <size>', 'RAM size of a cold-booted machine (e.g. 4G)', '4G')
+    .option('--cmdline <text>', 'kernel command line')
+    .option('--state-dir <dir>', 'where kexec writes the hand-over image (luo.img)')
+    .option('--from-image <path>', 'boot from a hand-over image (refused if corrupt)')
+    .option('--resume', 'boot from <state-dir>/luo.img when it exists, else cold')
+    .option('--takeover', 'started by a kexec: report readiness on fd 3')
+    .option('--log <file>', 'append the console to a file instead of stdout')
+    .action(async (opts: import('./serve.ts').ServeOptions) => {
+      const { runServe } = await import('./serve.ts');
+      code = await runServe(opts);
+    });
+  program
+    .command('kexec')
+    .description('live-update the daemon into a new process (optionally another luo build)')
+    .option('--socket <path>', 'socket path')
+    .option('--build <path>', 'another luo build: a directory with bin/luo.mjs, or the luo.mjs script')
+    .option('--cmdline <text>', 'command line of the new kernel')
+    .option('--json', 'print the result as JSON')
+    .action(async (opts: { socket?: string; build?: string; cmdline?: string; json?: boolean }) => {
+      const { runKexec } = await import('./kexec.ts');
+      code = await runKexec(opts);
+    });
+  program
+    .command('status')
+    .description("show the daemon's LUO state, sessions and preserved memory")
+    .option('--socket <path>', 'socket path')
+    .option('--json', 'print JSON')
+    .action(async (opts: { socket?: string; json?: boolean }) => {
+      const { runStatus } = await import('./status.ts');
+      code = await runStatus(opts);
+    });
   try {
     await program.parseAsync(argv);
   } catch (e) {

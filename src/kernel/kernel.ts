@@ -70,6 +70,15 @@ export interface KexecStats {
   readonly keptRanges: number;
 }
 
+/** What prepareKexec leaves for the next kernel: its build, boot parameters and the memory it needs. */
+export interface KexecHandover {
+  readonly build: KernelBuild;
+  readonly params: BootParams;
+  /** Physical ranges that must survive (preserved blocks, tracker pages, scratch segment). */
+  readonly keep: ReadonlyArray<{ readonly start: bigint; readonly end: bigint }>;
+  readonly stats: Omit<KexecStats, 'bootMs'>;
+}
+
 export class Kernel {
   readonly log: KernelLog;
   readonly cmdline: Cmdline;
@@ -230,6 +239,19 @@ export class Kernel {
    * error refuses the reboot and changes nothing), then hands over and boots the loaded image.
    */
   kexec(echo?: (l: string) => void): Kernel {
+    const h = this.prepareKexec();
+    const next = Kernel.boot(this.machine, h.build, h.params, echo);
+    next.kexecStats = { ...h.stats, bootMs: next.bootTimeMs };
+    this.machine.kernel = next;
+    return next;
+  }
+
+  /**
+   * The reboot path up to the jump into the new kernel: hooks, the scratch segment, poisoning of
+   * everything not kept. Returns what the next kernel is booted with (kexec() boots it here; the
+   * daemon saves `keep` as an image and boots it in a new process). This kernel is gone after it.
+   */
+  prepareKexec(): KexecHandover {
     this.assertRunning();
     const img = this.loaded;
     if (!img) throw new LuoError('EINVAL', 'kexec: no image loaded (kexec_file_load first)');
@@ -251,17 +273,18 @@ export class Kernel {
     mem.poisonExcept(keep);
     const t2 = performance.now();
     this.state = 'kexeced';
-    const next = Kernel.boot(this.machine, img.build, { cmdline: img.cmdline, image: img.image, ...(boot ? { kho: boot } : {}) }, echo);
-    next.kexecStats = {
-      serializeMs: t1 - t0,
-      handoverMs: t2 - t1,
-      bootMs: next.bootTimeMs,
-      preservedPages: this.kho?.preservedPages ?? 0,
-      trackerPages: this.kho?.metadataPfns().length ?? 0,
-      keptRanges: keep.length,
+    return {
+      build: img.build,
+      params: { cmdline: img.cmdline, image: img.image, ...(boot ? { kho: boot } : {}) },
+      keep,
+      stats: {
+        serializeMs: t1 - t0,
+        handoverMs: t2 - t1,
+        preservedPages: this.kho?.preservedPages ?? 0,
+        trackerPages: this.kho?.metadataPfns().length ?? 0,
+        keptRanges: keep.length,
+      },
     };
-    this.machine.kernel = next;
-    return next;
   }
 
   /** Physical ranges the next kernel needs: preserved blocks and the tracker's pages, merged. */

@@ -4,7 +4,7 @@
  */
 import { PhysicalMemory } from '../machine/memory.ts';
 import { KernelPanic } from '../luo/core.ts';
-import { DEFAULT_BUILD, Kernel, type KernelBuild } from './kernel.ts';
+import { type BootParams, DEFAULT_BUILD, Kernel, type KernelBuild } from './kernel.ts';
 
 export interface MachineOptions {
   /** RAM size in bytes (address space; only touched pages cost host memory). */
@@ -13,6 +13,12 @@ export interface MachineOptions {
   readonly cmdline?: string;
   /** Receives every kernel log line as it is printed. */
   readonly console?: (line: string) => void;
+  /**
+   * Boot on this memory (e.g. loaded from an image) instead of fresh RAM; with `boot`, the first
+   * kernel starts with these parameters (a hand-over) instead of a cold boot.
+   */
+  readonly memory?: PhysicalMemory;
+  readonly boot?: BootParams;
 }
 
 export const DEFAULT_CMDLINE = 'console=ttyS0 kho=on liveupdate=on';
@@ -27,11 +33,12 @@ export class Machine {
   private readonly defaultCmdline: string;
 
   constructor(opts: MachineOptions) {
-    this.memory = new PhysicalMemory({ size: opts.ramSize });
+    if (opts.memory && opts.memory.size !== opts.ramSize) throw new Error(`Machine: memory is ${opts.memory.size} bytes, ramSize says ${opts.ramSize}`);
+    this.memory = opts.memory ?? new PhysicalMemory({ size: opts.ramSize });
     this.console = opts.console;
     this.defaultBuild = opts.build ?? DEFAULT_BUILD;
     this.defaultCmdline = opts.cmdline ?? DEFAULT_CMDLINE;
-    this.kernel = Kernel.boot(this, this.defaultBuild, { cmdline: this.defaultCmdline }, opts.console);
+    this.kernel = Kernel.boot(this, this.defaultBuild, opts.boot ?? { cmdline: this.defaultCmdline }, opts.console);
   }
 
   /**

@@ -1,0 +1,80 @@
+/**
+ * `luo serve`: boots a machine (cold, or from a hand-over image) and serves its /dev/liveupdate
+ * on a unix socket until SHUTDOWN, SIGTERM/SIGINT, or a kexec into a new daemon process.
+ */
+import { appendFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { KernelPanic } from '../luo/core.ts';
+import { DEFAULT_CMDLINE, Machine } from '../kernel/machine.ts';
+import { IMAGE_NAME, loadHandover } from '../daemon/kexec.ts';
+import { LuoDaemon, signalReady } from '../daemon/server.ts';
+import { defaultSocketPath, defaultStateDir } from '../daemon/wire.ts';
+
+export interface ServeOptions {
+  socket?: string;
+  ram?: string;
+  cmdline?: string;
+  stateDir?: string;
+  fromImage?: string;
+  resume?: boolean;
+  takeover?: boolean;
+  log?: string;
+}
+
+/** "4G", "512MiB", "0x100000000", "1073741824" -> bytes. */
+export function parseSize(s: string): bigint {
+  const m = /^(0x[0-9a-f]+|\d+)\s*([kmgt]?)(i?b)?$/i.exec(s.trim());
+  if (!m) throw new Error(`bad size "${s}" (e.g. 4G, 512M, 0x40000000)`);
+  const shift = { '': 0n, k: 10n, m: 20n, g: 30n, t: 40n }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return BigInt(m[1]!) << shift;
+}
+
+export async function runServe(opts: ServeOptions): Promise<number> {
+  const socketPath = opts.socket ?? defaultSocketPath();
+  const stateDir = opts.stateDir ?? defaultStateDir();
+  const out = opts.log ? (l: string) => appendFileSync(opts.log!, `${l}\n`) : (l: string) => process.stdout.write(`${l}\n`);
+  const fail = (msg: string): number => {
+    process.stderr.write(`luo serve: ${msg}\n`);
+    if (opts.log) out(`luo serve: ${msg}`);
+    return 1;
+  };
+  let image = opts.fromImage;
+  if (!image && opts.resume && existsSync(join(stateDir, IMAGE_NAME))) image = join(stateDir, IMAGE_NAME);
+
+  let machine: Machine;
+  let handover: Record<string, unknown> | undefined;
+  try {
+    if (image) {
+      let h;
+      try {
+        h = await loadHandover(image);
+      } catch (e) {
+        return fail(`refusing image ${image}: ${(e as Error).message}`);
+      }
+      machine = new Machine({ ramSize: h.memory.size, memory: h.memory, boot: h.params, console: out, ...(opts.cmdline ? { cmdline: opts.cmdline } : {}) });
+      handover = { image, ...h.meta.stats, from: h.meta.from, luoVersion: h.meta.luoVersion, bootMs: machine.kernel.bootTimeMs };
+    } else {
+      machine = new Machine({ ramSize: parseSize(opts.ram ?? '4G'), cmdline: opts.cmdline ?? DEFAULT_CMDLINE, console: out });
+    }
+  } catch (e) {
+    if (e instanceof KernelPanic) return fail(`Kernel panic - not syncing: ${e.message}`);
+    return fail((e as Error).message);
+  }
+
+  if (!opts.takeover && (await LuoDaemon.alive(socketPath))) return fail(`a daemon already serves ${socketPath}`);
+  const childArgs = opts.log ? ['--log', opts.log] : [];
+  const d = new LuoDaemon({ machine, socketPath, stateDir, log: out, childArgs, ...(handover ? { handover } : {}) });
+  try {
+    await d.listen();
+  } catch (e) {
+    return fail(`cannot listen on ${socketPath}: ${(e as Error).message}`);
+  }
+  if (opts.takeover) signalReady(d);
+  const stop = (sig: string) => void d.shutdown(sig);
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  const code = await d.done;
+  // After a kexec the listener is left open on purpose (closing would unlink the new daemon's
+  // socket path): leave now.
+  process.exit(code);
+}

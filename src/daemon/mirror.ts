@@ -1,0 +1,249 @@
+/**
+ * Memfds of real client programs as the simulated kernel sees them: a simulated memfd standing in
+ * for each real one a client preserves (docs/protocol.md 5.2). Size and seals are taken at
+ * PRESERVE_FD (memfd_luo_preserve freezes the size and records the seals); contents and position
+ * are refreshed from the real file at kexec, before LUO's reboot path freezes and serializes.
+ * The daemon holds its own fd on the real inode, as LUO holds a file reference.
+ */
+import { closeSync, fstatSync, openSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
+import { LuoError } from '../errno.ts';
+import { PAGE_SIZE } from '../abi/kho.ts';
+import { MemfdFile, MFD_ALLOW_SEALING, memfdCreate, type MemfdContext } from '../handlers/memfd-file.ts';
+import { NullFile, O_RDONLY, type OpenFile } from '../uapi/file.ts';
+import { SEALS_UNKNOWN, SRC } from './wire.ts';
+
+/** Where a mirrored memfd's bytes come from. */
+export type MirrorSource =
+  | { readonly kind: 'proc'; readonly pid: number; readonly fd: number; readonly hiddenFd: number; readonly realFd: number; readonly key: string }
+  | { readonly kind: 'path'; readonly path: string; readonly realFd: number; readonly key: string }
+  | { readonly kind: 'buffer' };
+
+export interface Mirror {
+  readonly file: MemfdFile;
+  readonly source: MirrorSource;
+  /** i_size taken at preserve. */
+  readonly size: number;
+  /** f_pos as last known. */
+  pos: number;
+}
+
+export interface PreserveSource {
+  readonly kind: number;
+  readonly pid: number;
+  readonly fd: number;
+  readonly hiddenFd: number;
+  readonly seals: number;
+  readonly pos: bigint;
+  readonly bytes: Uint8Array;
+}
+
+/** The position of an open fd, from /proc/<pid>/fdinfo/<fd>, if it still refers to `key`. */
+function procPos(pid: number, fd: number, key: string): number | undefined {
+  try {
+    const st = statSync(`/proc/${pid}/fd/${fd}`);
+    if (`${st.dev}:${st.ino}` !== key) return undefined;
+    const m = /^pos:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isZero(b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+export class MirrorTable {
+  /** Live mirrors of real inodes, by "dev:ino": the same real memfd is one simulated file (EBUSY). */
+  private readonly byKey = new Map<string, Mirror>();
+  private readonly all = new Set<Mirror>();
+
+  constructor(private readonly ctx: () => MemfdContext, private readonly log: (level: 'info' | 'warn', msg: string) => void) {}
+
+  get size(): number {
+    return this.all.size;
+  }
+
+  /**
+   * The simulated open file a PRESERVE_FD source names (a new reference the caller closes), or
+   * undefined when the fd is not open (EBADF). Files no handler takes become /dev/null-like files
+   * (ENOENT from can_preserve, in the kernel's order).
+   */
+  resolve(src: PreserveSource): OpenFile | undefined {
+    switch (src.kind) {
+      case SRC.PROC_FD:
+        return this.resolveProc(src);
+      case SRC.PATH:
+        return this.resolvePath(src);
+      case SRC.BUFFER: {
+        const f = this.makeFile('buffer', src.bytes.length, src.seals, Number(src.pos), src.bytes);
+        this.add({ file: f, source: { kind: 'buffer' }, size: src.bytes.length, pos: Number(src.pos) });
+        return f;
+      }
+      default:
+        throw new LuoError('EPROTO', `PRESERVE_FD: no source given (src_kind ${src.kind})`);
+    }
+  }
+
+  private resolveProc(src: PreserveSource): OpenFile | undefined {
+    const link = `/proc/${src.pid}/fd/${src.fd}`;
+    let target: string;
+    try {
+      if (src.pid <= 0 || src.fd < 0) return undefined;
+      target = readlinkSync(link);
+    } catch {
+      return undefined; // not open (or no such process): EBADF
+    }
+    if (!target.startsWith('/memfd:')) return new NullFile(O_RDONLY);
+    let realFd: number;
+    try {
+      realFd = openSync(link, 'r');
+    } catch (e) {
+      this.log('warn', `luod: cannot open ${link} (${target}): ${(e as Error).message}; treating it as a file no handler takes`);
+      return new NullFile(O_RDONLY);
+    }
+    const st = fstatSync(realFd);
+    const key = `${st.dev}:${st.ino}`;
+    const existing = this.live(key);
+    if (existing) {
+      closeSync(realFd);
+      return existing.file.get();
+    }
+    const pos = procPos(src.pid, src.fd, key) ?? 0;
+    const name = target.replace(/^\/memfd:/, '').replace(/ \(deleted\)$/, '');
+    const f = this.makeFile(name, st.size, src.seals, pos);
+    this.add({ file: f, source: { kind: 'proc', pid: src.pid, fd: src.fd, hiddenFd: src.hiddenFd, realFd, key }, size: st.size, pos }, key);
+    return f;
+  }
+
+  private resolvePath(src: PreserveSource): OpenFile | undefined {
+    const path = new TextDecoder().decode(src.bytes);
+    let realFd: number;
+    try {
+      realFd = openSync(path, 'r');
+    } catch (e) {
+      throw new LuoError('ENOENT', `PRESERVE_FD: cannot open ${path}: ${(e as Error).message}`);
+    }
+    const st = fstatSync(realFd);
+    if (!st.isFile()) {
+      closeSync(realFd);
+      return new NullFile(O_RDONLY);
+    }
+    const key = `${st.dev}:${st.ino}`;
+    const existing = this.live(key);
+    if (existing) {
+      closeSync(realFd);
+      return existing.file.get();
+    }
+    const f = this.makeFile(path.slice(-200), st.size, src.seals, Number(src.pos));
+    this.add({ file: f, source: { kind: 'path', path, realFd, key }, size: st.size, pos: Number(src.pos) }, key);
+    return f;
+  }
+
+  private live(key: string): Mirror | undefined {
+    const m = this.byKey.get(key);
+    if (m && m.file.closed) {
+      this.drop(m);
+      return undefined;
+    }
+    return m;
+  }
+
+  private add(m: Mirror, key?: string): void {
+    this.all.add(m);
+    if (key) this.byKey.set(key, m);
+  }
+
+  private drop(m: Mirror): void {
+    this.all.delete(m);
+    if (m.source.kind !== 'buffer') {
+      if (this.byKey.get(m.source.key) === m) this.byKey.delete(m.source.key);
+      try {
+        closeSync(m.source.realFd);
+      } catch {
+        /* already closed */
+      }
+    }
+  }
+
+  /** A simulated memfd of `size` bytes with `seals`; `bytes` written first when given. */
+  private makeFile(name: string, size: number, seals: number, pos: number, bytes?: Uint8Array): MemfdFile {
+    const f = memfdCreate(this.ctx(), name.replace(/\0/g, ''), MFD_ALLOW_SEALING);
+    try {
+      if (bytes && bytes.length) f.pwrite(bytes, 0);
+      f.ftruncate(size);
+      f.pos = pos;
+      const s = seals === SEALS_UNKNOWN ? 0 : seals;
+      if (s) f.addSeals(s);
+    } catch (e) {
+      f.close();
+      throw e;
+    }
+    return f;
+  }
+
+  /** Forgets mirrors whose simulated file is gone (unpreserved and closed), closing the real fds. */
+  sweep(): void {
+    for (const m of [...this.all]) if (m.file.closed) this.drop(m);
+  }
+
+  /**
+   * At kexec, before LUO's reboot path: every preserved mirror gets the real file's bytes (up to
+   * the size taken at preserve) and position. Synchronous: nothing runs in between.
+   */
+  captureAll(): { files: number; bytes: number } {
+    this.sweep();
+    let files = 0;
+    let bytes = 0;
+    for (const m of this.all) {
+      if (m.source.kind === 'buffer' || !m.file.luoRefs) continue;
+      files++;
+      bytes += this.capture(m);
+    }
+    return { files, bytes };
+  }
+
+  private capture(m: Mirror): number {
+    const src = m.source;
+    if (src.kind === 'buffer') return 0;
+    const ino = m.file.inode;
+    const size = ino.size;
+    const chunk = new Uint8Array(Math.min(Math.max(size, PAGE_SIZE), 1 << 20));
+    let done = 0;
+    let short = false;
+    while (done < size) {
+      const want = Math.min(chunk.length, size - done);
+      let got = 0;
+      while (got < want) {
+        const n = readSync(src.realFd, chunk, got, want - got, done + got);
+        if (n === 0) break;
+        got += n;
+      }
+      if (got < want) {
+        chunk.fill(0, got, want);
+        short = true;
+      }
+      for (let off = 0; off < want; off += PAGE_SIZE) {
+        const page = chunk.subarray(off, Math.min(want, off + PAGE_SIZE));
+        if (isZero(page)) continue; // the folio is zero already (made at preserve, never written)
+        ino.writeChunk(done + off, page);
+      }
+      done += want;
+    }
+    const real = fstatSync(src.realFd).size;
+    const what = src.kind === 'proc' ? `memfd of pid ${src.pid} fd ${src.fd}` : src.path;
+    if (short || real !== size) this.log('warn', `luod: ${what} is ${real} bytes at kexec, ${size} at preserve; handing over ${size}`);
+    if (src.kind === 'proc') {
+      const pos = (src.hiddenFd >= 0 ? procPos(src.pid, src.hiddenFd, src.key) : undefined) ?? procPos(src.pid, src.fd, src.key);
+      if (pos !== undefined) m.pos = pos;
+    }
+    m.file.pos = m.pos;
+    return size;
+  }
+
+  /** Closes every real fd (the daemon is exiting). */
+  closeAll(): void {
+    for (const m of [...this.all]) this.drop(m);
+  }
+}

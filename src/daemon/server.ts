@@ -1,0 +1,499 @@
+/**
+ * `luod`: a simulated machine whose /dev/liveupdate is served on a unix socket
+ * (docs/protocol.md). One connection is one open file; one simulated process per client pid;
+ * every request is one syscall run through src/uapi, so errnos and their order are the kernel's.
+ * A kexec hands the machine's memory image to a new daemon process (kexec.ts).
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, renameSync, unlinkSync, writeSync, closeSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { dirname } from 'node:path';
+import { ERRNO, LuoError } from '../errno.ts';
+import { LIVEUPDATE_IOCTL } from '../abi/uapi.ts';
+import { readI32, readU32, writeI32 } from '../bytes/cursor.ts';
+import { MemfdFile } from '../handlers/memfd-file.ts';
+import { type Kernel } from '../kernel/kernel.ts';
+import { type Machine } from '../kernel/machine.ts';
+import { FIONREAD, LUO_DEVICE_IOCTLS, LUO_SESSION_IOCTLS } from '../uapi/ioctl.ts';
+import { LIVEUPDATE_DEV, LuoDeviceFile, SessionFile } from '../uapi/luo-files.ts';
+import { NR_OPEN, type Process, processesOf } from '../uapi/process.ts';
+import type { OpenFile } from '../uapi/file.ts';
+import { MirrorTable } from './mirror.ts';
+import { buildStatus, type DaemonStatus } from './status.ts';
+import {
+  decodeIoctl, E, encodeFrame, encodeHelloReply, encodeIoctlReply, ERROR_TYPE, FrameError, FrameReader, type IoctlReply, isKnownType, MAX_INLINE, MAX_READ,
+  MSG, PayloadReader, PayloadWriter, prefixReply, PROTOCOL_VERSION, REPLY,
+} from './wire.ts';
+
+export interface DaemonOptions {
+  readonly machine: Machine;
+  readonly socketPath: string;
+  readonly stateDir: string;
+  /** Prints a daemon log line (kernel lines go through the machine's console). */
+  readonly log?: (line: string) => void;
+  /** Extra `serve` arguments for the next daemon (e.g. --log FILE). */
+  readonly childArgs?: readonly string[];
+  /** Boot statistics of the hand-over this daemon was started from. */
+  readonly handover?: Record<string, unknown>;
+}
+
+type ConnState = 'new' | 'fresh' | 'file' | 'closed';
+
+/** One client connection: at most one open file of its process (the device or a session). */
+export class Conn {
+  state: ConnState = 'new';
+  pid = 0;
+  client: ClientProcess | undefined;
+  /** Where this connection's file sits in its process's simulated fd table. */
+  simFd: number | undefined;
+  /** RETRIEVE_FD handles: simulated fds of retrieved files, until RELEASE_FILE. */
+  readonly handles = new Set<number>();
+  readonly reader = new FrameReader();
+  constructor(readonly id: number, readonly sock: Socket) {}
+}
+
+/** A client process: the simulated Process its connections' files live in. */
+export class ClientProcess {
+  readonly conns = new Set<Conn>();
+  constructor(readonly pid: number, readonly proc: Process) {}
+}
+
+/** Bytes copied back by the LUO ioctls (min(usize, struct size)), by full command. */
+const STRUCT_SIZE = new Map<number, number>([...LUO_DEVICE_IOCTLS.ops, ...LUO_SESSION_IOCTLS.ops].map((op) => [op.cmd, op.size]));
+
+export class LuoDaemon {
+  readonly machine: Machine;
+  readonly socketPath: string;
+  readonly stateDir: string;
+  readonly generation = randomBytes(8).readBigUInt64LE(0);
+  private server: Server | undefined;
+  private readonly conns = new Map<number, Conn>();
+  private readonly clients = new Map<number, ClientProcess>();
+  private nextConnId = 1;
+  readonly mirrors: MirrorTable;
+  private readonly fileIds = new WeakMap<object, bigint>();
+  private nextFileId = 1n;
+  /** Set while a kexec runs: requests wait (and die with this process). */
+  kexecing = false;
+  private stopped = false;
+  private readonly log: (line: string) => void;
+  readonly handover: Record<string, unknown> | undefined;
+  private readonly childArgs: readonly string[];
+  /** Resolved once the daemon stops serving (shutdown or kexec). */
+  readonly done: Promise<number>;
+  private finish!: (code: number) => void;
+
+  constructor(opts: DaemonOptions) {
+    this.machine = opts.machine;
+    this.socketPath = opts.socketPath;
+    this.stateDir = opts.stateDir;
+    this.log = opts.log ?? (() => {});
+    this.handover = opts.handover;
+    this.childArgs = opts.childArgs ?? [];
+    this.mirrors = new MirrorTable(() => this.kernel.memfd, (l, m) => this.kernel.print(l, m));
+    this.done = new Promise((r) => (this.finish = r));
+  }
+
+  get kernel(): Kernel {
+    return this.machine.kernel;
+  }
+
+  /** dmesg-style daemon lines go into the kernel log. */
+  print(level: 'info' | 'warn' | 'err', msg: string): void {
+    this.kernel.print(level, `luod: ${msg}`);
+  }
+
+  // ------------------------------------------------------------------ socket
+
+  /**
+   * Listens on a private path and renames it onto the socket path: the path always names a live
+   * socket, and a takeover replaces the old daemon's atomically.
+   */
+  async listen(): Promise<void> {
+    const dir = dirname(this.socketPath);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const tmp = `${this.socketPath}.${process.pid}.new`;
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* none */
+    }
+    const server = createServer({ allowHalfOpen: false }, (sock) => this.accept(sock));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(tmp, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    chmodSync(tmp, 0o600);
+    renameSync(tmp, this.socketPath);
+    this.server = server;
+    this.print('info', `serving ${LIVEUPDATE_DEV} on ${this.socketPath} (generation 0x${this.generation.toString(16)}, pid ${process.pid})`);
+  }
+
+  /** True when some daemon answers on `path`. */
+  static async alive(path: string): Promise<boolean> {
+    return new Promise((resolve) => {
+      const s = createConnection(path);
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+  }
+
+  private accept(sock: Socket): void {
+    if (this.stopped) {
+      sock.destroy();
+      return;
+    }
+    const c = new Conn(this.nextConnId++, sock);
+    this.conns.set(c.id, c);
+    sock.on('data', (d: Buffer) => {
+      if (c.state === 'closed') return;
+      c.reader.push(d);
+      this.pump(c);
+    });
+    sock.on('error', () => undefined);
+    sock.on('close', () => this.release(c));
+  }
+
+  /** Processes every complete frame of `c` (not while a kexec runs: those wait and die). */
+  private pump(c: Conn): void {
+    while (c.state !== 'closed' && !this.kexecing && !this.stopped) {
+      let frame;
+      try {
+        frame = c.reader.next();
+      } catch (e) {
+        if (e instanceof FrameError) return this.protocolError(c, e);
+        throw e;
+      }
+      if (!frame) return;
+      try {
+        this.handle(c, frame.header.type, frame.header.seq, frame.payload);
+      } catch (e) {
+        if (e instanceof FrameError) return this.protocolError(c, new FrameError(e.errno, e.message, frame.header.seq));
+        this.print('err', `internal error on connection ${c.id}: ${(e as Error).stack ?? String(e)}`);
+        this.reply(c, frame.header.type, frame.header.seq, prefixReply(-1, ERRNO.EIO));
+      }
+    }
+  }
+
+  /** Resumes connections that received frames while a kexec was refused. */
+  private resumeAll(): void {
+    for (const c of [...this.conns.values()]) this.pump(c);
+  }
+
+  private reply(c: Conn, type: number, seq: number, payload: Uint8Array): void {
+    if (c.state === 'closed' || c.sock.destroyed) return;
+    c.sock.write(encodeFrame((type | REPLY) >>> 0, seq, payload));
+  }
+
+  private protocolError(c: Conn, e: FrameError): void {
+    this.print('warn', `connection ${c.id} (pid ${c.pid || '?'}): protocol error: ${e.message}; closing it`);
+    if (!c.sock.destroyed) c.sock.end(encodeFrame(ERROR_TYPE, e.seq, prefixReply(-1, e.errno, new TextEncoder().encode(e.message))));
+    this.release(c);
+  }
+
+  /** The connection is gone (EOF, CLOSE, error): its file is released as a last close(2) releases it. */
+  private release(c: Conn): void {
+    if (c.state === 'closed') return;
+    const wasFile = c.state === 'file';
+    c.state = 'closed';
+    this.conns.delete(c.id);
+    const cp = c.client;
+    if (!cp || this.kernel.state !== 'running') return;
+    const proc = cp.proc;
+    for (const h of c.handles) proc.fds.remove(h)?.close();
+    c.handles.clear();
+    if (wasFile && c.simFd !== undefined) proc.fds.remove(c.simFd)?.close();
+    c.simFd = undefined;
+    cp.conns.delete(c);
+    if (cp.conns.size === 0) {
+      proc.exit(0);
+      this.clients.delete(cp.pid);
+    }
+    this.mirrors.sweep();
+  }
+
+  // ------------------------------------------------------------------ requests
+
+  private handle(c: Conn, type: number, seq: number, p: Buffer): void {
+    if (!isKnownType(type)) throw new FrameError(E.EPROTO, `unknown message type ${type}`, seq);
+    if (c.state === 'new' && type !== MSG.HELLO) throw new FrameError(E.EPROTO, `the first message must be HELLO, not type ${type}`, seq);
+    switch (type) {
+      case MSG.HELLO:
+        return this.hello(c, seq, p);
+      case MSG.OPEN_DEVICE:
+        return this.openDevice(c, seq, p);
+      case MSG.IOCTL:
+        return this.reply(c, type, seq, encodeIoctlReply(this.ioctl(c, seq, p)));
+      case MSG.CLOSE:
+        return this.closeFile(c, seq, p);
+      case MSG.READ_FILE:
+        return this.readFile(c, seq, p);
+      case MSG.RELEASE_FILE:
+        return this.releaseFile(c, seq, p);
+      case MSG.STATUS:
+        new PayloadReader(p, 'STATUS', seq).end();
+        return this.reply(c, type, seq, prefixReply(0, 0, new TextEncoder().encode(JSON.stringify(this.status()))));
+      case MSG.KEXEC:
+        return this.kexecRequest(c, seq, p);
+      case MSG.SHUTDOWN:
+        new PayloadReader(p, 'SHUTDOWN', seq).end();
+        this.reply(c, type, seq, prefixReply(0, 0));
+        void this.shutdown('SHUTDOWN request');
+        return;
+    }
+  }
+
+  private hello(c: Conn, seq: number, p: Buffer): void {
+    if (c.state !== 'new') throw new FrameError(E.EPROTO, 'HELLO sent twice', seq);
+    const r = new PayloadReader(p, 'HELLO', seq);
+    const version = r.u32();
+    const pid = r.i32();
+    const flags = r.u32();
+    const reserved = r.u32();
+    r.end();
+    if (flags !== 0 || reserved !== 0) throw new FrameError(E.EPROTO, 'HELLO: flags and reserved must be 0', seq);
+    if (pid <= 0) throw new FrameError(E.EPROTO, `HELLO: pid ${pid} is not a process id`, seq);
+    const base = { version: PROTOCOL_VERSION, connId: c.id, generation: this.generation, liveupdateNum: this.liveupdateNum, daemonPid: process.pid };
+    if (version !== PROTOCOL_VERSION) {
+      this.reply(c, MSG.HELLO, seq, encodeHelloReply({ ...base, ret: -1, errno: E.EPROTONOSUPPORT }));
+      c.sock.end();
+      this.release(c);
+      return;
+    }
+    let cp = this.clients.get(pid);
+    if (!cp) {
+      cp = new ClientProcess(pid, processesOf(this.kernel).spawn({ stdio: false, rlimitNofile: { cur: NR_OPEN, max: NR_OPEN } }));
+      this.clients.set(pid, cp);
+    }
+    cp.conns.add(c);
+    c.client = cp;
+    c.pid = pid;
+    c.state = 'fresh';
+    this.reply(c, MSG.HELLO, seq, encodeHelloReply({ ...base, ret: 0, errno: 0 }));
+  }
+
+  get liveupdateNum(): number {
+    return this.kernel.luo?.incomingNum ?? 0;
+  }
+
+  private openDevice(c: Conn, seq: number, p: Buffer): void {
+    const r = new PayloadReader(p, 'OPEN_DEVICE', seq);
+    const flags = r.u32();
+    r.u32();
+    r.end();
+    if (c.state !== 'fresh') throw new FrameError(E.EPROTO, 'OPEN_DEVICE on a connection that already carries a file', seq);
+    const proc = c.client!.proc;
+    const fd = proc.open(LIVEUPDATE_DEV, flags);
+    if (fd < 0) return this.reply(c, MSG.OPEN_DEVICE, seq, prefixReply(-1, proc.errnoNumber));
+    c.simFd = fd;
+    c.state = 'file';
+    this.reply(c, MSG.OPEN_DEVICE, seq, prefixReply(0, 0));
+  }
+
+  private fileOf(c: Conn): OpenFile | undefined {
+    return c.state === 'file' && c.simFd !== undefined ? c.client!.proc.file(c.simFd) : undefined;
+  }
+
+  private ioctl(c: Conn, seq: number, p: Buffer): IoctlReply {
+    const req = decodeIoctl(p, seq);
+    const fail = (errno: number): IoctlReply => ({ ret: -1, errno, out: new Uint8Array(0) });
+    const file = this.fileOf(c);
+    if (!file) return fail(ERRNO.EBADF);
+    const cp = c.client!;
+    const proc = cp.proc;
+    const cmd = req.cmd >>> 0;
+    const arg = req.flags & 1 ? undefined : new Uint8Array(req.arg);
+    const callerPid = req.callerPid || c.pid;
+
+    // A new session fd goes to a reservation made before the ioctl (protocol 5.3).
+    const newSession = file instanceof LuoDeviceFile && (cmd === LIVEUPDATE_IOCTL.CREATE_SESSION || cmd === LIVEUPDATE_IOCTL.RETRIEVE_SESSION);
+    let target: Conn | undefined;
+    if (newSession) {
+      target = this.conns.get(req.newConn);
+      if (!target || target.state !== 'fresh' || target === c) {
+        this.print('warn', `connection ${c.id}: ioctl 0x${cmd.toString(16)} names reservation ${req.newConn}, which is not a fresh connection`);
+        return fail(E.EPROTO);
+      }
+    }
+
+    // PRESERVE_FD: the struct's fd names a file of the caller; it is placed in a temporary slot.
+    const preserve = file instanceof SessionFile && cmd === LIVEUPDATE_IOCTL.SESSION_PRESERVE_FD && arg !== undefined && arg.length >= 8;
+    let origFd = 0;
+    let tempFd: number | undefined;
+    if (preserve) {
+      origFd = readI32(arg, 4, 'le');
+      let src: OpenFile | undefined;
+      try {
+        src = this.mirrors.resolve({ kind: req.srcKind, pid: callerPid, fd: origFd, hiddenFd: req.srcHiddenFd, seals: req.srcSeals, pos: req.srcPos, bytes: req.src });
+      } catch (e) {
+        if (e instanceof LuoError) return fail(e.code);
+        throw e;
+      }
+      if (src) {
+        tempFd = proc.fds.alloc(0, proc.nofileLimit, false);
+        proc.fds.install(tempFd, src);
+      }
+      writeI32(arg, 4, tempFd ?? -1, 'le');
+    }
+
+    const ret = proc.ioctl(c.simFd!, cmd, arg);
+    const errno = ret < 0 ? proc.errnoNumber : 0;
+
+    if (preserve) {
+      if (tempFd !== undefined) proc.fds.remove(tempFd)?.close();
+      writeI32(arg!, 4, origFd, 'le');
+      this.mirrors.sweep();
+    }
+    if (ret < 0) return fail(errno);
+
+    let outLen = 0;
+    const structSize = STRUCT_SIZE.get(cmd);
+    if (structSize !== undefined && (file instanceof LuoDeviceFile || file instanceof SessionFile)) outLen = Math.min(readU32(arg!, 0, 'le'), structSize);
+    else if (cmd === FIONREAD) outLen = 4;
+    const reply: IoctlReply = { ret, errno: 0, out: arg ? arg.subarray(0, outLen) : new Uint8Array(0) };
+
+    if (newSession && target) {
+      const simFd = readI32(arg!, 4, 'le');
+      const f = proc.fds.remove(simFd)!;
+      const tproc = target.client!.proc;
+      const nfd = tproc.fds.alloc(0, tproc.nofileLimit, true);
+      tproc.fds.install(nfd, f);
+      target.simFd = nfd;
+      target.state = 'file';
+      writeI32(arg!, 4, -1, 'le');
+    }
+    if (file instanceof SessionFile && cmd === LIVEUPDATE_IOCTL.SESSION_RETRIEVE_FD) {
+      const simFd = readI32(arg!, 4, 'le');
+      const f = proc.file(simFd);
+      writeI32(arg!, 4, -1, 'le');
+      if (f instanceof MemfdFile) {
+        c.handles.add(simFd);
+        let id = this.fileIds.get(f);
+        const again = id !== undefined;
+        if (id === undefined) {
+          id = this.nextFileId++;
+          this.fileIds.set(f, id);
+        }
+        const st = f.stat();
+        reply.file = { handle: BigInt(simFd), id, size: BigInt(st.size), pos: BigInt(f.pos), seals: f.getSeals(), again, inline: f.pread(Math.min(st.size, MAX_INLINE), 0) };
+      } else {
+        proc.fds.remove(simFd)?.close();
+      }
+    }
+    return reply;
+  }
+
+  private closeFile(c: Conn, seq: number, p: Buffer): void {
+    new PayloadReader(p, 'CLOSE', seq).end();
+    const had = c.state === 'file';
+    this.release(c);
+    const frame = encodeFrame((MSG.CLOSE | REPLY) >>> 0, seq, prefixReply(had ? 0 : -1, had ? 0 : ERRNO.EBADF));
+    c.sock.end(frame);
+  }
+
+  private handleFile(c: Conn, handle: bigint): MemfdFile | undefined {
+    const fd = Number(handle);
+    if (!c.handles.has(fd)) return undefined;
+    const f = c.client!.proc.file(fd);
+    return f instanceof MemfdFile ? f : undefined;
+  }
+
+  private readFile(c: Conn, seq: number, p: Buffer): void {
+    const r = new PayloadReader(p, 'READ_FILE', seq);
+    const handle = r.u64();
+    const offset = r.u64();
+    const length = r.u32();
+    r.u32();
+    r.end();
+    if (length > MAX_READ) throw new FrameError(E.EPROTO, `READ_FILE: length ${length} exceeds ${MAX_READ}`, seq);
+    const f = this.handleFile(c, handle);
+    if (!f) return this.reply(c, MSG.READ_FILE, seq, prefixReply(-1, ERRNO.EBADF));
+    const data = f.pread(length, Number(offset));
+    this.reply(c, MSG.READ_FILE, seq, prefixReply(data.length, 0, data));
+  }
+
+  private releaseFile(c: Conn, seq: number, p: Buffer): void {
+    const r = new PayloadReader(p, 'RELEASE_FILE', seq);
+    const handle = r.u64();
+    r.end();
+    if (!this.handleFile(c, handle)) return this.reply(c, MSG.RELEASE_FILE, seq, prefixReply(-1, ERRNO.EBADF));
+    c.handles.delete(Number(handle));
+    c.client!.proc.fds.remove(Number(handle))?.close();
+    this.reply(c, MSG.RELEASE_FILE, seq, prefixReply(0, 0));
+  }
+
+  status(): DaemonStatus {
+    return buildStatus(this, { processes: this.clients.size, connections: this.conns.size, handles: [...this.conns.values()].reduce((n, c) => n + c.handles.size, 0) });
+  }
+
+  // ------------------------------------------------------------------ kexec and shutdown
+
+  private kexecRequest(c: Conn, seq: number, p: Buffer): void {
+    const r = new PayloadReader(p, 'KEXEC', seq);
+    r.u32();
+    const buildLen = r.u32();
+    const cmdlineLen = r.u32();
+    r.u32();
+    const dec = new TextDecoder();
+    const build = dec.decode(r.bytes(buildLen));
+    const cmdline = dec.decode(r.bytes(cmdlineLen));
+    r.end();
+    if (this.kexecing) return this.reply(c, MSG.KEXEC, seq, prefixReply(-1, ERRNO.EBUSY, new TextEncoder().encode('a kexec is already in progress')));
+    void this.runKexec(c, seq, { build: build || undefined, cmdline: cmdline || undefined });
+  }
+
+  private async runKexec(c: Conn, seq: number, opts: { build: string | undefined; cmdline: string | undefined }): Promise<void> {
+    const { kexecIntoNewProcess } = await import('./kexec.ts');
+    this.kexecing = true;
+    const result = await kexecIntoNewProcess(this, { ...opts, childArgs: this.childArgs });
+    if (!result.ok && !result.committed) {
+      // Refused before anything changed (LUO's reboot path failed): keep serving.
+      this.kexecing = false;
+      this.reply(c, MSG.KEXEC, seq, prefixReply(-1, result.errno, new TextEncoder().encode(result.message)));
+      this.resumeAll();
+      return;
+    }
+    const payload = result.ok
+      ? new PayloadWriter().i32(0).u32(0).u32(result.pid).u32(0).u64(result.generation).bytes(new TextEncoder().encode(JSON.stringify(result.stats))).finish()
+      : prefixReply(-1, result.errno, new TextEncoder().encode(result.message));
+    // Only the KEXEC caller hears back; every other process dies with this kernel.
+    for (const o of [...this.conns.values()]) if (o !== c) o.sock.destroy();
+    await new Promise<void>((resolve) => {
+      if (c.sock.destroyed) return resolve();
+      c.sock.end(encodeFrame((MSG.KEXEC | REPLY) >>> 0, seq, payload), () => resolve());
+      setTimeout(resolve, 2000).unref();
+    });
+    this.stopped = true;
+    this.mirrors.closeAll();
+    // The socket path now names the new daemon's socket: never close our listener by name
+    // (libuv would unlink the path); exiting drops it.
+    this.finish(result.ok ? 0 : 1);
+  }
+
+  /** Power-off: every connection closed, the socket removed. */
+  async shutdown(why: string): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.print('info', `shutting down (${why})`);
+    for (const c of [...this.conns.values()]) c.sock.destroy();
+    this.mirrors.closeAll();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.finish(0);
+  }
+}
+
+/** Tells a waiting parent (kexec.ts, on fd 3) that this daemon owns the socket path. */
+export function signalReady(d: LuoDaemon): void {
+  try {
+    writeSync(3, `ready ${process.pid} ${d.generation.toString()}\n`);
+    closeSync(3);
+  } catch (e) {
+    d.print('warn', `could not signal readiness on fd 3: ${(e as Error).message}`);
+  }
+}
