@@ -118,15 +118,20 @@ function readVmalloc(ctx: Ctx, info: MemfdInfo, w: string): Uint8Array | undefin
     pa = chunk.next;
   }
   if (runs.length * runPages !== d.totalPages) ctx.problems.error(vw, `the chunks list ${runs.length * runPages} page(s), total_pages is ${d.totalPages}`);
-  const bytes = Math.min(need, runs.length * runPages * PAGE_SIZE);
-  const out = new Uint8Array(bytes);
-  for (let i = 0, pos = 0; pos < bytes; i++) {
-    const n = Math.min(runPages * PAGE_SIZE, bytes - pos);
+  // Only what is actually read is allocated: a corrupt nr_folios cannot make this huge.
+  const want = Math.min(need, MAX_FOLIOS * MemfdLuoFolioSer.size);
+  const parts: Uint8Array[] = [];
+  let got = 0;
+  for (let i = 0; got < want && i < runs.length; i++) {
+    const n = Math.min(runPages * PAGE_SIZE, want - got);
     const b = ctx.read(runs[i]!, n, `${vw} page ${i}`, 'vmalloc page');
-    if (!b) return undefined;
-    out.set(b, pos);
-    pos += n;
+    if (!b) break;
+    parts.push(b);
+    got += n;
   }
+  const out = new Uint8Array(got);
+  let pos = 0;
+  for (const p of parts) { out.set(p, pos); pos += p.length; }
   return out;
 }
 
