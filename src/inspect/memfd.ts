@@ -14,6 +14,7 @@ import { type FolioInfo, type MemfdInfo, type VmallocChunkInfo, hex } from './re
 /** Folio entries decoded at most (a 64 MiB array); the rest are counted as a problem. */
 const MAX_FOLIOS = 1 << 22;
 const MAX_CHUNKS = 1 << 16;
+const MAX_FOLIO_PROBLEMS = 32;
 const PFN_MASK = (1n << MEMFD_FOLIO_PFN_BITS) - 1n;
 const SEAL_NAMES: [number, string][] = [[1, 'SEAL'], [2, 'SHRINK'], [4, 'GROW'], [8, 'WRITE'], [0x10, 'FUTURE_WRITE'], [0x20, 'EXEC']];
 
@@ -61,7 +62,13 @@ export function decodeMemfd(ctx: Ctx, data: bigint, compat: 'memfd-v2' | 'memfd-
     nr = Math.floor(array.length / MemfdLuoFolioSer.size);
   }
   const indexes = new Map<bigint, number>();
+  // A garbage array would list a problem per entry: show the first few, count the rest.
+  const listed = ctx.problems.list.length;
   for (let i = 0; i < nr; i++) {
+    if (ctx.problems.list.length - listed > MAX_FOLIO_PROBLEMS) {
+      ctx.problems.error(where, `folios ${i}..${nr - 1} not checked: too many problems in the folio array (is it one?)`);
+      break;
+    }
     const e = MemfdLuoFolioSer.decode(array, i * MemfdLuoFolioSer.size);
     const f: FolioInfo = { index: e.index, pfn: e.pfn_flags & PFN_MASK, flags: Number(e.pfn_flags >> MEMFD_FOLIO_PFN_BITS) };
     const fw = `${where} folio ${i}`;

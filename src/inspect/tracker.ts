@@ -14,6 +14,8 @@ export const MAX_LISTED_BLOCKS = 100000;
 const MAX_BLOCKS = 1 << 22;
 const MAX_NODES = 1 << 18;
 const MAX_V1_CHUNKS = 1 << 16;
+/** Problems listed per radix table before the rest are only counted. */
+const BAD_PER_NODE = 8;
 
 /** The union of preserved blocks, as sorted disjoint page-frame intervals. */
 export class PreservedSet {
@@ -135,14 +137,20 @@ export function walkRadix(view: PhysView, rootPa: bigint, problems: Problems): {
     if (level === 0) return leaf(page, prefix, where);
     const dv = new DataView(page.buffer, page.byteOffset, PAGE_SIZE);
     const span = 2 ** (KHO_BITMAP_SIZE_LOG2 + KHO_TABLE_SIZE_LOG2 * (level - 1));
+    // A table that is really some other page would give 512 problems: list a few, count the rest.
+    let shown = 0;
+    let hidden = 0;
+    const bad = (w: string, m: string): void => { if (shown++ < BAD_PER_NODE) problems.error(w, m); else hidden++; };
     for (let i = 0; i < TABLE; i++) {
       const child = dv.getBigUint64(i * 8, true);
       if (child === 0n) continue;
       const childPrefix = prefix + i * span;
-      if (childPrefix >= 2 ** (KHO_ORDER_0_LOG2 + 1)) { problems.error(`${where} [${i}]`, `entry ${hex(child)} covers keys of no possible order (index ${i} too high)`); continue; }
+      if (childPrefix >= 2 ** (KHO_ORDER_0_LOG2 + 1)) { bad(`${where} [${i}]`, `entry ${hex(child)} covers keys of no possible order (index ${i} too high)`); continue; }
+      if (child % BigInt(PAGE_SIZE) !== 0n) { bad(`${where} [${i}]`, `points to unaligned address ${hex(child)}`); continue; }
       const p = node(child, `${where} [${i}]`);
       if (p) rec(p, child, level - 1, childPrefix);
     }
+    if (hidden) problems.error(where, `${hidden} more bad entries in this table (is it a table at all?)`);
   };
   const root = node(rootPa, 'preserved-memory-map');
   if (root) rec(root, rootPa, 5, 0);
