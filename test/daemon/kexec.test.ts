@@ -1,0 +1,176 @@
+/**
+ * Kexec into a new process: sessions preserved through the daemon (buffers, files, a real memfd
+ * of another process) come back byte for byte from a new daemon process booted from the image
+ * alone; also into "another build" given by path; corrupt images are refused, never booted.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { LuoClient } from '../../src/client/index.ts';
+import { cleanup, LUO_BIN, memfdHolder, processesMentioning, ROOT, startDaemon, tempDir, until } from './helpers.ts';
+
+const run = promisify(execFile);
+const luo = (...args: string[]) => run(process.execPath, [LUO_BIN, ...args], { cwd: ROOT, timeout: 60000 });
+
+test('sessions survive `luo kexec` into a new daemon process with identical bytes', { timeout: 90000 }, async () => {
+  const dir = tempDir('kexec');
+  try {
+    const d = await startDaemon(dir);
+    const c = await LuoClient.connect(d.socket);
+    const gen0 = c.generation;
+    const dev = await c.openDevice();
+    const state = await dev.createSession('kexec_simple_state');
+    await state.preserveBuffer('2', 999);
+    const vm = await dev.createSession('test-session');
+    const buf = randomBytes(300 * 1024);
+    await vm.preserveBuffer(buf, 0x1a, { pos: 12345, seals: 0x2 | 0x4 });
+    const filePath = join(dir, 'guest-ram.bin');
+    const fileBytes = randomBytes(2 << 20);
+    writeFileSync(filePath, fileBytes);
+    await vm.preserveFile(filePath, 0x1b, { pos: 7 });
+    // Contents are taken at kexec, not at preserve (the size is fixed at preserve).
+    fileBytes.set(Buffer.from('written after preserve'), 1 << 20);
+    writeFileSync(filePath, fileBytes);
+    // A real memfd of another process, written and seeked after preserve, its fd then closed.
+    const h = await memfdHolder('guest', Buffer.from('hello kexec world, from a real memfd'), 5);
+    await vm.ioctl(0xba40, fdTokenArg(h.fd, 0x1c), { source: { kind: 'fd', pid: h.pid, hiddenFd: h.hiddenFd, seals: h.seals } });
+    await h.cmd('write 6 4b455845430a');
+    await h.cmd('seek 9');
+    await h.cmd('close');
+    const expectedMemfd = Buffer.from('hello kexec world, from a real memfd');
+    expectedMemfd.set(Buffer.from('4b455845430a', 'hex'), 6);
+    const empty = await dev.createSession('multi-test-empty-1');
+    await dev.close();
+    const before = await c.status();
+    assert.equal(before.sessions.outgoing.length, 3);
+
+    const { stdout } = await luo('kexec', '--socket', d.socket, '--json');
+    const res = JSON.parse(stdout) as { pid: number; stats: Record<string, number> };
+    assert.equal(await d.exited, 0, 'the old daemon exits after the hand-over');
+    assert.notEqual(res.pid, d.child.pid);
+    assert.equal(res.stats['preservedPages'], before.preserved.pages);
+    h.stop();
+    void empty;
+
+    const c2 = await LuoClient.connectRetry(d.socket);
+    assert.notEqual(c2.generation, gen0);
+    assert.equal(c2.liveupdateNum, 1);
+    const st = await c2.status();
+    assert.equal(st.pid, res.pid);
+    assert.equal(st.sessions.incoming.length, 0, 'incoming sessions are deserialized at the first open');
+    const dev2 = await c2.openDevice();
+    assert.deepEqual((await c2.status()).sessions.incoming.map((s) => s.name).sort(), ['kexec_simple_state', 'multi-test-empty-1', 'test-session']);
+    const s0 = await dev2.retrieveSession('kexec_simple_state');
+    assert.equal(new TextDecoder().decode((await s0.retrieve(999)).content), '2');
+    const s1 = await dev2.retrieveSession('test-session');
+    const f1 = await s1.retrieve(0x1a);
+    assert.ok(Buffer.from(f1.content).equals(buf));
+    assert.equal(f1.pos, 12345);
+    assert.equal(f1.seals, 0x2 | 0x4);
+    const f2 = await s1.retrieve(0x1b);
+    assert.ok(Buffer.from(f2.content).equals(fileBytes), 'file contents as of the kexec');
+    assert.equal(f2.pos, 7);
+    const f3 = await s1.retrieve(0x1c);
+    assert.equal(Buffer.from(f3.content).toString('hex'), expectedMemfd.toString('hex'));
+    assert.equal(f3.pos, 9, 'position read through the hidden dup at kexec');
+    const again = await s1.retrieve(0x1a);
+    assert.ok(again.again && again.id === f1.id, 'a second RETRIEVE_FD hands out the same open file');
+    await s1.finish();
+    await s0.finish();
+    await s1.close();
+    await s0.close();
+    assert.equal((await dev2.retrieveSession('multi-test-empty-1').then(async (s) => (await s.finish(), await s.close(), 'ok'))), 'ok');
+    await dev2.close();
+    const after = await c2.status();
+    assert.equal(after.sessions.incoming.length, 0);
+    assert.equal(after.handles, 0);
+    const { stdout: human } = await luo('status', '--socket', d.socket);
+    assert.match(human, /liveupdate_num: 1/);
+    await c2.shutdown();
+    await c2.close().catch(() => undefined);
+  } finally {
+    await cleanup(dir);
+  }
+});
+
+function fdTokenArg(fd: number, token: number): Uint8Array {
+  const b = new Uint8Array(16);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, 16, true);
+  v.setInt32(4, fd, true);
+  v.setBigUint64(8, BigInt(token), true);
+  return b;
+}
+
+test('kexec into another build given by path; corrupt images are refused', { timeout: 90000 }, async () => {
+  const dir = tempDir('build');
+  try {
+    // "Another build": its own bin/luo.mjs in another directory.
+    const build = join(dir, 'other-build');
+    mkdirSync(join(build, 'bin'), { recursive: true });
+    writeFileSync(join(build, 'bin', 'luo.mjs'), `#!/usr/bin/env node
+// Another luo build (test): the same sources, started from another path.
+import { register } from ${JSON.stringify(join(ROOT, 'node_modules/tsx/dist/esm/api/index.mjs'))};
+register();
+const { main } = await import(${JSON.stringify(join(ROOT, 'src/cli/main.ts'))});
+process.exitCode = await main(process.argv);
+`);
+    const d = await startDaemon(dir);
+    const c = await LuoClient.connect(d.socket);
+    const dev = await c.openDevice();
+    const s = await dev.createSession('cross-build');
+    const data = randomBytes(64 * 1024);
+    await s.preserveBuffer(data, 1);
+    await dev.close();
+    // A bad build path is refused before anything changes.
+    await assert.rejects(c.kexec({ build: join(dir, 'nope') }), (e: Error & { errno?: string }) => e.errno === 'ENOENT');
+    assert.equal((await c.status()).sessions.outgoing.length, 1);
+    const r = await c.kexec({ build, cmdline: 'console=ttyS0 kho=on liveupdate=on luo_stage=2' });
+    assert.equal(await d.exited, 0);
+    assert.ok(processesMentioning(build).includes(r.pid), 'the new daemon runs the other build');
+    const c2 = await LuoClient.connectRetry(d.socket);
+    const st = await c2.status();
+    assert.match(st.cmdline, /luo_stage=2/);
+    const dev2 = await c2.openDevice();
+    const s2 = await dev2.retrieveSession('cross-build');
+    assert.ok(Buffer.from((await s2.retrieve(1)).content).equals(data));
+    await dev2.close();
+
+    // The image on disk: good copies boot, bad ones are refused with the reason, never booted.
+    const img = join(d.stateDir, 'luo.img');
+    const size = statSync(img).size;
+    const bad = async (name: string, mutate: (p: string) => void, reason: RegExp): Promise<void> => {
+      const p = join(dir, name);
+      copyFileSync(img, p);
+      mutate(p);
+      const sock = join(dir, `${name}.sock`);
+      const e = await luo('serve', '--from-image', p, '--socket', sock, '--state-dir', join(dir, name + '-state')).then(() => undefined, (x: { code: number; stderr: string }) => x);
+      assert.ok(e, `${name}: must not boot`);
+      assert.equal(e.code, 1, name);
+      assert.match(e.stderr, reason, name);
+    };
+    await bad('flipped.img', (p) => {
+      const b = readFileSync(p);
+      b[Math.floor(size / 2)]! ^= 0x40;
+      writeFileSync(p, b);
+    }, /checksum mismatch|corrupt/);
+    await bad('truncated.img', (p) => truncateSync(p, size - 100), /truncated/);
+    await bad('foreign.img', (p) => writeFileSync(p, 'not an image at all'), /not a luo memory image/);
+    await bad('empty.img', (p) => writeFileSync(p, ''), /truncated|not a luo memory image/);
+    await c2.shutdown();
+    await until(() => processesMentioning(d.socket).length === 0, 10000, 'daemon exit');
+
+    // --resume boots the last good image again: the same incoming sessions.
+    const d3 = await startDaemon(dir, ['--resume']);
+    const c3 = await LuoClient.connect(d3.socket);
+    await c3.openDevice();
+    assert.deepEqual((await c3.status()).sessions.incoming.map((x) => x.name), ['cross-build']);
+    await c3.shutdown();
+  } finally {
+    await cleanup(dir);
+  }
+});
