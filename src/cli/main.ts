@@ -73,6 +73,17 @@ export async function main(argv: string[]): Promise<number> {
       const { runStatus } = await import('./status.ts');
       code = await runStatus(opts);
     });
+  program
+    .command('scenario')
+    .description('run a scripted live-update scenario (YAML) and report pass/fail per step')
+    .argument('[file]', 'the scenario file, or - for stdin')
+    .option('--json', 'print the results as JSON')
+    .option('-v, --verbose', 'also print the kernel console and the agent log')
+    .option('--schema', 'print the scenario file format')
+    .action(async (file: string | undefined, opts: { json?: boolean; verbose?: boolean; schema?: boolean }) => {
+      const { runScenarioCli } = await import('./scenario.ts');
+      code = await runScenarioCli(file, opts);
+    });
   try {
     await program.parseAsync(argv);
   } catch (e) {

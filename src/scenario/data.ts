@@ -1,0 +1,63 @@
+/**
+ * Values scenario files spell by name: sizes ("8GiB"), memfd flags and seals, and data specs that
+ * describe file contents reproducibly (text, a seeded pseudo-random pattern, a fill byte).
+ */
+import {
+  F_SEAL_EXEC, F_SEAL_FUTURE_WRITE, F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_WRITE, MFD_ALLOW_SEALING, MFD_CLOEXEC, MFD_EXEC, MFD_HUGETLB,
+  MFD_NOEXEC_SEAL,
+} from '../handlers/memfd-file.ts';
+
+export const SIZE_UNITS: Readonly<Record<string, number>> = { B: 1, K: 1024, KiB: 1024, M: 1 << 20, MiB: 1 << 20, G: 2 ** 30, GiB: 2 ** 30, T: 2 ** 40, TiB: 2 ** 40 };
+
+/** "4096", "4KiB", "1 MiB", "8GiB" (binary units only); undefined if malformed or not a safe integer. */
+export function parseSize(s: string): number | undefined {
+  const m = /^\s*(\d+)\s*([A-Za-z]*)\s*$/.exec(s);
+  if (!m) return undefined;
+  const unit = m[2] || 'B';
+  const mul = SIZE_UNITS[unit];
+  if (mul === undefined) return undefined;
+  const v = Number(m[1]) * mul;
+  return Number.isSafeInteger(v) ? v : undefined;
+}
+
+export const SEAL_NAMES: Readonly<Record<string, number>> = {
+  seal: F_SEAL_SEAL, shrink: F_SEAL_SHRINK, grow: F_SEAL_GROW, write: F_SEAL_WRITE, 'future-write': F_SEAL_FUTURE_WRITE, exec: F_SEAL_EXEC,
+};
+
+export const MEMFD_FLAG_NAMES: Readonly<Record<string, number>> = {
+  cloexec: MFD_CLOEXEC, 'allow-sealing': MFD_ALLOW_SEALING, hugetlb: MFD_HUGETLB, 'noexec-seal': MFD_NOEXEC_SEAL, exec: MFD_EXEC,
+};
+
+export function sealNames(seals: number): string[] {
+  return Object.entries(SEAL_NAMES).filter(([, v]) => seals & v).map(([k]) => k);
+}
+
+/** One piece of file content at an offset. */
+export type DataSpec =
+  | { readonly text: string; readonly at: number }
+  | { readonly pattern: string; readonly length: number; readonly at: number }
+  | { readonly fill: number; readonly length: number; readonly at: number };
+
+/** A seeded byte stream (FNV-1a of the seed, then an LCG): the same seed always gives the same bytes. */
+export function patternBytes(seed: string, n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  let x = 2166136261;
+  for (const c of seed) x = Math.imul(x ^ c.charCodeAt(0), 16777619) >>> 0;
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    b[i] = x >>> 24;
+  }
+  return b;
+}
+
+export function specBytes(d: DataSpec): Uint8Array {
+  if ('text' in d) return new TextEncoder().encode(d.text);
+  if ('pattern' in d) return patternBytes(d.pattern, d.length);
+  return new Uint8Array(d.length).fill(d.fill);
+}
+
+export function describeSpec(d: DataSpec): string {
+  if ('text' in d) return `text ${JSON.stringify(d.text.length > 24 ? `${d.text.slice(0, 24)}...` : d.text)} at ${d.at}`;
+  if ('pattern' in d) return `pattern "${d.pattern}" (${d.length} bytes) at ${d.at}`;
+  return `fill 0x${d.fill.toString(16)} (${d.length} bytes) at ${d.at}`;
+}
