@@ -18,10 +18,16 @@ export interface CliIo {
   readonly err: (s: string) => void;
 }
 
+let stdoutGuarded = false;
 const defaultIo: CliIo = {
   out: (s) => {
     // A closed pipe (| head) ends the output quietly.
-    if (!process.stdout.listenerCount('error')) process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code !== 'EPIPE') throw e; });
+    if (!stdoutGuarded) {
+      stdoutGuarded = true;
+      process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+        if (e.code !== 'EPIPE') throw e;
+      });
+    }
     process.stdout.write(`${s}\n`);
   },
   err: (s) => process.stderr.write(`${s}\n`),
