@@ -11,7 +11,8 @@ import { Ctx } from './context.ts';
 import { decodeFlbs, decodeLuoSer, decodeSessions } from './luo.ts';
 import { MAX_READ, type PhysView, SegmentView, tryRead } from './phys.ts';
 import { type InputKind, Problems, type Report, type SubtreeInfo, hex } from './report.ts';
-import { decodeRoot, rootCompatible, openCheckedFdt, scanForRoot } from './root.ts';
+import { decodeRoot, memoryMapOf, rootCompatible, openCheckedFdt, scanForRoot } from './root.ts';
+import { Fdt } from '../fdt/ro.ts';
 import { type Input, openInput } from './sources.ts';
 import { decodeKexecMetadata, decodeSubsystems, fdtCompatible, isFdtBlob, readFdtAt } from './subtrees.ts';
 import { walkChunks, walkRadix } from './tracker.ts';
@@ -141,7 +142,15 @@ function decodeMemory(r: Report, view: PhysView, metaAddr: bigint | undefined, o
   if (opts.fdtAddr !== undefined) { pa = opts.fdtAddr; foundBy = 'argument'; } else if (metaAddr !== undefined) { pa = metaAddr; foundBy = 'image metadata'; }
   if (pa !== undefined) blob = readRootAt(view, pa, foundBy === 'argument' ? '--fdt-addr' : 'image metadata', problems);
   else {
-    const hit = scanForRoot(view, problems);
+    // Among several candidates, the live root is the one its own tracker preserves.
+    const selfPreserved = (c: { pa: bigint; blob: Uint8Array }): boolean => {
+      const m = memoryMapOf(c.blob);
+      if (!m) return false;
+      const quiet = new Problems();
+      const v1 = rootCompatible(Fdt.open(c.blob))?.startsWith('kho-v1') ?? false;
+      return (v1 ? walkChunks(view, m, quiet) : walkRadix(view, m, quiet)).set.covers(c.pa, PAGE_SIZE);
+    };
+    const hit = scanForRoot(view, problems, selfPreserved);
     if (hit) { pa = hit.pa; blob = hit.blob; }
   }
   if (!blob || pa === undefined) {

@@ -39,8 +39,12 @@ function candidate(view: PhysView, pa: bigint): Uint8Array | undefined {
   }
 }
 
-/** Scans the view for KHO root FDTs: page-aligned first; 8-byte aligned only when that finds none. */
-export function scanForRoot(view: PhysView, problems: Problems): { pa: bigint; blob: Uint8Array } | undefined {
+/**
+ * Scans the view for KHO root FDTs: page-aligned first; 8-byte aligned only when that finds none.
+ * With several candidates (stale copies in a dump), `prefer` picks the one to use; by default the
+ * first whose preserved-memory-map is set (an unfinalized kho-v1 root has 0).
+ */
+export function scanForRoot(view: PhysView, problems: Problems, prefer?: (c: { pa: bigint; blob: Uint8Array }) => boolean): { pa: bigint; blob: Uint8Array } | undefined {
   const found: { pa: bigint; blob: Uint8Array }[] = [];
   for (const step of [PAGE_SIZE, 8]) {
     for (const { pa, bytes } of view.chunks(1 << 20)) {
@@ -56,18 +60,19 @@ export function scanForRoot(view: PhysView, problems: Problems): { pa: bigint; b
     if (found.length) break;
   }
   if (!found.length) return undefined;
-  // Prefer a root whose tracker pointer is set (an unfinalized kho-v1 root has 0).
-  const mm = (b: Uint8Array): bigint => {
-    try {
-      const v = Fdt.open(b).getProp(0, PROP_PRESERVED_MEMORY_MAP);
-      return v && v.length === 8 ? le64(v) : 0n;
-    } catch { return 0n; }
-  };
-  const best = found.find((f) => mm(f.blob) !== 0n) ?? found[0]!;
+  const best = (found.length > 1 && prefer ? found.find(prefer) : undefined) ?? found.find((f) => memoryMapOf(f.blob) !== 0n) ?? found[0]!;
   if (found.length > 1) {
     problems.info('root FDT scan', `${found.length} KHO root FDT candidates (${found.map((f) => hex(f.pa)).join(', ')}); using ${hex(best.pa)}`);
   }
   return best;
+}
+
+/** The preserved-memory-map of a root blob (0 when absent or unreadable). */
+export function memoryMapOf(b: Uint8Array): bigint {
+  try {
+    const v = Fdt.open(b).getProp(0, PROP_PRESERVED_MEMORY_MAP);
+    return v && v.length === 8 ? le64(v) : 0n;
+  } catch { return 0n; }
 }
 
 /** A blob cut short of its totalsize, zero-filled so its first bytes can still be decoded. */
