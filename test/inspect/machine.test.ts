@@ -166,3 +166,42 @@ test('kho-v1 without finalize: preserved-memory-map 0 is reported', () => {
   const r = inspectInput({ kind: 'elf', path: 'v1.elf', view: core.view, close: core.close }, { fdtAddr: cap.fdtAddr });
   assert.ok(r.problems.some((p) => p.severity === 'error' && /preserved-memory-map is 0.*not finalized/.test(p.message)), JSON.stringify(r.problems));
 });
+
+test('a "subsystems" subtree is decoded (name -> u64)', () => {
+  const m = new Machine({ ramSize: GiB });
+  const k = m.kernel;
+  k.luo!.subsystems.register({ name: 'kvm', ops: { freeze: (a) => { a.data = 0x1234n; } } });
+  k.luo!.subsystems.register({ name: 'iommu', ops: { freeze: (a) => { a.data = 0xfeedn; } } });
+  const cap = captureAtKexec(m);
+  const core = openElfCore(writeElfCore(cap.segs), new Problems());
+  const r = inspectInput({ kind: 'elf', path: 'sub.elf', view: core.view, close: core.close }, {});
+  assert.deepEqual(r.problems.filter(isFault), []);
+  assert.deepEqual(r.subsystems, { kvm: 0x1234n, iommu: 0xfeedn });
+  assert.equal(r.subtrees.find((s) => s.name === 'subsystems')!.compatible, 'subsystems-v1');
+});
+
+test('the 7.3.4 defect reproduced on a luo capture: 51 sessions, then an empty trailing block', () => {
+  const m = new Machine({ ramSize: GiB });
+  const k = m.kernel;
+  k.luo!.open();
+  for (let i = 0; i < 51; i++) k.luo!.createSession(`s${i}`);
+  const cap = captureAtKexec(m);
+  const ok = openElfCore(writeElfCore(cap.segs), new Problems());
+  const clean = inspectInput({ kind: 'elf', path: 'ok.elf', view: ok.view, close: ok.close }, {});
+  assert.deepEqual(clean.problems.filter(isFault), []);
+  assert.equal(clean.sessions.length, 51);
+  const head = clean.luo!.sessionsPa;
+  assert.deepEqual(clean.sessionBlocks.map((b) => [b.pa, b.next, b.count]), [[head, 0n, 51n]]);
+  // What 7.3.4 writes after a failed duplicate CREATE_SESSION: a second, empty block linked in.
+  const empty = 0x30000000n;
+  const segs = cap.segs.map((s) => ({ pa: s.pa, bytes: s.bytes.slice() }));
+  const holder = segs.find((s) => head >= s.pa && head < s.pa + BigInt(s.bytes.length))!;
+  new DataView(holder.bytes.buffer).setBigUint64(Number(head - holder.pa), empty, true);
+  segs.push({ pa: empty, bytes: new Uint8Array(4096) });
+  const core = openElfCore(writeElfCore(segs), new Problems());
+  const r = inspectInput({ kind: 'elf', path: 'defect.elf', view: core.view, close: core.close }, {});
+  const e = r.problems.find((p) => p.where === 'session block 1 @0x30000000' && /invalid entry count: 0/.test(p.message));
+  assert.ok(e, JSON.stringify(r.problems));
+  assert.match(e.message, /duplicate CREATE_SESSION fails \(EEXIST\) at exactly 51 sessions.*\(block 0 is full: 51 sessions\)/);
+  assert.equal(r.sessions.length, 51);
+});
