@@ -133,7 +133,7 @@ class Runner {
 
   /** Follows the machine to its current kernel: a new process, old handles gone. */
   private sync(why: string): void {
-    if (this.machine.kernel === this.kernel) return;
+    if (this.machine.kernel === this.kernel && this.kernel.state === 'running') return;
     this.kernel = this.machine.kernel;
     for (const name of this.handles.keys()) this.stale.set(name, why);
     this.handles.clear();

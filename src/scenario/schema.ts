@@ -572,6 +572,7 @@ function parseStep(c: Checker, n: Node, index: number): Step | undefined {
   if (!isMap(n)) return c.err(n, path, `expected a step (a mapping like "- kexec: {}"), got ${show(n)}`);
   const kinds: Array<{ kind: StepKind; f: Field }> = [];
   const common = new Map<string, Field>();
+  let unknown = 0;
   for (const item of n.items) {
     if (!isPair(item) || !isScalar(item.key)) {
       c.err(item, path, 'keys must be plain names', n);
@@ -580,9 +581,9 @@ function parseStep(c: Checker, n: Node, index: number): Step | undefined {
     const k = String(item.key.value);
     if (STEP_KINDS.includes(k as StepKind)) kinds.push({ kind: k as StepKind, f: { node: item.value, key: item.key } });
     else if (STEP_COMMON.includes(k)) common.set(k, { node: item.value, key: item.key });
-    else c.err(item.key, `${path}.${k}`, `unknown step kind or field "${k}" (kinds: ${STEP_KINDS.join(', ')}; step fields: ${STEP_COMMON.join(', ')})`);
+    else unknown++, c.err(item.key, `${path}.${k}`, `unknown step kind or field "${k}" (kinds: ${STEP_KINDS.join(', ')}; step fields: ${STEP_COMMON.join(', ')})`);
   }
-  if (kinds.length === 0) return c.err(n, path, `the step names no kind (one of ${STEP_KINDS.join(', ')})`);
+  if (kinds.length === 0) return unknown ? undefined : c.err(n, path, `the step names no kind (one of ${STEP_KINDS.join(', ')})`);
   if (kinds.length > 1) return c.err(kinds[1]!.f.key, path, `one kind per step (found ${kinds.map((k) => `"${k.kind}"`).join(' and ')})`);
   const { kind, f } = kinds[0]!;
   const expectErrno = c.errno(common.get('expect-errno'), `${path}.expect-errno`);
