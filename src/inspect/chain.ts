@@ -41,9 +41,11 @@ export function walkChain(ctx: Ctx, headPa: bigint, entrySize: number, label: st
     const prev = seen.get(pa);
     if (prev !== undefined) { ctx.problems.error(where, `${from} points back to block ${prev} @${hex(pa)}: the chain loops (the kernel's cycle check rejects it: EINVAL)`); break; }
     if (i >= KHO_MAX_BLOCKS) { ctx.problems.error(where, `chain longer than ${KHO_MAX_BLOCKS} blocks (KHO_MAX_BLOCKS): corrupted`); break; }
+    if (!ctx.spend(where)) break;
     const page = ctx.read(pa, PAGE_SIZE, where, `${from} pointer`);
     if (!page) break;
     seen.set(pa, i);
+    if (!ctx.claim(pa, `${label} ${i}`, where)) break;
     ctx.checkPreserved(pa, PAGE_SIZE, where, 'block');
     const hdr = KhoBlockHeader.decode(page);
     blocks.push({ index: i, pa, next: hdr.next, count: hdr.count, capacity });

@@ -36,6 +36,7 @@ export function decodeMemfd(ctx: Ctx, data: bigint, compat: 'memfd-v2' | 'memfd-
   if (data === 0n) { ctx.problems.error(where, 'data is 0: no memfd_luo_ser'); return undefined; }
   const raw = ctx.read(data, layout.size, where, 'data (memfd_luo_ser)');
   if (!raw) return undefined;
+  if (!ctx.claim(data, `the memfd_luo_ser of ${where}`, w)) return undefined;
   ctx.checkPreserved(data, layout.size, w, 'memfd_luo_ser');
   const s = v2 ? MemfdLuoSer.decode(raw) : { ...MemfdLuoSerV1.decode(raw), seals: undefined, flags: undefined };
   const info: MemfdInfo = {
@@ -64,6 +65,7 @@ export function decodeMemfd(ctx: Ctx, data: bigint, compat: 'memfd-v2' | 'memfd-
   const indexes = new Map<bigint, number>();
   // A garbage array would list a problem per entry: show the first few, count the rest.
   const listed = ctx.problems.list.length;
+  if (!ctx.spend(where, nr)) return info;
   for (let i = 0; i < nr; i++) {
     if (ctx.problems.list.length - listed > MAX_FOLIO_PROBLEMS) {
       ctx.problems.error(where, `folios ${i}..${nr - 1} not checked: too many problems in the folio array (is it one?)`);
@@ -79,6 +81,7 @@ export function decodeMemfd(ctx: Ctx, data: bigint, compat: 'memfd-v2' | 'memfd-
     if (dup !== undefined) ctx.problems.error(fw, `index ${f.index} repeats folio ${dup}'s`);
     else indexes.set(f.index, i);
     ctx.checkPreserved(pa, PAGE_SIZE, fw, 'folio');
+    ctx.claim(pa, `folio ${i} of ${where}`, fw);
     if (!ctx.lone && !ctx.view.has(pa, PAGE_SIZE)) ctx.problems.warn(fw, `folio page ${hex(pa)} (pfn ${hex(f.pfn)}) is not in the memory view`);
     else if (opts.contents > 0) {
       try { f.firstBytes = toHex(ctx.view.read(pa, Math.min(opts.contents, PAGE_SIZE))); } catch { /* reported above */ }
@@ -108,8 +111,10 @@ function readVmalloc(ctx: Ctx, info: MemfdInfo, w: string): Uint8Array | undefin
     if (seen.has(pa)) { ctx.problems.error(cw, 'visited twice: the chunk list loops'); break; }
     if (n >= MAX_CHUNKS) { ctx.problems.error(cw, `more than ${MAX_CHUNKS} chunks`); break; }
     seen.add(pa);
+    if (!ctx.spend(cw)) return undefined;
     const page = ctx.read(pa, PAGE_SIZE, cw, n ? 'next' : 'first');
     if (!page) return undefined;
+    if (!ctx.claim(pa, `vmalloc chunk ${n} of ${w}`, cw)) return undefined;
     ctx.checkPreserved(pa, PAGE_SIZE, cw, 'vmalloc chunk');
     const chunk: VmallocChunkInfo = { pa, next: le64(page, 0), runs: [] };
     for (let i = 0; i < KHO_VMALLOC_CHUNK_ENTRIES; i++) {
@@ -118,6 +123,7 @@ function readVmalloc(ctx: Ctx, info: MemfdInfo, w: string): Uint8Array | undefin
       chunk.runs.push(r);
       if (r % (BigInt(PAGE_SIZE) << BigInt(d.order)) !== 0n) ctx.problems.error(cw, `entry ${i}: ${hex(r)} is not aligned to order ${d.order}`);
       ctx.checkPreserved(r, runPages * PAGE_SIZE, `${cw} entry ${i}`, 'vmalloc page');
+      ctx.claim(r, `a vmalloc page of ${w}`, `${cw} entry ${i}`);
       runs.push(r);
     }
     info.chunks.push(chunk);

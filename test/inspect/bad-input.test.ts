@@ -175,3 +175,10 @@ test('a missing file and a file that is not memory', async () => {
   const noRoot = inspectInput(memInput([{ pa: 0x1000n, bytes: new Uint8Array(8192) }]), {});
   expectProblem(noRoot, 'root FDT scan', /no KHO root FDT in memory/);
 });
+
+test('structures shared between owners (a file chain, a memfd descriptor) are reported', () => {
+  const r = inspectPages((p) => setU64(p.get(SESSIONS)!, 16 + 2 * 80 + 64, FILES_A));
+  expectProblem(r, 'session "conf-session-c-finish-early" file block 0 @0x3ef000', /0x3ef000 is already used as session "conf-session-a" file block 0/);
+  const m = inspectPages((p) => setU64(p.get(FILES_A)!, 16 + 64 + 48, 0x3dc000n));
+  expectProblem(m, /^session "conf-session-a" file 1 \(token 0x2b\) @0x3ef050 memfd_luo_ser @0x3dc000$/, /already used as the memfd_luo_ser of session "conf-session-a" file 0/);
+});
