@@ -31,7 +31,7 @@ export async function main(argv: string[]): Promise<number> {
     .description('decode a KHO/LUO hand-over artefact (root FDT, sub-blob, luo image, ELF core dump, pages directory) and validate it')
     .argument('<file>', 'the artefact: a file or a directory of role@0xADDR.bin pages')
     .option('--json', 'print the report as JSON')
-    .option('--kind <kind>', 'force the input kind: fdt, elf, image, pages or blob')
+    .option('--kind <kind>', 'force the input kind: fdt, elf, image, pages, raw (flat memory from 0, e.g. QEMU pmemsave) or blob')
     .option('--fdt-addr <addr>', 'physical address of the KHO root FDT (default: image metadata, else a scan)')
     .option('--memfd-contents [bytes]', 'show the first bytes of each memfd folio (default 16)')
     .action(async (file: string, opts: { json?: boolean; kind?: string; fdtAddr?: string; memfdContents?: string | boolean }) => {

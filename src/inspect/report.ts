@@ -43,7 +43,8 @@ export interface InputInfo {
   ranges: { start: bigint; end: bigint }[];
 }
 
-export type InputKind = 'fdt' | 'elf' | 'image' | 'pages' | 'blob';
+/** 'raw': physical memory from address 0 as one flat file (QEMU pmemsave); never auto-detected. */
+export type InputKind = 'fdt' | 'elf' | 'image' | 'pages' | 'raw' | 'blob';
 
 export interface SubtreeInfo {
   name: string;

@@ -3,7 +3,7 @@
  * captured pages, else a raw blob) unless forced, and builds the physical memory view with any
  * boot metadata it carries (a luo image's root FDT address). Problems are reported, never thrown.
  */
-import { openSync, readSync, closeSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { IMAGE_MAGIC } from '../machine/image.ts';
 import { PhysicalMemory } from '../machine/memory.ts';
@@ -24,7 +24,7 @@ export interface Input {
   close(): void;
 }
 
-export const INPUT_KINDS: readonly InputKind[] = ['fdt', 'elf', 'image', 'pages', 'blob'];
+export const INPUT_KINDS: readonly InputKind[] = ['fdt', 'elf', 'image', 'pages', 'raw', 'blob'];
 const FDT_MAGIC = Uint8Array.of(0xd0, 0x0d, 0xfe, 0xed);
 const PAGE_FILE = /^(.*)@0x([0-9a-fA-F]+)\.bin$/;
 
@@ -92,6 +92,24 @@ function imageView(mem: PhysicalMemory): SegmentView {
 
 const none = (): void => {};
 
+/** A flat file of physical memory starting at address 0 (QEMU's `pmemsave 0 SIZE FILE`). */
+function rawView(path: string): { view: SegmentView; close: () => void } {
+  let fd: number | undefined = openSync(path, 'r');
+  const size = fstatSync(fd).size;
+  const readAt = (off: number, len: number): Uint8Array => {
+    const b = new Uint8Array(len);
+    let got = 0;
+    while (got < len) {
+      const r = readSync(fd!, b, got, len - got, off + got);
+      if (r === 0) break;
+      got += r;
+    }
+    return b;
+  };
+  const seg: Segment = { start: 0, end: size, readAt, scan: true, label: 'raw memory file' };
+  return { view: new SegmentView([seg], `raw physical memory from 0x0: ${hex(size)} bytes`), close: () => { if (fd !== undefined) closeSync(fd); fd = undefined; } };
+}
+
 /** Opens `path` as `kind` (detected when undefined). A file that cannot be read is a problem. */
 export async function openInput(path: string, kind: InputKind | undefined, problems: Problems): Promise<Input | undefined> {
   const fail = (msg: string): undefined => { problems.error(`input ${path}`, msg); return undefined; };
@@ -121,6 +139,10 @@ export async function openInput(path: string, kind: InputKind | undefined, probl
         }
         const fdtAddr = fdtAddrFromMeta(loaded.meta);
         return { kind: k, path, view: imageView(loaded.memory), ...(fdtAddr !== undefined ? { fdtAddr } : {}), close: none };
+      }
+      case 'raw': {
+        const raw = rawView(path);
+        return { kind: k, path, view: raw.view, close: raw.close };
       }
       case 'fdt':
       case 'blob': {

@@ -1,14 +1,16 @@
 /**
  * The ELF64 core reader's layouts: PN_XNUM program header counts, p_memsz beyond p_filesz read
  * as zeros, vmcore kernel-text aliases, segments in any order; and the root FDT scan choosing the
- * live root over a stale copy.
+ * live root over a stale copy; a flat raw memory file (--kind raw).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { closeSync, ftruncateSync, openSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { openElfCore } from '../../src/inspect/elf.ts';
-import { inspectInput } from '../../src/inspect/inspect.ts';
+import { inspectInput, inspectPath } from '../../src/inspect/inspect.ts';
 import { Problems, isFault } from '../../src/inspect/report.ts';
-import { memInput, realPages, writeElfCore } from './helpers.ts';
+import { memInput, realPages, tmp, writeElfCore } from './helpers.ts';
 
 const segs = () => [...realPages()].map(([pa, bytes]) => ({ pa, bytes }));
 
@@ -69,4 +71,24 @@ test('an FDT at an unaligned address is found by the 8-byte pass', () => {
   // That root page is not where the tracker says it should be: reported.
   assert.ok(r.problems.some((p) => p.where === 'root FDT @0x2000808' && /not preserved/.test(p.message)));
   assert.equal(r.sessions.length, 3);
+});
+
+test('--kind raw: a flat file of physical memory from 0 (QEMU pmemsave), root found by scan', async () => {
+  const dir = tmp();
+  const path = join(dir, 'mem.bin');
+  const fd = openSync(path, 'w');
+  ftruncateSync(fd, 1 << 30); // sparse: like pmemsave 0 0x40000000 of the real run
+  for (const [pa, b] of realPages()) writeSync(fd, b, 0, b.length, Number(pa));
+  closeSync(fd);
+  try {
+    const t0 = performance.now();
+    const r = await inspectPath(path, { kind: 'raw' });
+    assert.ok(performance.now() - t0 < 20000);
+    assert.equal(r.root!.pa, 0x1f0000n);
+    assert.deepEqual(r.problems.filter(isFault), []);
+    assert.equal(r.sessions.length, 3);
+    assert.equal(r.tracker!.blocks, 23);
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
 });
