@@ -435,10 +435,15 @@ static void preserved_memfd_ops_run(unsigned int mfd_flags)
 	REQUIRE(ftruncate(m, size) == 0, "ftruncate 1 MiB");
 	CHECK_ERR(lu_preserve_fd(s, m, 1), 0);
 	CHECK(pwrite(m, "inside", 6, 4096) == 6, "write inside");
-	CHECK(pwrite(m, "crossing", 8, size - 4) < 0 && errno == EPERM, "write crossing the end");
+	/* shmem writes page by page: the step inside the size is written, the one past it refused */
+	CHECK(pwrite(m, "crossing", 8, size - 4) == 4, "write crossing the end is cut at the end");
+	CHECK(pwrite(m, "crossing", 8, size - 4096 - 2) == 8, "write crossing a page boundary inside");
 	CHECK(pwrite(m, &c, 1, size) < 0 && errno == EPERM, "write at the end");
 	CHECK(ftruncate(m, 2 * size) < 0 && errno == EPERM, "growing ftruncate");
 	CHECK(ftruncate(m, size / 2) < 0 && errno == EPERM, "shrinking ftruncate");
+	CHECK(ftruncate(m, size) == 0, "ftruncate to the same size");
+	CHECK(fallocate(m, 0, 0, 4096) < 0 && errno == EPERM, "fallocate inside the size");
+	CHECK(fallocate(m, 0, size, 4096) < 0 && errno == EPERM, "growing fallocate");
 	CHECK(fstat(m, &st) == 0 && st.st_size == (off_t)size, "size %ld", (long)st.st_size);
 	/* closing the outgoing session unpreserves and unfreezes */
 	close(s);

@@ -663,11 +663,11 @@ static int hidden_dup(int fd)
 	int base, r = -1;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-		rlim_t top = rl.rlim_max == RLIM_INFINITY ? (1u << 20) : rl.rlim_max;
-		if (top > (1u << 20))
-			top = 1u << 20;
+		rlim_t top = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (1u << 20) ? (1u << 20) : rl.rlim_max;
 		base = top > 70000 ? 65536 : (int)(top * 3 / 4);
-		if ((rlim_t)base > rl.rlim_cur + 64) {
+		if ((rlim_t)base < rl.rlim_cur) {
+			r = sys_fcntl(fd, F_DUPFD_CLOEXEC, base);
+		} else if ((rlim_t)base < top && base > 64) {
 			raised = rl;
 			raised.rlim_cur = top;
 			if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
@@ -1271,7 +1271,8 @@ EXPORT int ftruncate64(int fd, off64_t len)
 static int fallocate_guard(int fd, int mode, off64_t off, off64_t len)
 {
 	struct preserved *p = guarded(fd);
-	if (p && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) == 0 && off + len > p->frozen_size)
+	/* shmem_fallocate refuses every mode while the mapping is frozen */
+	if (p && len > 0 && off >= 0)
 		return EPERM;
 	return 0;
 }

@@ -1,0 +1,178 @@
+/**
+ * The C conformance suite through the LD_PRELOAD shim against a `luo serve` daemon:
+ * - lu_device: the 15 single-stage cases of the kernel's liveupdate selftest (spec §7.3);
+ * - lu_uapi: the dispatcher's checks and order, name edge cases, fd semantics, PRESERVE_FD's
+ *   errors, what a preserved memfd allows;
+ * - luoprobe (the real program captured on Linux 7.3.4): its `uapi`, `stage1` and `stage2` lines
+ *   must equal the real kernel's serial log;
+ * - lu_kexec: the two-stage kexec scenarios (spec §7.4, §7.6): every stage 1 runs, a holder keeps
+ *   its sessions, the daemon kexecs into a new process, every stage 2 runs in a new process.
+ * Needs gcc (never skipped: a missing compiler fails with a message).
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildNative, Daemon, parseTap, ROOT, runShimmed, type RunResult } from './harness.ts';
+
+const REAL_LOG = readFileSync(join(ROOT, 'test/fixtures/real-kernel/logs/fixtures-serial.log'), 'latin1')
+  .split('\n')
+  .map((l) => l.replace(/\r$/, ''));
+
+/** The real run's UAPI/FILE lines between two markers of luoprobe's output. */
+function realLines(from: string, to: string | null): string[] {
+  const i = REAL_LOG.findIndex((l) => l.startsWith(from));
+  assert.ok(i >= 0, `marker ${from} in the real log`);
+  const j = to === null ? REAL_LOG.length : REAL_LOG.findIndex((l, k) => k > i && l.startsWith(to));
+  return REAL_LOG.slice(i, j < 0 ? REAL_LOG.length : j).filter((l) => /^(UAPI|FILE) /.test(l));
+}
+
+const probeLines = (r: RunResult): string[] => r.stdout.split('\n').filter((l) => /^(UAPI|FILE) /.test(l));
+
+/**
+ * Cases of lu_uapi that the shim cannot make behave as the kernel does; each is documented in
+ * native/preload/README.md ("Gaps"). Anything else failing is a bug.
+ */
+const KNOWN_GAPS = new Map<string, string>([
+  ['preserved_memfd_ops_sealable', 'the shim freezes a sealable memfd with real F_SEAL_GROW|F_SEAL_SHRINK: fallocate inside the size still works, and seals cannot be removed, so the memfd stays frozen after its session is closed (the kernel unfreezes)'],
+  ['preserve_tmpfile_on_shmem', 'the daemon accepts only /memfd: files (docs/protocol.md 5.2); the kernel accepts any unlinked shmem file, e.g. O_TMPFILE on /dev/shm'],
+]);
+
+const SCENARIOS = ['simple', 'multi', 'stress_sessions', 'stress_files', 'memfd', 'rules', 'freeze_pos'] as const;
+const BANNER: Record<(typeof SCENARIOS)[number], string> = {
+  simple: '--- SIMPLE KEXEC TEST PASSED ---',
+  multi: '--- MULTI-SESSION KEXEC TEST PASSED ---',
+  stress_sessions: '--- STRESS SESSIONS KEXEC TEST PASSED ---',
+  stress_files: '--- STRESS FILES KEXEC TEST PASSED ---',
+  memfd: '--- MEMFD KEXEC TEST PASSED ---',
+  rules: '--- SESSION RULES KEXEC TEST PASSED ---',
+  freeze_pos: '--- FREEZE POSITION KEXEC TEST PASSED ---',
+};
+
+/**
+ * Known gaps of the daemon, reported as todo (they run, and show up as passing once fixed): the
+ * position at freeze of a memfd whose preserving process exited before the kexec (a forked holder
+ * keeps the shim's hidden dup at the same fd number; docs/protocol.md "Notes from the C side").
+ */
+const TODO_POS = 'daemon reads the freeze-time position only from the preserving pid; after it exits (the holder is a forked child) the position at PRESERVE_FD is handed over';
+const TODO: Partial<Record<(typeof SCENARIOS)[number], string>> = { freeze_pos: TODO_POS };
+
+describe('native: C programs through the LD_PRELOAD shim', { timeout: 900_000 }, () => {
+  let bin = '';
+  let daemon: Daemon;
+  const holders: number[] = [];
+  let env: NodeJS.ProcessEnv = {};
+
+  const run = (prog: string, args: string[] = [], timeoutMs = 120_000) => runShimmed(join(bin, prog), args, env, timeoutMs);
+
+  before(async () => {
+    bin = buildNative();
+    daemon = new Daemon();
+    await daemon.start();
+    env = { ...process.env, LUO_SOCKET: daemon.socket, LD_PRELOAD: join(bin, 'libluo-preload.so') };
+  });
+
+  after(async () => {
+    for (const pid of holders) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    await daemon?.stop();
+  });
+
+  function checkTap(r: RunResult, expected: number, gaps = new Map<string, string>()): void {
+    assert.equal(r.timedOut, false, `timed out:\n${r.stdout}\n${r.stderr}`);
+    const { plan, cases } = parseTap(r.stdout);
+    assert.equal(plan, expected, `plan:\n${r.stdout}`);
+    assert.equal(cases.length, expected, `every case reported:\n${r.stdout}\n${r.stderr}`);
+    const skipped = cases.filter((c) => c.skip).map((c) => c.name);
+    assert.deepEqual(skipped, [], `no case may skip (is the daemon serving /dev/liveupdate?):\n${r.stdout}`);
+    const failed = cases.filter((c) => !c.ok && !gaps.has(c.name));
+    assert.deepEqual(
+      failed.map((c) => `${c.name}\n${c.diag.join('\n')}`),
+      [],
+      `failing cases:\n${r.stdout}\n${r.stderr}`,
+    );
+    for (const [name, why] of gaps) {
+      const c = cases.find((x) => x.name === name);
+      assert.ok(c, `known gap ${name} is still a case`);
+      // a gap that started passing must be taken off the list (and out of the README)
+      assert.equal(c.ok, false, `${name} passes now; remove it from KNOWN_GAPS (${why})`);
+    }
+  }
+
+  it('lu_device: the 15 cases of the kernel selftest liveupdate.c', async () => {
+    const r = await run('lu_device');
+    checkTap(r, 15);
+    assert.equal(r.code, 0);
+  });
+
+  it('lu_uapi: dispatcher order, names, fd semantics, PRESERVE_FD errors, frozen memfds', async () => {
+    const r = await run('lu_uapi');
+    checkTap(r, 28, KNOWN_GAPS);
+  });
+
+  it('luoprobe uapi: every line equals the real 7.3.4 run', async () => {
+    const r = await run('luoprobe', ['uapi'], 60_000);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(probeLines(r), realLines('UAPI second open', 'UAPI PRESERVE_FD early'));
+  });
+
+  it('stage 1 of luoprobe and of every two-stage scenario; a holder keeps the sessions', async () => {
+    const r = await run('luoprobe', ['stage1'], 60_000);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const holder = /STAGE1 holder pid=(\d+)/.exec(r.stdout);
+    assert.ok(holder, r.stdout);
+    holders.push(Number(holder[1]));
+    assert.deepEqual(probeLines(r), realLines('UAPI PRESERVE_FD early', 'UAPI kexec_file_load'));
+    for (const sc of SCENARIOS) {
+      const s = await run('lu_kexec', [sc, '--stage', '1'], 180_000);
+      const m = /STAGE1 HOLDER (\d+)/.exec(s.stdout);
+      if (m) holders.push(Number(m[1]));
+      assert.equal(s.code, 0, `${sc} stage 1:\n${s.stdout}${s.stderr}`);
+      assert.ok(m, s.stdout);
+    }
+  });
+
+  it('kexec: the daemon hands over to a new process', async () => {
+    const k = await daemon.kexec();
+    assert.ok(k.newPid > 0);
+  });
+
+  let stage2Probe: RunResult | null = null;
+  it('stage 2 of luoprobe: every line equals the real 7.3.4 run (except the moved position, below)', async () => {
+    const r = await run('luoprobe', ['stage2'], 60_000);
+    stage2Probe = r;
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const isHello = (l: string) => l.startsWith('FILE stage2/hello size=');
+    const ours = probeLines(r);
+    const real = realLines('UAPI CREATE_SESSION name of incoming', null);
+    assert.deepEqual(ours.filter((l) => !isHello(l)), real.filter((l) => !isHello(l)));
+    assert.equal(ours.filter(isHello).length, 1);
+    // everything but the position is the real kernel's
+    assert.equal(ours.find(isHello)!.replace(/ pos=\d+/, ''), real.find(isHello)!.replace(/ pos=\d+/, ''));
+  });
+
+  it('stage 2 of luoprobe: the position moved after PRESERVE_FD (5) is handed over', { todo: TODO_POS }, () => {
+    assert.ok(stage2Probe);
+    const line = probeLines(stage2Probe).find((l) => l.startsWith('FILE stage2/hello size='));
+    assert.match(line ?? '', / pos=5 /);
+  });
+
+  for (const sc of SCENARIOS) {
+    it(`stage 2 of ${sc} in a new process`, { todo: TODO[sc] ?? false }, async () => {
+      const r = await run('lu_kexec', [sc, '--stage', '2'], 180_000);
+      assert.equal(r.code, 0, `${sc} stage 2:\n${r.stdout}${r.stderr}`);
+      assert.ok(r.stdout.includes(BANNER[sc]), r.stdout);
+    });
+  }
+
+  it('after stage 2 every session is finished: a new stage 1 is detected again', async () => {
+    const r = await run('lu_kexec', ['simple', '--stage', '2'], 30_000);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stdout, /asked for stage 2, but this is stage 1/);
+  });
+});
