@@ -423,6 +423,39 @@ static void preserve_tmpfile_on_shmem(void)
 	CHECK_ERR(lu_preserve_fd(s, t, 1), 0);
 }
 
+static void preserve_hugetlb_memfd(void)
+{
+	/* hugetlbfs files are not shmem files: no handler takes them */
+	int s = lu_create_session(lu_dev, "hugetlb"), m;
+
+	REQUIRE(s >= 0, "create: %d", s);
+	m = memfd_create("huge", MFD_HUGETLB);
+	if (m < 0)
+		SKIP("memfd_create(MFD_HUGETLB): %s", strerror(errno));
+	CHECK_ERR(lu_preserve_fd(s, m, 1), ENOENT);
+}
+
+static void session_fd_emfile(void)
+{
+	struct rlimit rl, low;
+	char buf[72] = { 0 };
+	int lowest = dup(0), s;
+
+	close(lowest);
+	REQUIRE(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit");
+	low = rl;
+	low.rlim_cur = lowest;
+	REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0, "setrlimit %d", lowest);
+	CHECK_ERR(lu_create_session(lu_dev, "emfile"), EMFILE);
+	/* the dispatcher's checks do not need a free fd */
+	*(uint32_t *)buf = 72;
+	CHECK(ioctl(lu_dev, _IO(LIVEUPDATE_IOCTL_TYPE, 0x07), buf) < 0 && errno == EINVAL, "unknown nr at the fd limit");
+	REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0, "setrlimit back");
+	/* nothing was created */
+	s = lu_create_session(lu_dev, "emfile");
+	CHECK(s >= 0, "create after EMFILE: %d", s);
+}
+
 /* After PRESERVE_FD the memfd's size is frozen: writes inside still work, growth and truncation fail. */
 static void preserved_memfd_ops_run(unsigned int mfd_flags)
 {
@@ -518,6 +551,8 @@ static const struct lu_case cases[] = {
 	LU_CASE(preserve_same_inode_other_open),
 	LU_CASE(preserve_sealed_memfds),
 	LU_CASE(preserve_tmpfile_on_shmem),
+	LU_CASE(preserve_hugetlb_memfd),
+	LU_CASE(session_fd_emfile),
 	LU_CASE(preserved_memfd_ops),
 	LU_CASE(preserved_memfd_ops_sealable),
 	LU_CASE(preserved_memfd_seals_unchanged),
