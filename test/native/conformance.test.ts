@@ -11,7 +11,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildNative, Daemon, parseTap, ROOT, runShimmed, type RunResult } from './harness.ts';
 
@@ -84,6 +84,7 @@ describe('native: C programs through the LD_PRELOAD shim', { timeout: 900_000 },
       }
     }
     await daemon?.stop();
+    if (bin) rmSync(bin, { recursive: true, force: true });
   });
 
   function checkTap(r: RunResult, expected: number, gaps = new Map<string, string>()): void {
