@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Makes sure the external reference tools the tests and benchmarks compare against are present:
 # Debian's device-tree-compiler (dtc, fdtdump, fdtget), python3-libfdt (FdtSw) and libfdt-dev
-# (the C library the benchmarks link). Installs them with apt-get when missing and we are root.
+# (the C library the benchmarks link), gcc for the LD_PRELOAD shim, Debian's chromium for the
+# dashboard test. Installs them with apt-get when missing and we are root.
 set -u
 missing=()
 command -v dtc >/dev/null 2>&1 && command -v fdtget >/dev/null 2>&1 || missing+=(device-tree-compiler)
 /usr/bin/python3 -c 'import libfdt' >/dev/null 2>&1 || missing+=(python3-libfdt)
 [ -f /usr/include/libfdt.h ] || missing+=(libfdt-dev)
-command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# Headless Chromium for the dashboard test (driven by playwright-core with executablePath).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "luo: installing ${missing[*]} (reference tools for the tests)" >&2
