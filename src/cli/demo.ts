@@ -128,8 +128,15 @@ function resumeVms(k: Kernel, problems: string[]): Phases {
   return ph;
 }
 
-export async function runDemo(opts: { updates?: number; quiet?: boolean } = {}): Promise<number> {
+/** Progress of the demo, for a watcher such as `luo dashboard --demo` (awaited: it may pace the demo). */
+export type DemoEvent =
+  | { kind: 'booted' | 'started' | 'kexeced'; machine: Machine; update: number; message: string }
+  | { kind: 'updated'; machine: Machine; update: number; message: string; phases: Array<[string, number]>; verifyMs: number; preservedPages: number; blocks: number }
+  | { kind: 'done'; machine: Machine; update: number; message: string; code: number; problems: string[] };
+
+export async function runDemo(opts: { updates?: number; quiet?: boolean; onProgress?: (ev: DemoEvent) => void | Promise<void> } = {}): Promise<number> {
   const updates = opts.updates ?? 3;
+  const publish = async (ev: DemoEvent): Promise<void> => { await opts.onProgress?.(ev); };
   const out = (s = '') => { if (!opts.quiet) console.log(s); };
   const problems: string[] = [];
   const t0 = performance.now();
@@ -139,12 +146,14 @@ export async function runDemo(opts: { updates?: number; quiet?: boolean } = {}):
   let k = m.kernel;
   out(`booted ${k.build.release} (${k.build.khoProfile}, luo-v5) with "${k.cmdline.raw}"`);
   out(`KHO scratch areas: ${k.scratch.map((s) => `0x${s.addr.toString(16)}+${fmtBytes(Number(s.size))}`).join(', ')}`);
+  await publish({ kind: 'booted', machine: m, update: 0, message: `booted ${k.build.release} (cold)` });
   k.luo!.open();
   startVms(k);
   k.luo!.close();
   const guest = VMS.reduce((a, v) => a + v.ramBytes + v.stateBytes, 0);
   out(`started ${VMS.length} VMs: ${VMS.map((v) => `${v.name} (${fmtBytes(v.ramBytes)} RAM, ${v.touched.length} pages written)`).join(', ')}`);
   out(`preserved: ${VMS.length} sessions, ${VMS.length * 2} memfds, ${fmtBytes(guest)} of guest memory in ${k.kho!.preservedBlocks} KHO blocks`);
+  await publish({ kind: 'started', machine: m, update: 0, message: `started ${VMS.length} VMs; ${VMS.length} sessions preserved` });
   for (let u = 1; u <= updates; u++) {
     out();
     out(`── live update ${u} ─────────────────────────────────────────────`);
@@ -156,6 +165,7 @@ export async function runDemo(opts: { updates?: number; quiet?: boolean } = {}):
       break;
     }
     const st = k.kexecStats!;
+    await publish({ kind: 'kexeced', machine: m, update: u, message: `live update ${u}: kernel booted from the hand-over` });
     if (!k.handover) problems.push(`live update ${u}: the new kernel found no hand-over`);
     let ph: Phases;
     try {
@@ -178,6 +188,7 @@ export async function runDemo(opts: { updates?: number; quiet?: boolean } = {}):
     for (const [what, ms] of rows) out(`  ${what.padEnd(44)} ${fmtMs(ms).padStart(10)}`);
     out(`  ${'total'.padEnd(44)} ${fmtMs(rows.reduce((a, r) => a + r[1], 0)).padStart(10)}`);
     out(`verified every written guest page and all device state (${fmtMs(ph.verifyMs)})`);
+    await publish({ kind: 'updated', machine: m, update: u, message: `live update ${u} verified`, phases: rows, verifyMs: ph.verifyMs, preservedPages: preservedBefore, blocks: k.kho!.incoming?.blocks ?? 0 });
   }
   out();
   out('hand-over tree the last kernel received (KHO root FDT):');
@@ -185,6 +196,8 @@ export async function runDemo(opts: { updates?: number; quiet?: boolean } = {}):
   const host = process.memoryUsage().rss;
   out();
   out(`host memory ${fmtBytes(host)} for ${fmtBytes(Number(m.memory.size))} of simulated RAM; ${fmtMs(performance.now() - t0)} in all`);
+  const code = problems.length ? 1 : 0;
+  await publish({ kind: 'done', machine: m, update: updates, message: code ? `FAILED: ${problems.length} problem(s)` : 'every preserved byte verified after each live update', code, problems });
   if (problems.length) {
     console.error(`\nFAILED: ${problems.length} problem(s):`);
     for (const p of problems) console.error(`  - ${p}`);

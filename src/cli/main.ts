@@ -84,6 +84,23 @@ export async function main(argv: string[]): Promise<number> {
       const { runScenarioCli } = await import('./scenario.ts');
       code = await runScenarioCli(file, opts);
     });
+  program
+    .command('dashboard')
+    .description('serve a live web page of the machine: memory map, sessions, KHO tree, live-update timeline')
+    .option('--demo', "run the demo's live updates in this process and show them")
+    .option('--socket <path>', 'watch a running `luo serve` on this socket (default: the default socket)')
+    .option('--port <n>', 'TCP port (0 = any free port)', '7373')
+    .option('--host <addr>', 'address to bind (loopback by default)', '127.0.0.1')
+    .option('--updates <n>', 'live updates the demo performs', '3')
+    .option('--pace <ms>', 'pause between demo steps so they can be watched', '1500')
+    .option('--interval <ms>', 'how often the daemon is polled', '500')
+    .option('--exit-when-done', 'stop serving when the demo has finished')
+    .option('--json', 'print the URL as JSON')
+    .addHelpText('after', '\nExamples:\n  luo dashboard --demo            # watch three live updates at http://127.0.0.1:7373/\n  luo dashboard --socket /tmp/l.sock --port 0\n\nExit codes: 0 ok (demo verified), 1 failure (no daemon, port in use, demo failed), 2 usage.')
+    .action(async (opts: import('./dashboard.ts').DashboardOptions) => {
+      const { runDashboard } = await import('./dashboard.ts');
+      code = await runDashboard(opts);
+    });
   try {
     await program.parseAsync(argv);
   } catch (e) {

@@ -22,8 +22,9 @@ import { MirrorTable } from './mirror.ts';
 import { buildStatus, type DaemonStatus } from './status.ts';
 import {
   decodeIoctl, E, encodeFrame, encodeHelloReply, encodeIoctlReply, ERROR_TYPE, FrameError, FrameReader, type IoctlReply, isKnownType, MAX_INLINE, MAX_READ,
-  MSG, PayloadReader, PayloadWriter, prefixReply, PROTOCOL_VERSION, REPLY,
+  MSG, PayloadReader, PayloadWriter, prefixReply, PROTOCOL_VERSION, REPLY, STATUS_MACHINE,
 } from './wire.ts';
+import { machineView } from '../web/view.ts';
 
 export interface DaemonOptions {
   readonly machine: Machine;
@@ -79,6 +80,9 @@ export class LuoDaemon {
   private readonly log: (line: string) => void;
   readonly handover: Record<string, unknown> | undefined;
   private readonly childArgs: readonly string[];
+  /** Sessions held for clients (HOLD): name -> fd in the holder process. */
+  private readonly held = new Map<string, number>();
+  private holder: Process | undefined;
   /** Resolved once the daemon stops serving (shutdown or kexec). */
   readonly done: Promise<number>;
   private finish!: (code: number) => void;
@@ -237,8 +241,13 @@ export class LuoDaemon {
       case MSG.RELEASE_FILE:
         return this.releaseFile(c, seq, p);
       case MSG.STATUS:
-        new PayloadReader(p, 'STATUS', seq).end();
-        return this.reply(c, type, seq, prefixReply(0, 0, new TextEncoder().encode(JSON.stringify(this.status()))));
+        return this.statusRequest(c, seq, p);
+      case MSG.DEBUGFS:
+        return this.debugfsRequest(c, seq, p);
+      case MSG.HOLD:
+        return this.holdRequest(c, seq, p);
+      case MSG.TAKE:
+        return this.takeRequest(c, seq, p);
       case MSG.KEXEC:
         return this.kexecRequest(c, seq, p);
       case MSG.SHUTDOWN:
@@ -428,8 +437,85 @@ export class LuoDaemon {
     this.reply(c, MSG.RELEASE_FILE, seq, prefixReply(0, 0));
   }
 
-  status(): DaemonStatus {
-    return buildStatus(this, { processes: this.clients.size, connections: this.conns.size, handles: [...this.conns.values()].reduce((n, c) => n + c.handles.size, 0) });
+  status(opts: { machine?: boolean } = {}): DaemonStatus {
+    const s = buildStatus(this, { processes: this.clients.size, connections: this.conns.size, handles: [...this.conns.values()].reduce((n, c) => n + c.handles.size, 0) });
+    s.held = [...this.held.values()].map((fd) => this.holder?.file(fd)).filter((f): f is SessionFile => f instanceof SessionFile).map((f) => ({ name: f.session.name, direction: f.session.direction }));
+    if (opts.machine) s.machine = machineView(this.machine);
+    return s;
+  }
+
+  /** STATUS: an empty payload, or u32 flags (STATUS_MACHINE) and u32 reserved. */
+  private statusRequest(c: Conn, seq: number, p: Buffer): void {
+    const r = new PayloadReader(p, 'STATUS', seq);
+    let flags = 0;
+    if (p.length > 0) {
+      flags = r.u32();
+      if (r.u32() !== 0 || (flags & ~STATUS_MACHINE) !== 0) throw new FrameError(E.EPROTO, 'STATUS: unknown flags or reserved set', seq);
+    }
+    r.end();
+    this.reply(c, MSG.STATUS, seq, prefixReply(0, 0, new TextEncoder().encode(JSON.stringify(this.status({ machine: (flags & STATUS_MACHINE) !== 0 })))));
+  }
+
+  /** DEBUGFS: /sys/kernel/debug/kho of the running kernel as JSON (base64 contents). */
+  private debugfsRequest(c: Conn, seq: number, p: Buffer): void {
+    new PayloadReader(p, 'DEBUGFS', seq).end();
+    const kho = this.kernel.kho;
+    if (!kho) return this.reply(c, MSG.DEBUGFS, seq, prefixReply(-1, ERRNO.ENOENT, new TextEncoder().encode('KHO is not enabled in this kernel (kho=on)')));
+    const files = [...kho.debugfs()].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([path, data]) => ({ path, size: data.length, data: Buffer.from(data).toString('base64') }));
+    const body = { profile: kho.profile, release: this.kernel.build.release, liveupdateNum: this.liveupdateNum, files };
+    this.reply(c, MSG.DEBUGFS, seq, prefixReply(0, 0, new TextEncoder().encode(JSON.stringify(body))));
+  }
+
+  /** The daemon's own process holding sessions for clients that exit (HOLD/TAKE). */
+  private holderProcess(): Process {
+    this.holder ??= processesOf(this.kernel).spawn({ stdio: false, rlimitNofile: { cur: NR_OPEN, max: NR_OPEN } });
+    return this.holder;
+  }
+
+  /** HOLD: the session file of this connection moves to the holder (the connection becomes fresh). */
+  private holdRequest(c: Conn, seq: number, p: Buffer): void {
+    const r = new PayloadReader(p, 'HOLD', seq);
+    r.u32();
+    r.u32();
+    r.end();
+    const file = this.fileOf(c);
+    if (!file) return this.reply(c, MSG.HOLD, seq, prefixReply(-1, ERRNO.EBADF));
+    if (!(file instanceof SessionFile)) return this.reply(c, MSG.HOLD, seq, prefixReply(-1, ERRNO.EINVAL, new TextEncoder().encode('only a session can be held')));
+    const name = file.session.name;
+    if (this.held.has(name)) return this.reply(c, MSG.HOLD, seq, prefixReply(-1, ERRNO.EEXIST, new TextEncoder().encode(`a session named ${name} is already held`)));
+    const h = this.holderProcess();
+    const f = c.client!.proc.fds.remove(c.simFd!)!;
+    const fd = h.fds.alloc(0, h.nofileLimit, true);
+    h.fds.install(fd, f);
+    this.held.set(name, fd);
+    for (const hd of c.handles) c.client!.proc.fds.remove(hd)?.close();
+    c.handles.clear();
+    c.simFd = undefined;
+    c.state = 'fresh';
+    this.reply(c, MSG.HOLD, seq, prefixReply(0, 0));
+  }
+
+  /** TAKE: u32 name_len, u32 reserved, name; the held session becomes this fresh connection's file. */
+  private takeRequest(c: Conn, seq: number, p: Buffer): void {
+    const r = new PayloadReader(p, 'TAKE', seq);
+    const len = r.u32();
+    r.u32();
+    const name = new TextDecoder().decode(r.bytes(len));
+    r.end();
+    if (c.state !== 'fresh') throw new FrameError(E.EPROTO, 'TAKE on a connection that already carries a file', seq);
+    const fd = this.held.get(name);
+    const f = fd !== undefined ? this.holder?.fds.remove(fd) : undefined;
+    if (!f) {
+      this.held.delete(name);
+      return this.reply(c, MSG.TAKE, seq, prefixReply(-1, ERRNO.ENOENT, new TextEncoder().encode(`no held session named ${name}`)));
+    }
+    this.held.delete(name);
+    const proc = c.client!.proc;
+    const nfd = proc.fds.alloc(0, proc.nofileLimit, true);
+    proc.fds.install(nfd, f);
+    c.simFd = nfd;
+    c.state = 'file';
+    this.reply(c, MSG.TAKE, seq, prefixReply(0, 0));
   }
 
   // ------------------------------------------------------------------ kexec and shutdown

@@ -30,6 +30,10 @@ export interface DaemonStatus {
   connections: number;
   handles: number;
   kexec: Record<string, unknown> | null;
+  /** Sessions kept open by the daemon's holder (HOLD), by name. */
+  held?: Array<{ name: string; direction: 'outgoing' | 'incoming' }>;
+  /** With the STATUS_MACHINE flag: the dashboard's view of the machine (src/web/view.ts). */
+  machine?: import('../web/view.ts').MachineView;
 }
 
 const hex = (v: bigint | number): string => `0x${v.toString(16)}`;

@@ -25,7 +25,16 @@ export const MSG = {
   STATUS: 16,
   KEXEC: 17,
   SHUTDOWN: 18,
+  /** KHO debugfs files as JSON (docs/protocol.md 4.9). */
+  DEBUGFS: 19,
+  /** Hand this connection's session file to the daemon's holder (4.10). */
+  HOLD: 20,
+  /** Take a held session back onto a fresh connection (4.10). */
+  TAKE: 21,
 } as const;
+
+/** STATUS request flag: include `machine` (memory map, KHO tree, handlers; src/web/view.ts). */
+export const STATUS_MACHINE = 1;
 export type MsgType = (typeof MSG)[keyof typeof MSG];
 const KNOWN = new Set<number>(Object.values(MSG));
 export const isKnownType = (t: number): t is MsgType => KNOWN.has(t);
