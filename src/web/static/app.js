@@ -91,7 +91,7 @@ function renderCards(m) {
   const files = out.reduce((a, s) => a + s.files.length, 0);
   const kho = m.kho;
   el.replaceChildren(
-    card('liveupdate_num', String(m.liveupdateNum), m.handover ? `booted from a hand-over (kexec #${m.kexecCount})` : 'cold boot', true),
+    card('liveupdate_num', String(m.liveupdateNum), m.handover ? `hand-over boot · kexec #${m.kexecCount}` : 'cold boot', true),
     card('kernel', m.release, `${m.profile} · ${m.state}${m.panic ? ' · PANIC' : ''}`),
     card('RAM', fmtBytes(Number(BigInt(m.ramSize))), `${m.memory.pages.toLocaleString()} pages`),
     card('sessions', `${out.length} ⇢ / ${inc.length} ⇠`, `${files} outgoing file(s)`),
@@ -160,8 +160,8 @@ function getPoisonPattern(ctx, dpr) {
   const n = Math.max(4, Math.round(6 * dpr));
   c.width = n; c.height = n;
   const x = c.getContext('2d');
-  x.fillStyle = '#7f1d1d'; x.fillRect(0, 0, n, n);
-  x.strokeStyle = '#ef4444'; x.lineWidth = Math.max(1, n / 3);
+  x.fillStyle = '#3f1010'; x.fillRect(0, 0, n, n);
+  x.strokeStyle = '#b91c1c'; x.lineWidth = Math.max(1, n / 3);
   x.beginPath(); x.moveTo(-n, n); x.lineTo(n, -n); x.moveTo(0, 2 * n); x.lineTo(2 * n, 0); x.moveTo(0, n); x.lineTo(n, 0); x.stroke();
   poisonPattern = ctx.createPattern(c, 'repeat');
   return poisonPattern;
@@ -263,7 +263,7 @@ function binAt(ev) {
   if (!g) return null;
   const rect = $('map').getBoundingClientRect();
   const x = ev.clientX - rect.left - g.labelW;
-  const y = ev.clientY - rect.top - 2;
+  const y = Math.max(0, ev.clientY - rect.top - 2);
   const r = Math.floor(y / g.rowH);
   if (r < 0 || r >= g.rows || x < 0 || x >= g.trackW || y - r * g.rowH > g.bandH + g.stripH + 1) return null;
   const c = Math.min(g.cols - 1, Math.floor(x * g.dpr));
@@ -301,7 +301,7 @@ function showTooltip(ev) {
   tip.replaceChildren(
     h('div', { class: 'addr' }, `${hex(Math.floor(s))} – ${hex(Math.ceil(e))}  (${fmtPages(span)})`),
     h('table', {}, rows),
-    exact ? h('div', { class: 'hint' }, exact) : null,
+    exact ? h('div', { class: 'hint' }, exact) : '',
   );
   tip.hidden = false;
   const wrapRect = $('map-wrap').getBoundingClientRect();
