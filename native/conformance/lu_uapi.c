@@ -438,9 +438,13 @@ static void preserve_hugetlb_memfd(void)
 static void session_fd_emfile(void)
 {
 	struct rlimit rl, low;
+	struct liveupdate_ioctl_create_session a;
+	struct big_create big;
 	char buf[72] = { 0 };
-	int lowest = dup(0), s;
+	int out = lu_create_session(lu_dev, "emfile-outgoing"), lowest, s;
 
+	REQUIRE(out >= 0, "create: %d", out);
+	lowest = dup(0);
 	close(lowest);
 	REQUIRE(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit");
 	low = rl;
@@ -450,10 +454,68 @@ static void session_fd_emfile(void)
 	/* the dispatcher's checks do not need a free fd */
 	*(uint32_t *)buf = 72;
 	CHECK(ioctl(lu_dev, _IO(LIVEUPDATE_IOCTL_TYPE, 0x07), buf) < 0 && errno == EINVAL, "unknown nr at the fd limit");
+	/* the ops allocate the fd after the dispatcher's checks (get_unused_fd_flags inside the op) */
+	memset(&a, 0, sizeof(a));
+	CHECK_ERR(raw_create(lu_dev, &a, 8, "emfile"), EINVAL);
+	memset(&big, 0, sizeof(big));
+	big.tail[55] = 1;
+	CHECK_ERR(raw_create(lu_dev, &big.a, sizeof(big), "emfile"), E2BIG);
+	CHECK(ioctl(lu_dev, LIVEUPDATE_IOCTL_CREATE_SESSION, NULL) < 0 && errno == EFAULT, "bad pointer at the fd limit");
+	CHECK(ioctl(lu_dev, _IOW(LIVEUPDATE_IOCTL_TYPE, 0x00, struct liveupdate_ioctl_create_session), buf) < 0 && errno == ENOTTY,
+	      "other encoding at the fd limit");
+	/* ... and before the op's own work: a missing or taken name is EMFILE too */
+	CHECK_ERR(lu_retrieve_session(lu_dev, "does-not-exist"), EMFILE);
+	CHECK_ERR(lu_create_session(lu_dev, "emfile-outgoing"), EMFILE);
+	/* RETRIEVE_FD: the direction check comes first */
+	CHECK_ERR(lu_retrieve_fd(out, 1), EINVAL);
 	REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0, "setrlimit back");
 	/* nothing was created */
 	s = lu_create_session(lu_dev, "emfile");
 	CHECK(s >= 0, "create after EMFILE: %d", s);
+}
+
+/*
+ * A process's exit releases its files before its parent's waitpid returns: the device and a name
+ * whose last reference the child held are free at once (the shim's connections are released when
+ * the daemon sees their EOF; the daemon handles every pending EOF before the next request).
+ */
+static void release_before_waitpid(void)
+{
+	pid_t pid;
+	int st, s;
+
+	/* a session shared with a child, closed here first: the child's _exit drops the last reference */
+	s = lu_create_session(lu_dev, "exit-released");
+	REQUIRE(s >= 0, "create: %d", s);
+	pid = fork();
+	REQUIRE(pid >= 0, "fork");
+	if (pid == 0)
+		_exit(0);
+	close(s);
+	REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid");
+	s = lu_create_session(lu_dev, "exit-released");
+	CHECK(s >= 0, "name free after the child's exit: %d", s);
+	if (s >= 0)
+		close(s);
+	/* the device opened by a child that _exits (no destructor runs) */
+	close(lu_dev);
+	lu_dev = -1;
+	for (int i = 0; i < 20; i++) {
+		pid = fork();
+		REQUIRE(pid >= 0, "fork");
+		if (pid == 0) {
+			int d = open(LU_DEV, O_RDWR);
+			_exit(d >= 0 && lu_create_session(d, "child-session") >= 0 ? 0 : 1);
+		}
+		REQUIRE(waitpid(pid, &st, 0) == pid && WIFEXITED(st), "waitpid");
+		CHECK(WEXITSTATUS(st) == 0, "round %d: the child could not open the device and create its session", i);
+	}
+	lu_dev = open(LU_DEV, O_RDWR);
+	CHECK(lu_dev >= 0, "open after the children's _exit");
+	if (lu_dev >= 0) {
+		s = lu_create_session(lu_dev, "child-session");
+		CHECK(s >= 0, "the children's session name is free: %d", s);
+	}
 }
 
 /* After PRESERVE_FD the memfd's size is frozen: writes inside still work, growth and truncation fail. */
@@ -553,6 +615,7 @@ static const struct lu_case cases[] = {
 	LU_CASE(preserve_tmpfile_on_shmem),
 	LU_CASE(preserve_hugetlb_memfd),
 	LU_CASE(session_fd_emfile),
+	LU_CASE(release_before_waitpid),
 	LU_CASE(preserved_memfd_ops),
 	LU_CASE(preserved_memfd_ops_sealable),
 	LU_CASE(preserved_memfd_seals_unchanged),

@@ -43,6 +43,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #ifndef F_ADD_SEALS
@@ -72,6 +73,9 @@ enum {
 #define MAX_ARG 65536u
 #define MAX_READ (8u << 20)
 #define IOCTL_ARG_FAULT 1u
+#define IOCTL_NO_FD 2u          /* the new fd could not be reserved (protocol 5.6) */
+#define FEATURE_IOCTL_NO_FD 1u  /* HELLO reply features: the daemon understands IOCTL_NO_FD */
+#define TMPFS_MAGIC_ 0x01021994
 #define REPLY_FILE 1u
 #define REPLY_AGAIN 2u
 #define SRC_PROC_FD 1u
@@ -181,6 +185,7 @@ static struct retrieved *retr;
 static size_t nretr, capretr;
 static uint32_t seq_counter;
 static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static uint32_t daemon_features; /* from the last HELLO of this process image */
 
 static void *grow(void *p, size_t *cap, size_t need, size_t elem)
 {
@@ -453,6 +458,8 @@ static int connect_daemon(int cloexec, uint32_t *conn_id, ino_t *ino)
 		return -ENOENT;
 	}
 	*conn_id = rd32(rp.data + 12);
+	if (rp.len >= 36)
+		daemon_features = rd32(rp.data + 32);
 	reply_free(&rp);
 	fstat(fd, &st);
 	*ino = st.st_ino;
@@ -683,17 +690,14 @@ static int hidden_dup(int fd)
 
 /* ---------------------------------------------------------------- memfds */
 
+/* What memfd_luo accepts: a shmem file without links (memfds, O_TMPFILE on tmpfs; not hugetlbfs). */
 static int is_memfd(int fd)
 {
-	char link[64], target[256];
-	ssize_t n;
+	struct statfs sf;
+	struct stat st;
 
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, target, sizeof(target) - 1);
-	if (n < 0)
-		return 0;
-	target[n] = 0;
-	return !strncmp(target, "/memfd:", 7);
+	return fstatfs(fd, &sf) == 0 && sf.f_type == TMPFS_MAGIC_ && fstat(fd, &st) == 0 &&
+	       S_ISREG(st.st_mode) && st.st_nlink == 0;
 }
 
 static struct preserved *pres_by_inode(dev_t dev, ino_t ino, int active_only)
@@ -853,7 +857,7 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 	struct ioctl_req q = { .cmd = cmd, .caller_pid = getpid() };
 	uint8_t *buf = NULL;
 	struct reply rp = { 0 };
-	int newfd = -1, memfd = -1, hidden = -1, err = 0, ret = -1, e;
+	int newfd = -1, memfd = -1, hidden = -1, err = 0, ret = -1, e, nofd = 0;
 	uint32_t new_id = 0;
 	ino_t new_ino = 0;
 	size_t have;
@@ -897,16 +901,28 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 	if ((cmd == CMD_CREATE_SESSION || cmd == CMD_RETRIEVE_SESSION) && c->kind == K_DEVICE) {
 		newfd = connect_daemon(1, &new_id, &new_ino);
 		if (newfd < 0) {
-			err = newfd == -ENOENT ? EIO : -newfd;
-			goto out;
+			/* no fd: the daemon runs the checks the kernel makes before it would allocate one */
+			if ((newfd == -EMFILE || newfd == -ENFILE) && (daemon_features & FEATURE_IOCTL_NO_FD)) {
+				nofd = -newfd;
+				newfd = -1;
+				q.flags |= IOCTL_NO_FD;
+			} else {
+				err = newfd == -ENOENT ? EIO : -newfd;
+				goto out;
+			}
+		} else {
+			q.new_conn = (int32_t)new_id;
 		}
-		q.new_conn = (int32_t)new_id;
 	}
 	if (cmd == CMD_RETRIEVE_FD && c->kind == K_SESSION) {
 		memfd = (int)syscall(SYS_memfd_create, "", MFD_ALLOW_SEALING | MFD_CLOEXEC);
 		if (memfd < 0) {
 			err = errno;
-			goto out;
+			if ((err != EMFILE && err != ENFILE) || !(daemon_features & FEATURE_IOCTL_NO_FD))
+				goto out;
+			nofd = err;
+			err = 0;
+			q.flags |= IOCTL_NO_FD;
 		}
 	}
 	if (cmd == CMD_PRESERVE_FD && c->kind == K_SESSION) {
@@ -936,11 +952,13 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 	}
 	if (rp.ret < 0) {
 		err = rp.err ? (int)rp.err : EIO;
+		if (nofd && err == EMFILE)
+			err = nofd; /* where the kernel allocates the fd: our own reservation's error */
 		/* a copy-back that faulted after the op ran is the daemon's to report; nothing else to do */
 		goto out;
 	}
-	if (rp.len < 56) {
-		err = EIO;
+	if (rp.len < 56 || nofd) {
+		err = EIO; /* (with NO_FD the op cannot succeed) */
 		goto out;
 	}
 	{

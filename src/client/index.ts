@@ -11,7 +11,7 @@ import { LuoError } from '../errno.ts';
 import { O_RDWR } from '../uapi/file.ts';
 import type { DaemonStatus } from '../daemon/status.ts';
 import {
-  decodeIoctlReply, decodePrefix, defaultSocketPath, encodeIoctl, IOCTL_ARG_FAULT, type IoctlReply, MAX_READ, MSG, PayloadReader, PayloadWriter,
+  decodeIoctlReply, decodePrefix, defaultSocketPath, encodeIoctl, IOCTL_ARG_FAULT, IOCTL_NO_FD, type IoctlReply, MAX_READ, MSG, PayloadReader, PayloadWriter,
   SEALS_UNKNOWN, SRC,
 } from '../daemon/wire.ts';
 import { Connection, errnoError } from './connection.ts';
@@ -32,6 +32,11 @@ export interface RawIoctlOptions {
   readonly source?: PreserveSource;
   /** Reservation connection id for CREATE/RETRIEVE_SESSION (set by createSession/retrieveSession). */
   readonly newConn?: number;
+  /**
+   * The new fd could not be reserved (protocol 5.6, IOCTL flag NO_FD): for CREATE/RETRIEVE_SESSION
+   * and RETRIEVE_FD the op fails with EMFILE where the kernel allocates the fd.
+   */
+  readonly noFd?: boolean;
 }
 
 export type PreserveSource =
@@ -87,7 +92,7 @@ abstract class LuoFileHandle {
     const enc = new TextEncoder();
     const payload = encodeIoctl({
       cmd: cmd >>> 0,
-      flags: arg === undefined || opts.fault ? IOCTL_ARG_FAULT : 0,
+      flags: (arg === undefined || opts.fault ? IOCTL_ARG_FAULT : 0) | (opts.noFd ? IOCTL_NO_FD : 0),
       arg: arg === undefined || opts.fault ? new Uint8Array(0) : arg,
       newConn: opts.newConn ?? 0,
       callerPid: src?.kind === 'fd' ? (src.pid ?? this.client.pid) : 0,

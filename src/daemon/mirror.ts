@@ -5,7 +5,7 @@
  * are refreshed from the real file at kexec, before LUO's reboot path freezes and serializes.
  * The daemon holds its own fd on the real inode, as LUO holds a file reference.
  */
-import { closeSync, fstatSync, openSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statfsSync, statSync } from 'node:fs';
 import { LuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
 import { MemfdFile, MFD_ALLOW_SEALING, memfdCreate, type MemfdContext } from '../handlers/memfd-file.ts';
@@ -37,6 +37,40 @@ export interface PreserveSource {
   readonly bytes: Uint8Array;
 }
 
+/** statfs f_type of tmpfs/shmem (memfds, /dev/shm) and of hugetlbfs (MFD_HUGETLB memfds). */
+export const TMPFS_MAGIC = 0x01021994;
+export const HUGETLBFS_MAGIC = 0x958458f6;
+
+/**
+ * What memfd_luo's can_preserve decides for the file open at `link` (a /proc/<pid>/fd/<fd> magic
+ * link): 'shmem' for a shmem file without links (`shmem_file(file) && !inode->i_nlink`: memfds,
+ * an O_TMPFILE or unlinked file on tmpfs), 'other' for anything no handler takes (hugetlbfs memfds,
+ * linked files, sockets, pipes, devices), undefined when the fd is not open. Regular files only:
+ * the fd is then opened by the daemon, which must never block on a FIFO or fail on a socket.
+ */
+export function classifyProcFd(link: string): 'shmem' | 'other' | undefined {
+  let type: number;
+  try {
+    readlinkSync(link);
+  } catch {
+    return undefined;
+  }
+  try {
+    type = Number(statfsSync(link).type) >>> 0;
+    const st = statSync(link);
+    return type === TMPFS_MAGIC && st.isFile() && st.nlink === 0 ? 'shmem' : 'other';
+  } catch {
+    return 'other';
+  }
+}
+
+/** A name for the simulated memfd: at most 200 UTF-8 bytes (memfd names are limited), from the end. */
+function simName(s: string): string {
+  let out = s.replace(/\0/g, '');
+  while (new TextEncoder().encode(out).length > 200) out = out.slice(1);
+  return out;
+}
+
 /** The position of an open fd, from /proc/<pid>/fdinfo/<fd>, if it still refers to `key`. */
 function procPos(pid: number, fd: number, key: string): number | undefined {
   try {
@@ -59,7 +93,12 @@ export class MirrorTable {
   private readonly byKey = new Map<string, Mirror>();
   private readonly all = new Set<Mirror>();
 
-  constructor(private readonly ctx: () => MemfdContext, private readonly log: (level: 'info' | 'warn', msg: string) => void) {}
+  constructor(
+    private readonly ctx: () => MemfdContext,
+    private readonly log: (level: 'info' | 'warn', msg: string) => void,
+    /** Pids of client processes the daemon knows (looked at first for a lost position). */
+    private readonly knownPids: () => Iterable<number> = () => [],
+  ) {}
 
   get size(): number {
     return this.all.size;
@@ -87,23 +126,26 @@ export class MirrorTable {
   }
 
   private resolveProc(src: PreserveSource): OpenFile | undefined {
+    if (src.pid <= 0 || src.fd < 0) return undefined; // not open: EBADF
     const link = `/proc/${src.pid}/fd/${src.fd}`;
-    let target: string;
-    try {
-      if (src.pid <= 0 || src.fd < 0) return undefined;
-      target = readlinkSync(link);
-    } catch {
-      return undefined; // not open (or no such process): EBADF
-    }
-    if (!target.startsWith('/memfd:')) return new NullFile(O_RDONLY);
+    const kind = classifyProcFd(link);
+    if (kind === undefined) return undefined; // not open (or no such process): EBADF
+    if (kind === 'other') return new NullFile(O_RDONLY); // no handler takes it: ENOENT, in the kernel's order
+    let target = '';
     let realFd: number;
     try {
+      target = readlinkSync(link);
       realFd = openSync(link, 'r');
     } catch (e) {
       this.log('warn', `luod: cannot open ${link} (${target}): ${(e as Error).message}; treating it as a file no handler takes`);
       return new NullFile(O_RDONLY);
     }
     const st = fstatSync(realFd);
+    if (!st.isFile() || st.nlink !== 0) {
+      // replaced between the check and the open
+      closeSync(realFd);
+      return new NullFile(O_RDONLY);
+    }
     const key = `${st.dev}:${st.ino}`;
     const existing = this.live(key);
     if (existing) {
@@ -111,7 +153,7 @@ export class MirrorTable {
       return existing.file.get();
     }
     const pos = procPos(src.pid, src.fd, key) ?? 0;
-    const name = target.replace(/^\/memfd:/, '').replace(/ \(deleted\)$/, '');
+    const name = simName(target.replace(/^\/memfd:/, '').replace(/ \(deleted\)$/, ''));
     const f = this.makeFile(name, st.size, src.seals, pos);
     this.add({ file: f, source: { kind: 'proc', pid: src.pid, fd: src.fd, hiddenFd: src.hiddenFd, realFd, key }, size: st.size, pos }, key);
     return f;
@@ -136,7 +178,7 @@ export class MirrorTable {
       closeSync(realFd);
       return existing.file.get();
     }
-    const f = this.makeFile(path.slice(-200), st.size, src.seals, Number(src.pos));
+    const f = this.makeFile(simName(path), st.size, src.seals, Number(src.pos));
     this.add({ file: f, source: { kind: 'path', path, realFd, key }, size: st.size, pos: Number(src.pos) }, key);
     return f;
   }
@@ -192,16 +234,100 @@ export class MirrorTable {
    * At kexec, before LUO's reboot path: every preserved mirror gets the real file's bytes (up to
    * the size taken at preserve) and position. Synchronous: nothing runs in between.
    */
-  captureAll(): { files: number; bytes: number } {
+  captureAll(): { files: number; bytes: number; posFromOthers: number; posLost: number } {
     this.sweep();
     let files = 0;
     let bytes = 0;
+    const lost: Mirror[] = [];
     for (const m of this.all) {
       if (m.source.kind === 'buffer' || !m.file.luoRefs) continue;
       files++;
       bytes += this.capture(m);
+      if (m.source.kind === 'proc') {
+        const src = m.source;
+        const pos = (src.hiddenFd >= 0 ? procPos(src.pid, src.hiddenFd, src.key) : undefined) ?? procPos(src.pid, src.fd, src.key);
+        if (pos !== undefined) m.pos = pos;
+        else lost.push(m);
+      }
     }
-    return { files, bytes };
+    const found = lost.length ? this.findElsewhere(lost) : 0;
+    if (lost.length) {
+      this.log('info', `luod: ${lost.length} preserved memfd(s) no longer open in their preserving process: position of ${found} read from another process holding the same fd; ${lost.length - found} keep the last known position`);
+    }
+    for (const m of this.all) if (m.source.kind !== 'buffer' && m.file.luoRefs) m.file.pos = m.pos;
+    return { files, bytes, posFromOthers: found, posLost: lost.length - found };
+  }
+
+  /**
+   * The position of memfds whose preserving process is gone or closed them: a process that still
+   * holds the same memfd at the client's hidden-dup number (a forked holder inherits the hidden
+   * dup, the same open file description, at the same number), else at the user's fd number. The
+   * daemon's own pid is never looked at (its references sit at arbitrary numbers). Known client
+   * pids first, then every /proc entry. Returns how many positions were found.
+   */
+  private findElsewhere(lost: readonly Mirror[]): number {
+    type Proc = Extract<MirrorSource, { kind: 'proc' }>;
+    const pending = new Set(lost);
+    /** A match at the user's fd number of a mirror that has a hidden dup: used only if no hidden one turns up. */
+    const fallback = new Map<Mirror, number>();
+    const seen = new Set<number>([process.pid]);
+    let found = 0;
+    const visit = (pid: number): void => {
+      if (seen.has(pid)) return;
+      seen.add(pid);
+      let names: Set<string>;
+      try {
+        names = new Set(readdirSync(`/proc/${pid}/fd`));
+      } catch {
+        return; // gone, a zombie, or not ours
+      }
+      for (const m of pending) {
+        const src = m.source as Proc;
+        if (src.hiddenFd >= 0 && names.has(String(src.hiddenFd))) {
+          const pos = procPos(pid, src.hiddenFd, src.key);
+          if (pos !== undefined) {
+            m.pos = pos;
+            pending.delete(m);
+            fallback.delete(m);
+            found++;
+            continue;
+          }
+        }
+        if (src.fd >= 0 && names.has(String(src.fd)) && !fallback.has(m)) {
+          const pos = procPos(pid, src.fd, src.key);
+          if (pos === undefined) continue;
+          if (src.hiddenFd >= 0) {
+            fallback.set(m, pos);
+          } else {
+            m.pos = pos;
+            pending.delete(m);
+            found++;
+          }
+        }
+      }
+    };
+    for (const pid of this.knownPids()) {
+      if (!pending.size) break;
+      visit(pid);
+    }
+    if (pending.size) {
+      let entries: string[] = [];
+      try {
+        entries = readdirSync('/proc');
+      } catch {
+        /* no /proc */
+      }
+      for (const e of entries) {
+        if (!pending.size) break;
+        if (/^\d+$/.test(e)) visit(Number(e));
+      }
+    }
+    for (const [m, pos] of fallback) {
+      if (!pending.has(m)) continue;
+      m.pos = pos;
+      found++;
+    }
+    return found;
   }
 
   private capture(m: Mirror): number {
@@ -234,11 +360,6 @@ export class MirrorTable {
     const real = fstatSync(src.realFd).size;
     const what = src.kind === 'proc' ? `memfd of pid ${src.pid} fd ${src.fd}` : src.path;
     if (short || real !== size) this.log('warn', `luod: ${what} is ${real} bytes at kexec, ${size} at preserve; handing over ${size}`);
-    if (src.kind === 'proc') {
-      const pos = (src.hiddenFd >= 0 ? procPos(src.pid, src.hiddenFd, src.key) : undefined) ?? procPos(src.pid, src.fd, src.key);
-      if (pos !== undefined) m.pos = pos;
-    }
-    m.file.pos = m.pos;
     return size;
   }
 

@@ -16,12 +16,12 @@ import { type Kernel } from '../kernel/kernel.ts';
 import { type Machine } from '../kernel/machine.ts';
 import { FIONREAD, LUO_DEVICE_IOCTLS, LUO_SESSION_IOCTLS } from '../uapi/ioctl.ts';
 import { LIVEUPDATE_DEV, LuoDeviceFile, SessionFile } from '../uapi/luo-files.ts';
-import { NR_OPEN, type Process, processesOf } from '../uapi/process.ts';
+import { NR_OPEN, type Process, processesOf, RLIMIT_NOFILE } from '../uapi/process.ts';
 import type { OpenFile } from '../uapi/file.ts';
 import { MirrorTable } from './mirror.ts';
 import { buildStatus, type DaemonStatus } from './status.ts';
 import {
-  decodeIoctl, E, encodeFrame, encodeHelloReply, encodeIoctlReply, ERROR_TYPE, FrameError, FrameReader, type IoctlReply, isKnownType, MAX_INLINE, MAX_READ,
+  DAEMON_FEATURES, decodeIoctl, E, encodeFrame, encodeHelloReply, encodeIoctlReply, ERROR_TYPE, FrameError, FrameReader, IOCTL_NO_FD, type IoctlReply, isKnownType, MAX_INLINE, MAX_READ,
   MSG, PayloadReader, PayloadWriter, prefixReply, PROTOCOL_VERSION, REPLY, STATUS_MACHINE,
 } from './wire.ts';
 import { machineView } from '../web/view.ts';
@@ -50,6 +50,8 @@ export class Conn {
   /** RETRIEVE_FD handles: simulated fds of retrieved files, until RELEASE_FILE. */
   readonly handles = new Set<number>();
   readonly reader = new FrameReader();
+  /** A setImmediate is pending that will process this connection's frames. */
+  scheduled = false;
   constructor(readonly id: number, readonly sock: Socket) {}
 }
 
@@ -71,6 +73,8 @@ export class LuoDaemon {
   private readonly conns = new Map<number, Conn>();
   private readonly clients = new Map<number, ClientProcess>();
   private nextConnId = 1;
+  /** caller_pids seen in IOCTLs (forked children of clients), newest last, at most 1024. */
+  private readonly callerPids = new Set<number>();
   readonly mirrors: MirrorTable;
   private readonly fileIds = new WeakMap<object, bigint>();
   private nextFileId = 1n;
@@ -94,7 +98,7 @@ export class LuoDaemon {
     this.log = opts.log ?? (() => {});
     this.handover = opts.handover;
     this.childArgs = opts.childArgs ?? [];
-    this.mirrors = new MirrorTable(() => this.kernel.memfd, (l, m) => this.kernel.print(l, m));
+    this.mirrors = new MirrorTable(() => this.kernel.memfd, (l, m) => this.kernel.print(l, m), () => [...this.clients.keys(), ...this.callerPids]);
     this.done = new Promise((r) => (this.finish = r));
   }
 
@@ -155,13 +159,30 @@ export class LuoDaemon {
     }
     const c = new Conn(this.nextConnId++, sock);
     this.conns.set(c.id, c);
+    // Frames are handled from setImmediate, after the poll phase: every EOF that arrived in the same
+    // round (another connection's last close(2), a process exit) is released first, as the kernel
+    // has released that file before the next syscall of the process that waited for it. At this
+    // connection's own EOF, the frames it sent before are handled, then its file is released.
     sock.on('data', (d: Buffer) => {
       if (c.state === 'closed') return;
       c.reader.push(d);
+      this.schedule(c);
+    });
+    sock.on('end', () => {
       this.pump(c);
+      this.release(c);
     });
     sock.on('error', () => undefined);
     sock.on('close', () => this.release(c));
+  }
+
+  private schedule(c: Conn): void {
+    if (c.scheduled) return;
+    c.scheduled = true;
+    setImmediate(() => {
+      c.scheduled = false;
+      this.pump(c);
+    });
   }
 
   /** Processes every complete frame of `c` (not while a kexec runs: those wait and die). */
@@ -191,13 +212,13 @@ export class LuoDaemon {
   }
 
   private reply(c: Conn, type: number, seq: number, payload: Uint8Array): void {
-    if (c.state === 'closed' || c.sock.destroyed) return;
+    if (c.state === 'closed' || c.sock.destroyed || c.sock.writableEnded) return;
     c.sock.write(encodeFrame((type | REPLY) >>> 0, seq, payload));
   }
 
   private protocolError(c: Conn, e: FrameError): void {
     this.print('warn', `connection ${c.id} (pid ${c.pid || '?'}): protocol error: ${e.message}; closing it`);
-    if (!c.sock.destroyed) c.sock.end(encodeFrame(ERROR_TYPE, e.seq, prefixReply(-1, e.errno, new TextEncoder().encode(e.message))));
+    if (!c.sock.destroyed && !c.sock.writableEnded) c.sock.end(encodeFrame(ERROR_TYPE, e.seq, prefixReply(-1, e.errno, new TextEncoder().encode(e.message))));
     this.release(c);
   }
 
@@ -268,7 +289,7 @@ export class LuoDaemon {
     r.end();
     if (flags !== 0 || reserved !== 0) throw new FrameError(E.EPROTO, 'HELLO: flags and reserved must be 0', seq);
     if (pid <= 0) throw new FrameError(E.EPROTO, `HELLO: pid ${pid} is not a process id`, seq);
-    const base = { version: PROTOCOL_VERSION, connId: c.id, generation: this.generation, liveupdateNum: this.liveupdateNum, daemonPid: process.pid };
+    const base = { version: PROTOCOL_VERSION, connId: c.id, generation: this.generation, liveupdateNum: this.liveupdateNum, daemonPid: process.pid, features: DAEMON_FEATURES };
     if (version !== PROTOCOL_VERSION) {
       this.reply(c, MSG.HELLO, seq, encodeHelloReply({ ...base, ret: -1, errno: E.EPROTONOSUPPORT }));
       c.sock.end();
@@ -319,11 +340,25 @@ export class LuoDaemon {
     const cmd = req.cmd >>> 0;
     const arg = req.flags & 1 ? undefined : new Uint8Array(req.arg);
     const callerPid = req.callerPid || c.pid;
+    if (req.callerPid > 0 && req.callerPid !== c.pid) {
+      this.callerPids.delete(req.callerPid);
+      this.callerPids.add(req.callerPid);
+      if (this.callerPids.size > 1024) this.callerPids.delete(this.callerPids.values().next().value!);
+    }
 
-    // A new session fd goes to a reservation made before the ioctl (protocol 5.3).
+    // A new session fd goes to a reservation made before the ioctl (protocol 5.3), unless the
+    // client could not reserve one (NO_FD): then the op fails with EMFILE where the kernel's
+    // get_unused_fd_flags runs, after the dispatcher's checks (protocol 5.6).
     const newSession = file instanceof LuoDeviceFile && (cmd === LIVEUPDATE_IOCTL.CREATE_SESSION || cmd === LIVEUPDATE_IOCTL.RETRIEVE_SESSION);
+    const newFile = file instanceof SessionFile && cmd === LIVEUPDATE_IOCTL.SESSION_RETRIEVE_FD;
+    const noFd = (req.flags & IOCTL_NO_FD) !== 0 && (newSession || newFile);
     let target: Conn | undefined;
-    if (newSession) {
+    if (newSession && noFd) {
+      if (req.newConn !== 0) {
+        this.print('warn', `connection ${c.id}: ioctl 0x${cmd.toString(16)} has NO_FD and names reservation ${req.newConn}`);
+        return fail(E.EPROTO);
+      }
+    } else if (newSession) {
       target = this.conns.get(req.newConn);
       if (!target || target.state !== 'fresh' || target === c) {
         this.print('warn', `connection ${c.id}: ioctl 0x${cmd.toString(16)} names reservation ${req.newConn}, which is not a fresh connection`);
@@ -351,8 +386,27 @@ export class LuoDaemon {
       writeI32(arg, 4, tempFd ?? -1, 'le');
     }
 
-    const ret = proc.ioctl(c.simFd!, cmd, arg);
-    const errno = ret < 0 ? proc.errnoNumber : 0;
+    let ret: number;
+    let errno: number;
+    if (noFd) {
+      // No fd can be allocated in the caller while the op runs.
+      const saved = proc.getrlimit(RLIMIT_NOFILE);
+      proc.setrlimit(RLIMIT_NOFILE, { cur: 0, max: saved.max });
+      try {
+        ret = proc.ioctl(c.simFd!, cmd, arg);
+        errno = ret < 0 ? proc.errnoNumber : 0;
+      } finally {
+        proc.setrlimit(RLIMIT_NOFILE, saved);
+      }
+      if (ret >= 0) {
+        // cannot happen: every path that makes the file allocates the fd first
+        this.print('err', `connection ${c.id}: ioctl 0x${cmd.toString(16)} with NO_FD succeeded`);
+        return fail(ERRNO.EIO);
+      }
+    } else {
+      ret = proc.ioctl(c.simFd!, cmd, arg);
+      errno = ret < 0 ? proc.errnoNumber : 0;
+    }
 
     if (preserve) {
       if (tempFd !== undefined) proc.fds.remove(tempFd)?.close();
@@ -377,7 +431,7 @@ export class LuoDaemon {
       target.state = 'file';
       writeI32(arg!, 4, -1, 'le');
     }
-    if (file instanceof SessionFile && cmd === LIVEUPDATE_IOCTL.SESSION_RETRIEVE_FD) {
+    if (newFile) {
       const simFd = readI32(arg!, 4, 'le');
       const f = proc.file(simFd);
       writeI32(arg!, 4, -1, 'le');
@@ -403,7 +457,7 @@ export class LuoDaemon {
     const had = c.state === 'file';
     this.release(c);
     const frame = encodeFrame((MSG.CLOSE | REPLY) >>> 0, seq, prefixReply(had ? 0 : -1, had ? 0 : ERRNO.EBADF));
-    c.sock.end(frame);
+    if (!c.sock.destroyed && !c.sock.writableEnded) c.sock.end(frame);
   }
 
   private handleFile(c: Conn, handle: bigint): MemfdFile | undefined {

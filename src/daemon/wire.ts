@@ -40,6 +40,12 @@ const KNOWN = new Set<number>(Object.values(MSG));
 export const isKnownType = (t: number): t is MsgType => KNOWN.has(t);
 
 export const IOCTL_ARG_FAULT = 1;
+/** IOCTL flag: the client could not reserve the new fd (EMFILE/ENFILE); the kernel fails where get_unused_fd_flags runs. */
+export const IOCTL_NO_FD = 2;
+/** HELLO reply `features` bits. */
+export const FEATURE_IOCTL_NO_FD = 1;
+/** What this daemon understands beyond version 1 as first published. */
+export const DAEMON_FEATURES = FEATURE_IOCTL_NO_FD;
 export const REPLY_FILE = 1;
 export const REPLY_AGAIN = 2;
 export const SRC = { NONE: 0, PROC_FD: 1, PATH: 2, BUFFER: 3 } as const;
@@ -210,7 +216,7 @@ export function decodeIoctl(p: Uint8Array, seq = 0): IoctlRequest {
   const srcLen = r.u32();
   const reserved = r.u32();
   if (reserved !== 0) throw new FrameError(E.EPROTO, 'IOCTL: reserved field at offset 44 is not 0', seq);
-  if (flags & ~IOCTL_ARG_FAULT) throw new FrameError(E.EPROTO, `IOCTL: unknown flags 0x${flags.toString(16)} at offset 4`, seq);
+  if (flags & ~(IOCTL_ARG_FAULT | IOCTL_NO_FD)) throw new FrameError(E.EPROTO, `IOCTL: unknown flags 0x${flags.toString(16)} at offset 4`, seq);
   if (argLen > MAX_ARG) throw new FrameError(E.EPROTO, `IOCTL: arg_len ${argLen} at offset 8 exceeds ${MAX_ARG}`, seq);
   if (flags & IOCTL_ARG_FAULT && argLen !== 0) throw new FrameError(E.EPROTO, 'IOCTL: ARG_FAULT with a nonzero arg_len', seq);
   if (srcKind > SRC.BUFFER) throw new FrameError(E.EPROTO, `IOCTL: src_kind ${srcKind} at offset 20 is unknown`, seq);
@@ -271,18 +277,20 @@ export interface HelloReply {
   generation: bigint;
   liveupdateNum: number;
   daemonPid: number;
+  /** FEATURE_* bits (0 from a daemon that predates the field). */
+  features: number;
 }
 
 export function encodeHelloReply(h: HelloReply): Uint8Array {
-  return new PayloadWriter().i32(h.ret).u32(h.errno).u32(h.version).u32(h.connId).u64(h.generation).u32(h.liveupdateNum).u32(h.daemonPid).finish();
+  return new PayloadWriter().i32(h.ret).u32(h.errno).u32(h.version).u32(h.connId).u64(h.generation).u32(h.liveupdateNum).u32(h.daemonPid).u32(h.features).finish();
 }
 
 export function decodeHelloReply(p: Uint8Array): HelloReply {
   const r = new PayloadReader(p, 'HELLO reply');
   const ret = r.i32();
   const errno = r.u32();
-  if (p.length === 8) return { ret, errno, version: 0, connId: 0, generation: 0n, liveupdateNum: 0, daemonPid: 0 };
-  return { ret, errno, version: r.u32(), connId: r.u32(), generation: r.u64(), liveupdateNum: r.u32(), daemonPid: r.u32() };
+  if (p.length === 8) return { ret, errno, version: 0, connId: 0, generation: 0n, liveupdateNum: 0, daemonPid: 0, features: 0 };
+  return { ret, errno, version: r.u32(), connId: r.u32(), generation: r.u64(), liveupdateNum: r.u32(), daemonPid: r.u32(), features: p.length >= 36 ? r.u32() : 0 };
 }
 
 /** A reply that is only the prefix, optionally followed by bytes. */

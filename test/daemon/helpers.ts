@@ -113,6 +113,15 @@ for line in sys.stdin:
         os.lseek(fd, int(w[1]), 0)
     elif w[0] == 'close':
         os.close(fd)
+    elif w[0] == 'fork':
+        # a holder that keeps every fd (the hidden dup at the same number) and does nothing else
+        child = os.fork()
+        if child == 0:
+            import signal
+            while True:
+                signal.pause()
+        print(child, flush=True)
+        continue
     print('ok', flush=True)
 `;
 

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -171,6 +171,61 @@ process.exitCode = await main(process.argv);
     assert.deepEqual((await c3.status()).sessions.incoming.map((x) => x.name), ['cross-build']);
     await c3.shutdown();
   } finally {
+    await cleanup(dir);
+  }
+});
+
+test('the position at kexec comes from a forked holder of the hidden dup when the preserving process is gone', { timeout: 90000 }, async () => {
+  const dir = tempDir('holder');
+  const grandchildren: number[] = [];
+  try {
+    const d = await startDaemon(dir);
+    const c = await LuoClient.connect(d.socket);
+    const dev = await c.openDevice();
+    const s = await dev.createSession('holder-pos');
+    const text = Buffer.from('a memfd whose preserving process exits before the kexec');
+    // A: preserved at 5, moved to 9, then a holder is forked and the preserving process dies.
+    const a = await memfdHolder('held', text, 5);
+    await s.ioctl(0xba40, fdTokenArg(a.fd, 1), { source: { kind: 'fd', pid: a.pid, hiddenFd: a.hiddenFd, seals: a.seals } });
+    await a.cmd('seek 9');
+    grandchildren.push(Number(await a.cmd('fork')));
+    // B: preserved at 3, moved to 7, and nobody keeps it open: the last position the daemon knows stands.
+    const b = await memfdHolder('orphan', text, 3);
+    await s.ioctl(0xba40, fdTokenArg(b.fd, 2), { source: { kind: 'fd', pid: b.pid, hiddenFd: b.hiddenFd, seals: b.seals } });
+    await b.cmd('seek 7');
+    // C: no hidden dup (hiddenFd -1): the holder's fd at the user's number is used.
+    const cc = await memfdHolder('no-hidden', text, 2);
+    await s.ioctl(0xba40, fdTokenArg(cc.fd, 3), { source: { kind: 'fd', pid: cc.pid, hiddenFd: -1, seals: cc.seals } });
+    await cc.cmd('seek 11');
+    grandchildren.push(Number(await cc.cmd('fork')));
+    a.stop();
+    b.stop();
+    cc.stop();
+    await until(() => ![a, b, cc].some((h) => existsSync(`/proc/${h.pid}/fd/${h.fd}`)), 10000, 'the preserving processes exit');
+    await dev.close();
+    const r = await c.kexec();
+    assert.equal(r.stats['capturedFiles'], 3);
+    assert.equal(await d.exited, 0);
+    const c2 = await LuoClient.connectRetry(d.socket);
+    const dev2 = await c2.openDevice();
+    const s2 = await dev2.retrieveSession('holder-pos');
+    const fa = await s2.retrieve(1);
+    assert.equal(Buffer.from(fa.content).toString(), text.toString());
+    assert.equal(fa.pos, 9, 'read from the forked holder at the hidden dup\'s number');
+    assert.equal((await s2.retrieve(2)).pos, 3, 'no holder: the position taken at PRESERVE_FD');
+    assert.equal((await s2.retrieve(3)).pos, 11, 'no hidden dup: the holder\'s fd at the user\'s number');
+    await s2.finish();
+    await s2.close();
+    await dev2.close();
+    await c2.shutdown();
+  } finally {
+    for (const p of grandchildren) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
     await cleanup(dir);
   }
 });

@@ -11,10 +11,10 @@ import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Machine } from '../../src/kernel/machine.ts';
 import { LuoDaemon } from '../../src/daemon/server.ts';
-import { LuoClient, type LuoDevice, type LuoSession } from '../../src/client/index.ts';
+import { LuoClient, LuoDevice, type LuoSession } from '../../src/client/index.ts';
 import { Connection } from '../../src/client/connection.ts';
-import { encodeFrame, MSG, MAX_PAYLOAD, ERROR_TYPE, PayloadWriter } from '../../src/daemon/wire.ts';
-import { processesOf, type Process } from '../../src/uapi/process.ts';
+import { encodeFrame, FEATURE_IOCTL_NO_FD, MSG, MAX_PAYLOAD, ERROR_TYPE, PayloadWriter } from '../../src/daemon/wire.ts';
+import { processesOf, type Process, RLIMIT_NOFILE } from '../../src/uapi/process.ts';
 import { O_RDWR } from '../../src/uapi/file.ts';
 import { LuoError, type ErrnoName } from '../../src/errno.ts';
 import { cleanup, ROOT, tempDir, until, memfdHolder } from './helpers.ts';
@@ -294,4 +294,80 @@ test('a process exit through the control connection: fork-shared files die with 
   assert.ok(daemon.status().sessions.outgoing.some((o) => o.name === 'two-conns'), 'the session fd still holds it');
   s.conn.destroy();
   await until(() => !daemon.status().sessions.outgoing.some((o) => o.name === 'two-conns'), 5000, 'session released at EOF');
+});
+
+const nameArg = (name: string): Uint8Array => {
+  const b = new Uint8Array(72);
+  new DataView(b.buffer).setUint32(0, 72, true);
+  b.set(new TextEncoder().encode(name), 8);
+  return b;
+};
+
+test('release ordering: a file whose last reference went just before a request is released first', { timeout: 20000 }, async () => {
+  // The EOF of one connection and a request on another, both written before the daemon wakes up
+  // (a close(2) of a shared fd, a process exit, then the next syscall): the EOF is handled first,
+  // as the kernel had released the file before that syscall.
+  for (let i = 0; i < 10; i++) {
+    const dev = await client.openDevice();
+    const s = await dev.createSession('released-first');
+    const next = await client.rawConnection();
+    s.conn.destroy();
+    dev.conn.destroy();
+    const r = await next.request(MSG.OPEN_DEVICE, new PayloadWriter().u32(O_RDWR).u32(0).finish());
+    assert.equal(r.readInt32LE(0), 0, `round ${i}: OPEN_DEVICE right after the device's EOF gave errno ${r.readUInt32LE(4)}`);
+    const dev2 = new LuoDevice(client, next);
+    const s2 = await dev2.createSession('released-second');
+    const reservation = await client.rawConnection();
+    s2.conn.destroy();
+    const again = await errnoOf(dev2.ioctl(0xba00, nameArg('released-second'), { newConn: reservation.connId }));
+    assert.equal(again, 'ok', `round ${i}: CREATE_SESSION right after the session's EOF`);
+    const first = await dev2.createSession('released-first');
+    first.conn.destroy();
+    reservation.destroy();
+    next.destroy();
+    await until(() => daemon.status().sessions.outgoing.length === 0 && !daemon.status().device.open, 5000, 'everything released');
+  }
+});
+
+test('NO_FD: a client that could not reserve the new fd gets EMFILE where the kernel allocates it', { timeout: 20000 }, async () => {
+  assert.equal(client.control.hello!.features & FEATURE_IOCTL_NO_FD, FEATURE_IOCTL_NO_FD, 'HELLO advertises NO_FD');
+  // Reference: the in-process kernel with RLIMIT_NOFILE's soft limit at the fd table's end.
+  const m = new Machine({ ramSize: 1n << 30n });
+  const p: Process = processesOf(m.kernel).spawn();
+  const refDev = p.open('/dev/liveupdate', O_RDWR);
+  assert.equal(p.ioctl(refDev, 0xba00, nameArg('nofd-taken')), 0);
+  const refArg = nameArg('nofd-outgoing');
+  assert.equal(p.ioctl(refDev, 0xba00, refArg), 0);
+  const refS = new DataView(refArg.buffer).getInt32(4, true);
+  const limit = Math.max(...p.openFds()) + 1;
+  assert.equal(p.setrlimit(RLIMIT_NOFILE, { cur: limit, max: p.getrlimit(RLIMIT_NOFILE).max }), 0);
+
+  const cases: RawCase[] = [
+    { name: 'create', on: 'device', cmd: 0xba00, arg: () => nameArg('nofd-new') },
+    { name: 'create of a taken name', on: 'device', cmd: 0xba00, arg: () => nameArg('nofd-taken') },
+    { name: 'create, size below the minimum', on: 'device', cmd: 0xba00, arg: () => sized(72, 8, (b) => b.set([0x61], 8)) },
+    { name: 'create, larger struct with a nonzero tail', on: 'device', cmd: 0xba00, arg: () => sized(80, 80, (b) => { b.set([0x62], 8); b[79] = 1; }) },
+    { name: 'create, bad pointer', on: 'device', cmd: 0xba00, arg: () => undefined },
+    { name: 'create, struct not all accessible', on: 'device', cmd: 0xba00, arg: () => sized(40, 72, (b) => b.set([0x64], 8)) },
+    { name: 'create, full command differs', on: 'device', cmd: 0x4048ba00, arg: () => nameArg('nofd-new') },
+    { name: 'retrieve of a missing session', on: 'device', cmd: 0xba01, arg: () => nameArg('nofd-missing') },
+    { name: 'RETRIEVE_FD on an outgoing session', on: 'session', cmd: 0xba41, arg: () => fdArg(0, 1) },
+    { name: 'GET_NAME (makes no fd: the flag is ignored)', on: 'session', cmd: 0xba43, arg: () => sized(72, 72) },
+  ];
+  await withDevice(async (dev, opened) => {
+    opened.push(await dev.createSession('nofd-taken'));
+    const s = await dev.createSession('nofd-outgoing');
+    opened.push(s);
+    for (const c of cases) {
+      const ret = p.ioctl(c.on === 'device' ? refDev : refS, c.cmd, c.arg());
+      const want = ret < 0 ? p.errno! : 'ok';
+      const got = await errnoOf((c.on === 'device' ? dev : s).ioctl(c.cmd, c.arg(), { noFd: true }));
+      assert.equal(got, want, c.name);
+    }
+    assert.deepEqual(daemon.status().sessions.outgoing.map((o) => o.name).sort(), ['nofd-outgoing', 'nofd-taken'], 'nothing was created');
+    // NO_FD together with a reservation is a misuse
+    const r = await client.rawConnection();
+    assert.equal(await errnoOf(dev.ioctl(0xba00, nameArg('nofd-new'), { noFd: true, newConn: r.connId })), 'EPROTO');
+    r.destroy();
+  });
 });
