@@ -101,6 +101,46 @@ export async function main(argv: string[]): Promise<number> {
       const { runDashboard } = await import('./dashboard.ts');
       code = await runDashboard(opts);
     });
+  program
+    .command('debugfs')
+    .description("show the daemon kernel's KHO debugfs (/sys/kernel/debug/kho): list files, or print one (device trees as DTS)")
+    .argument('[path]', 'a file or directory, e.g. out/fdt, out/scratch_phys, in/sub_fdts (default: list everything)')
+    .option('--socket <path>', 'socket path of `luo serve`')
+    .option('--json', 'print JSON (files with sizes, or the file with its text and base64 bytes)')
+    .option('--raw', 'write the file\'s bytes unchanged')
+    .addHelpText('after', '\nExit codes: 0 ok, 1 no daemon / no such file / KHO off, 2 usage.')
+    .action(async (path: string | undefined, opts: import('./debugfs.ts').DebugfsOptions) => {
+      const { runDebugfs } = await import('./debugfs.ts');
+      code = await runDebugfs(path, opts);
+    });
+  const session = program
+    .command('session')
+    .description("create, list, preserve, retrieve and finish LUO sessions of a running daemon (sessions are held by the daemon between commands)")
+    .addHelpText('after', '\nA session created here is held by the daemon (protocol HOLD/TAKE), so it outlives this command:\n  luo session create vm-1\n  luo session preserve vm-1 0x100 guest.img\n  luo kexec\n  luo session retrieve vm-1 0x100 -o guest.img\n  luo session finish vm-1\n\nExit codes: 0 ok, 1 the operation failed (the message says why), 2 usage.');
+  const sessOpts = (c: Command): Command => c.option('--socket <path>', 'socket path of `luo serve`').option('--json', 'print JSON');
+  sessOpts(session.command('create').description('create an outgoing session (LIVEUPDATE_IOCTL_CREATE_SESSION) held by the daemon').argument('<name>', 'session name (at most 63 bytes)'))
+    .action(async (name: string, opts: import('./session.ts').SessionCliOptions) => {
+      code = await (await import('./session.ts')).sessionCreate(name, opts);
+    });
+  sessOpts(session.command('list').description('list outgoing and incoming sessions with their files, tokens and handlers'))
+    .action(async (opts: import('./session.ts').SessionCliOptions) => {
+      code = await (await import('./session.ts')).sessionList(opts);
+    });
+  sessOpts(session.command('preserve').description("preserve a file's contents in a held session as a memfd (PRESERVE_FD)").argument('<name>', 'session name').argument('<token>', 'token, e.g. 0x100').argument('<file>', 'the file whose contents become the memfd'))
+    .option('--copy', 'copy the contents now (default: the daemon reads the file at kexec, so keep it)')
+    .option('--pos <n>', 'file position to preserve', '0')
+    .action(async (name: string, token: string, file: string, opts: import('./session.ts').SessionCliOptions & { copy?: boolean; pos?: string }) => {
+      code = await (await import('./session.ts')).sessionPreserve(name, token, file, opts);
+    });
+  sessOpts(session.command('retrieve').description('retrieve a file handed over by the previous kernel (RETRIEVE_FD): contents to stdout or -o').argument('<name>', 'session name').argument('<token>', 'token'))
+    .option('-o, --output <file>', 'write the contents to this file')
+    .action(async (name: string, token: string, opts: import('./session.ts').SessionCliOptions & { output?: string }) => {
+      code = await (await import('./session.ts')).sessionRetrieve(name, token, opts);
+    });
+  sessOpts(session.command('finish').description('finish an incoming session (LIVEUPDATE_SESSION_FINISH) and release it').argument('<name>', 'session name'))
+    .action(async (name: string, opts: import('./session.ts').SessionCliOptions) => {
+      code = await (await import('./session.ts')).sessionFinish(name, opts);
+    });
   try {
     await program.parseAsync(argv);
   } catch (e) {

@@ -516,7 +516,8 @@ export class LuoDaemon {
     const kho = this.kernel.kho;
     if (!kho) return this.reply(c, MSG.DEBUGFS, seq, prefixReply(-1, ERRNO.ENOENT, new TextEncoder().encode('KHO is not enabled in this kernel (kho=on)')));
     const files = [...kho.debugfs()].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([path, data]) => ({ path, size: data.length, data: Buffer.from(data).toString('base64') }));
-    const body = { profile: kho.profile, release: this.kernel.build.release, liveupdateNum: this.liveupdateNum, files };
+    // rootFdt: the whole root FDT from memory (debugfs' out/fdt keeps the size it had when created).
+    const body = { profile: kho.profile, release: this.kernel.build.release, liveupdateNum: this.liveupdateNum, files, rootFdt: Buffer.from(kho.rootFdt()).toString('base64') };
     this.reply(c, MSG.DEBUGFS, seq, prefixReply(0, 0, new TextEncoder().encode(JSON.stringify(body))));
   }
 

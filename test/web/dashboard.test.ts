@@ -114,22 +114,21 @@ test('dashboard in headless chromium: the machine after a kexec, live updates ov
     assert.match(legend, /handed over/);
     assert.match(legend, /poisoned/);
     // A preserved region is drawn: find preserved-green pixels on the canvas, hover one.
-    const hit = await page.evaluate(() => {
-      const c = document.getElementById('map') as HTMLCanvasElement;
+    // (Page-side code as a string: the project's tsconfig has no DOM types.)
+    const hit = (await page.evaluate(`(() => {
+      const c = document.getElementById('map');
       c.scrollIntoView({ block: 'center' });
-      const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
       const dpr = window.devicePixelRatio || 1;
-      const found: number[] = [];
+      const found = [];
       for (let i = 0; i < d.length; i += 4) {
-        const [r, g, b] = [d[i]!, d[i + 1]!, d[i + 2]!];
+        const r = d[i], g = d[i + 1], b = d[i + 2];
         if (g > 150 && g > r + 20 && b < 170 && r < 200) found.push(i / 4);
       }
-      const count = found.length;
-      const px = found[Math.floor(count / 2)];
-      const at = px === undefined ? null : { x: (px % c.width) / dpr, y: Math.floor(px / c.width) / dpr };
+      const px = found[Math.floor(found.length / 2)];
       const rect = c.getBoundingClientRect();
-      return { count, at: at ? { x: rect.left + at.x + 0.5, y: rect.top + at.y + 0.5 } : null };
-    });
+      return { count: found.length, at: px === undefined ? null : { x: rect.left + (px % c.width) / dpr + 0.5, y: rect.top + Math.floor(px / c.width) / dpr + 0.5 } };
+    })()`)) as { count: number; at: { x: number; y: number } | null };
     assert.ok(hit.count > 0 && hit.at, 'no preserved (green) pixels in the memory map');
     await page.mouse.move(hit.at.x, hit.at.y);
     await page.waitForSelector('#tooltip:not([hidden])', { timeout: 5_000 });
@@ -144,7 +143,7 @@ test('dashboard in headless chromium: the machine after a kexec, live updates ov
     assert.match(await page.locator('#status').innerText(), /after live update 2/);
 
     await page.mouse.move(5, 5);
-    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.evaluate('window.scrollTo(0, 0)');
     const shot = join(dir, 'dashboard.png');
     await page.screenshot({ path: shot, fullPage: true, timeout: 15_000 });
     const png = readFileSync(shot);
