@@ -10,6 +10,7 @@ import type { Kernel } from '../kernel/kernel.ts';
 import { MemfdFile, memfdCreate, SEEK_SET } from '../handlers/memfd-file.ts';
 import { toDts } from '../fdt/dts.ts';
 import { LuoError } from '../errno.ts';
+import ora, { type Ora } from 'ora';
 
 const GiB = 1n << 30n;
 const PAGE = 4096;
@@ -137,16 +138,28 @@ export type DemoEvent =
 export async function runDemo(opts: { updates?: number; quiet?: boolean; onProgress?: (ev: DemoEvent) => void | Promise<void> } = {}): Promise<number> {
   const updates = opts.updates ?? 3;
   const publish = async (ev: DemoEvent): Promise<void> => { await opts.onProgress?.(ev); };
-  const out = (s = '') => { if (!opts.quiet) console.log(s); };
+  // A spinner on the long steps, on a terminal only (a pipe or a log gets the plain report).
+  let spinner: Ora | undefined;
+  const step = (text: string): void => {
+    if (opts.quiet || !process.stdout.isTTY || !(process.stdout.columns > 0)) return;
+    spinner = ora({ text, stream: process.stdout, discardStdin: false }).start();
+  };
+  const stepDone = (): void => {
+    spinner?.stop();
+    spinner = undefined;
+  };
+  const out = (s = '') => { if (!opts.quiet) { stepDone(); console.log(s); } };
   const problems: string[] = [];
   const t0 = performance.now();
   out('luo demo: a simulated 64 GiB host, three VMs in memfds, three live updates in a row');
   out();
+  step('booting a 64 GiB host');
   const m = new Machine({ ramSize: 64n * GiB });
   let k = m.kernel;
   out(`booted ${k.build.release} (${k.build.khoProfile}, luo-v5) with "${k.cmdline.raw}"`);
   out(`KHO scratch areas: ${k.scratch.map((s) => `0x${s.addr.toString(16)}+${fmtBytes(Number(s.size))}`).join(', ')}`);
   await publish({ kind: 'booted', machine: m, update: 0, message: `booted ${k.build.release} (cold)` });
+  step('starting three VMs and preserving their memfds');
   k.luo!.open();
   startVms(k);
   k.luo!.close();
@@ -158,6 +171,7 @@ export async function runDemo(opts: { updates?: number; quiet?: boolean; onProgr
     out();
     out(`── live update ${u} ─────────────────────────────────────────────`);
     const preservedBefore = k.kho!.preservedPages;
+    step(`live update ${u}: freezing, serializing, kexec into the new kernel`);
     try {
       k = m.kexec();
     } catch (e) {
@@ -168,6 +182,7 @@ export async function runDemo(opts: { updates?: number; quiet?: boolean; onProgr
     await publish({ kind: 'kexeced', machine: m, update: u, message: `live update ${u}: kernel booted from the hand-over` });
     if (!k.handover) problems.push(`live update ${u}: the new kernel found no hand-over`);
     let ph: Phases;
+    if (spinner) spinner.text = `live update ${u}: retrieving and verifying every VM`;
     try {
       ph = resumeVms(k, problems);
     } catch (e) {
