@@ -9,6 +9,7 @@ import { LuoError } from '../errno.ts';
 import { KhoScratch, type KhoProfile, PAGE_SIZE } from '../abi/kho.ts';
 import { Kho, type ScratchArea } from '../kho/kho.ts';
 import { type KhoBootData, khoMemoryInit, khoPopulate, type Populated } from '../kho/incoming.ts';
+import type { PageStamps } from '../kho/stamps.ts';
 import { Memblock, MEMBLOCK_RSRV_KERN, MEMBLOCK_RSRV_NOINIT } from '../machine/memblock.ts';
 import { PageAllocator } from '../machine/page-alloc.ts';
 import { DEFAULT_SCRATCH_CONFIG, parseKhoScratch, reserveScratch, type ScratchConfig } from '../machine/scratch.ts';
@@ -130,14 +131,14 @@ export class Kernel {
     mb.alloc(BigInt(ramPages) * STRUCT_PAGE_SIZE, BigInt(PAGE_SIZE));
 
     // --- kho_memory_init ---
-    let incoming: { magic: Map<number, number>; blocks: number } | undefined;
+    let incoming: { magic: PageStamps; blocks: number } | undefined;
     let scratch: ScratchArea[] = [];
     if (populated) {
       scratch = populated.scratch;
       incoming = khoMemoryInit(mem, ramPages, populated, build.khoProfile, (l, m) => this.print(l, `KHO: ${m}`));
       if (incoming) {
         // memblock_reserve + memblock_reserved_mark_noinit for every preserved block.
-        mb.reservePageBlocks(incoming.magic, MEMBLOCK_RSRV_NOINIT);
+        mb.reservePageBlocks(incoming.magic.pfns, incoming.magic.orders, incoming.magic.count, MEMBLOCK_RSRV_NOINIT);
         this.print('info', `KHO: reserved ${incoming.blocks} preserved block(s)`);
       }
     } else if (khoOn) {

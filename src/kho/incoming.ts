@@ -11,6 +11,7 @@ import type { KhoLog, ScratchArea } from './kho.ts';
 import type { KhoMemory } from './memory.ts';
 import { walkIncomingTree } from './radix.ts';
 import { type IncomingRoot, readIncomingRoot } from './root-fdt.ts';
+import { PageStamps } from './stamps.ts';
 
 /** What the x86 boot protocol carries (struct kho_data in setup_data type SETUP_KEXEC_KHO). */
 export interface KhoBootData {
@@ -68,7 +69,7 @@ export function khoMemoryInit(
   p: Populated,
   profile: KhoProfile,
   log: KhoLog,
-): { magic: Map<number, number>; blocks: number } | undefined {
+): { magic: PageStamps; blocks: number } | undefined {
   const forbidden = p.scratch
     .filter((s) => s.size > 0n)
     .map((s, i) => ({ startPfn: Number(s.addr >> 12n), endPfn: Number((s.addr + s.size) >> 12n), what: `scratch area ${i}` }));
@@ -124,7 +125,7 @@ const MAX_MERGE_RUNS = 16;
  * order) or, failing that, for the first block in pfn order that overlaps the block before it.
  * The radix walk yields one ascending run per order, so this is a k-way merge of a few runs.
  */
-function stampInPfnOrder(list: BlockList): Map<number, number> {
+function stampInPfnOrder(list: BlockList): PageStamps {
   const vals = list.vals;
   const n = list.length;
   let heads: number[];
@@ -139,7 +140,8 @@ function stampInPfnOrder(list: BlockList): Map<number, number> {
     ends = [n];
   }
   const k = heads.length;
-  const magic = new Map<number, number>();
+  const pfns = new Float64Array(n);
+  const orders = new Uint8Array(n);
   let end = -1;
   let prevPfn = -1;
   let overlap = -1;
@@ -161,14 +163,15 @@ function stampInPfnOrder(list: BlockList): Map<number, number> {
     if (pfn < end && overlap < 0) overlap = bv;
     prevPfn = pfn;
     end = pfn + 2 ** order;
-    magic.set(pfn, order);
+    pfns[out] = pfn;
+    orders[out] = order;
   }
   if (overlap >= 0) {
     const order = overlap % 64;
     const pfn = (overlap - order) / 64;
     throw new LuoError('EINVAL', `preserved block 0x${(BigInt(pfn) << 12n).toString(16)} order ${order} overlaps the block before it`);
   }
-  return magic;
+  return new PageStamps(pfns, orders, n);
 }
 
 /** Throws for the first pfn (in walk order) seen a second time, if any. */

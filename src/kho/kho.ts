@@ -17,6 +17,7 @@ import {
 import { BitmapTracker } from './bitmap-v1.ts';
 import type { KhoAllocator, KhoMemory } from './memory.ts';
 import { RadixTracker } from './radix.ts';
+import { PageStamps } from './stamps.ts';
 import {
   addSubtreeNode,
   buildRootFdt,
@@ -97,18 +98,18 @@ export class Kho {
   /** Size of out/fdt in debugfs: fixed when the file is created (kernel behaviour, see README). */
   private debugfsFdtSize = 0;
   /** struct page private words stamped by the incoming walk: pfn -> order ('KHOP' magic). */
-  private readonly magic = new Map<number, number>();
+  private readonly magic: PageStamps;
   incoming: KhoIncoming | undefined;
   private metadataPa = 0n;
   private readonly log: KhoLog;
 
   constructor(private readonly mem: KhoMemory, private readonly alloc: KhoAllocator, private readonly opts: KhoOptions, incoming?: {
-    readonly root: IncomingRoot; readonly fdtPa: bigint; readonly scratchPa: bigint; readonly magic: ReadonlyMap<number, number>; readonly blocks: number;
+    readonly root: IncomingRoot; readonly fdtPa: bigint; readonly scratchPa: bigint; readonly magic: PageStamps; readonly blocks: number;
   }) {
     this.profile = opts.profile;
     this.log = opts.log ?? (() => {});
+    this.magic = incoming?.magic ?? PageStamps.empty();
     if (incoming) {
-      for (const [pfn, order] of incoming.magic) this.magic.set(pfn, order);
       this.incoming = { root: incoming.root, fdtPa: incoming.fdtPa, scratchPa: incoming.scratchPa, kexecCount: 0, blocks: incoming.blocks };
     }
     // kho_init (fs_initcall): tracker root (v4), the root FDT page, then kexec-metadata.

@@ -136,13 +136,13 @@ class RegionList {
   }
 
   /**
-   * Adds many sorted, disjoint ranges in one pass (the new kernel reserving every preserved block).
+   * Adds many regions (sorted by base) in one pass, taking ownership of the objects (the new kernel reserving every preserved block).
    * Ranges that overlap each other or existing regions go through `add` one by one instead, so the
    * result is always what repeated `add` calls would give.
    */
-  addSortedBatch(ranges: readonly { base: number; end: number; nid: number }[], flags: number): void {
+  addSortedBatch(ranges: Region[]): void {
     const fresh: Region[] = [];
-    const slow: Array<{ base: number; end: number; nid: number }> = [];
+    const slow: Region[] = [];
     let prevEnd = -1;
     let j = 0;
     for (const r of ranges) {
@@ -150,7 +150,7 @@ class RegionList {
       while (j < this.regions.length && this.regions[j]!.end <= r.base) j++;
       const hitsExisting = j < this.regions.length && this.regions[j]!.base < r.end;
       if (r.base < prevEnd || hitsExisting) slow.push(r);
-      else fresh.push({ base: r.base, end: r.end, flags, nid: r.nid });
+      else fresh.push(r); // the list takes ownership of the caller's region objects
       prevEnd = Math.max(prevEnd, r.end);
     }
     if (fresh.length) {
@@ -170,7 +170,7 @@ class RegionList {
       }
       this.regions = merged;
     }
-    for (const r of slow) this.add(r.base, r.end, flags, r.nid);
+    for (const r of slow) this.add(r.base, r.end, r.flags, r.nid);
   }
 
   /** memblock_isolate_range: splits regions so that [base, end) starts and ends on region edges. Returns [first, last+1). */
@@ -283,22 +283,24 @@ export class Memblock {
   reserveBatch(blocks: readonly { base: bigint; size: bigint }[], flags = MEMBLOCK_NONE): void {
     const ranges = blocks.map((b) => {
       const base = toNum(b.base, 'base');
-      return { base, end: toNum(b.base + b.size, 'end'), nid: this.nidOf(base) };
+      return { base, end: toNum(b.base + b.size, 'end'), flags, nid: this.nidOf(base) };
     });
     ranges.sort((x, y) => x.base - y.base);
-    this.reserved.addSortedBatch(ranges, flags);
+    this.reserved.addSortedBatch(ranges);
   }
 
   /**
    * reserveBatch for page blocks given as pfn and order (no bigint on the hot path). Touching
    * blocks in ascending order are coalesced first, as memblock would merge them anyway.
    */
-  reservePageBlocks(blocks: Iterable<readonly [pfn: number, order: number]>, flags = MEMBLOCK_NONE): void {
+  reservePageBlocks(pfns: ArrayLike<number>, orders: ArrayLike<number>, count: number, flags = MEMBLOCK_NONE): void {
     const ps = PAGE_SIZE; // a local: imported bindings are getters under some loaders
     const bases: number[] = [];
     const ends: number[] = [];
     let sorted = true;
-    for (const [pfn, order] of blocks) {
+    for (let i = 0; i < count; i++) {
+      const pfn = pfns[i]!;
+      const order = orders[i]!;
       const base = pfn * ps;
       const end = base + ps * 2 ** order;
       if (end > MAX_ADDR) throw new LuoError('EINVAL', `memblock: block at pfn ${pfn} order ${order} out of range`);
@@ -313,9 +315,9 @@ export class Memblock {
         ends.push(end);
       }
     }
-    const ranges = bases.map((base, i) => ({ base, end: ends[i]!, nid: this.nidOf(base) }));
+    const ranges: Region[] = bases.map((base, i) => ({ base, end: ends[i]!, flags, nid: this.nidOf(base) }));
     if (!sorted) ranges.sort((x, y) => x.base - y.base);
-    this.reserved.addSortedBatch(ranges, flags);
+    this.reserved.addSortedBatch(ranges);
   }
 
   reserve(base: bigint, size: bigint, flags = MEMBLOCK_NONE): void {

@@ -237,7 +237,7 @@ test('reservePageBlocks equals reserving each block, sorted or not, touching or 
     const b = new Memblock();
     for (const mb of [a, b]) { mb.addMemory(0n, 1n << 30n); mb.reserve(0x20000n, 0x3000n); }
     for (const [pfn, o] of list) a.reserve(BigInt(pfn) * 4096n, 4096n << BigInt(o), MEMBLOCK_RSRV_NOINIT);
-    b.reservePageBlocks(list, MEMBLOCK_RSRV_NOINIT);
+    b.reservePageBlocks(list.map((x) => x[0]), list.map((x) => x[1]), list.length, MEMBLOCK_RSRV_NOINIT);
     const norm = (mb: InstanceType<typeof Memblock>) => JSON.stringify(mb.reservedRegions().map((r) => [String(r.base), String(r.size), r.flags]));
     if (norm(a) !== norm(b)) throw new Error(`${norm(a)} != ${norm(b)}`);
   }), { numRuns: 300 });
