@@ -154,16 +154,13 @@ class RegionList {
       prevEnd = Math.max(prevEnd, r.end);
     }
     if (fresh.length) {
-      const out: Region[] = [];
+      // Merge both sorted lists, joining touching regions as memblock_merge_regions does.
+      const old = this.regions;
+      const merged: Region[] = [];
       let a = 0;
       let b = 0;
-      while (a < this.regions.length || b < fresh.length) {
-        if (b >= fresh.length || (a < this.regions.length && this.regions[a]!.base < fresh[b]!.base)) out.push(this.regions[a++]!);
-        else out.push(fresh[b++]!);
-      }
-      // One merging pass over the whole list (memblock_merge_regions).
-      const merged: Region[] = [];
-      for (const r of out) {
+      while (a < old.length || b < fresh.length) {
+        const r = b >= fresh.length || (a < old.length && old[a]!.base < fresh[b]!.base) ? old[a++]! : fresh[b++]!;
         const last = merged[merged.length - 1];
         if (last && last.end === r.base && last.flags === r.flags && last.nid === r.nid) last.end = r.end;
         else merged.push(r);
@@ -315,7 +312,9 @@ export class Memblock {
         ends.push(end);
       }
     }
-    const ranges: Region[] = bases.map((base, i) => ({ base, end: ends[i]!, flags, nid: this.nidOf(base) }));
+    // With every memory region on node 0 (the common case) nidOf is 0 for any address: skip it.
+    const node0 = this.memory.regions.every((r) => r.nid === 0);
+    const ranges: Region[] = bases.map((base, i) => ({ base, end: ends[i]!, flags, nid: node0 ? 0 : this.nidOf(base) }));
     if (!sorted) ranges.sort((x, y) => x.base - y.base);
     this.reserved.addSortedBatch(ranges);
   }
