@@ -1,13 +1,13 @@
 /**
  * Load: 64 client processes doing create/preserve/close loops against one daemon for a bounded
- * time (LUO_LOAD_SECONDS, default 3; 30 for the full run), then a kexec into a new daemon
+ * time (LUO_LOAD_SECONDS, default 30), then a kexec into a new daemon
  * process. Only the expected errnos (EBUSY for the exclusive device, EEXIST for a repeated token,
  * EINVAL for FINISH on an outgoing session), no leaked sessions or pages, and the preserved
  * blocks the old kernel handed over are exactly the blocks the new kernel reserves.
  *
- * Clients are spread over LUO_LOAD_PROCS host processes (default 8; 64 gives one host process per
- * client): each client has its own pid in HELLO, so the daemon sees 64 processes either way,
- * while the default run stays within a 2-CPU test machine's budget.
+ * Clients are spread over LUO_LOAD_PROCS host processes (default 64, one host process per
+ * client; fewer for a quick run): each client has its own pid in HELLO, so the daemon sees 64
+ * processes either way.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,8 +17,8 @@ import { LuoClient } from '../../src/client/index.ts';
 import { contentOf, pagesOf } from './load-data.ts';
 import { cleanup, ROOT, startDaemon, tempDir } from './helpers.ts';
 
-const SECONDS = Number(process.env['LUO_LOAD_SECONDS'] ?? 3);
-const PROCS = Number(process.env['LUO_LOAD_PROCS'] ?? 8);
+const SECONDS = Number(process.env['LUO_LOAD_SECONDS'] ?? 30);
+const PROCS = Number(process.env['LUO_LOAD_PROCS'] ?? 64);
 const CLIENTS = 64;
 
 interface Report {
