@@ -9,7 +9,6 @@
  */
 import { Machine } from '../kernel/machine.ts';
 import type { Kernel } from '../kernel/kernel.ts';
-import type { MemfdContext, ShmemHuge } from '../handlers/memfd-file.ts';
 import { SEEK_CUR } from '../handlers/memfd-file.ts';
 import { toDts } from '../fdt/dts.ts';
 import { LiveUpdateAgent, type FileView, type Phase, type UpdateOptions, type UpdateReport } from '../agent/index.ts';
@@ -76,17 +75,6 @@ function fmtBytes(n: number): string {
 }
 
 /**
- * `echo VALUE > /sys/kernel/mm/transparent_hugepage/shmem_enabled` on a running kernel: the
- * simulated kernel has no sysfs; its memfd context, read by memfd_create(2) for each new memfd, is
- * the knob. Returns the previous context, to put back.
- */
-function setShmemEnabled(k: Kernel, ctx: MemfdContext | ShmemHuge): MemfdContext {
-  const prev = k.memfd;
-  (k as { memfd: MemfdContext }).memfd = typeof ctx === 'string' ? { ...prev, shmemHuge: ctx } : ctx;
-  return prev;
-}
-
-/**
  * The checksum the agent records before the kexec and compares after it (its FileView reads
  * through the agent's fds): every written guest page of the RAM memfd, every byte of device state.
  */
@@ -106,7 +94,7 @@ function vmChecksum(vm: VmSpec): (f: FileView) => string {
  */
 function startVms(agent: LiveUpdateAgent, problems: string[]): boolean {
   for (const vm of VMS) {
-    const prev = setShmemEnabled(agent.kernel, 'always');
+    const prev = agent.kernel.setShmemEnabled('always');
     let ram: number;
     try {
       ram = agent.createMemfd(`${vm.name}-ram`, { size: vm.ramBytes, writes: vm.touched.map((idx) => ({ at: idx * PAGE, data: pageData(vm.name, idx) })) });
@@ -114,7 +102,7 @@ function startVms(agent: LiveUpdateAgent, problems: string[]): boolean {
       problems.push(`${vm.name}: guest RAM: ${e instanceof Error ? e.message : String(e)}`);
       return false;
     } finally {
-      setShmemEnabled(agent.kernel, prev);
+      agent.kernel.setShmemEnabled(prev);
     }
     let state: number;
     try {

@@ -14,7 +14,7 @@ import { Memblock, MEMBLOCK_RSRV_KERN, MEMBLOCK_RSRV_NOINIT } from '../machine/m
 import { PageAllocator } from '../machine/page-alloc.ts';
 import { DEFAULT_SCRATCH_CONFIG, parseKhoScratch, reserveScratch, type ScratchConfig } from '../machine/scratch.ts';
 import { Luo, type RestoreFailPolicy } from '../luo/core.ts';
-import { memfdContextOf, memfdHandlerOf, type MemfdContext } from '../handlers/index.ts';
+import { memfdContextOf, memfdHandlerOf, type MemfdContext, type ShmemHuge } from '../handlers/index.ts';
 import { boolParam, parseCmdline, type Cmdline } from './cmdline.ts';
 import { KernelLog, type LogLevel } from './log.ts';
 import type { Machine } from './machine.ts';
@@ -88,8 +88,8 @@ export class Kernel {
   readonly kho: Kho | undefined;
   /** The Live Update Orchestrator (absent when `liveupdate` is off). */
   readonly luo: Luo | undefined;
-  /** What memfd_create needs in this kernel (its memory and page allocator). */
-  readonly memfd: MemfdContext;
+  /** What memfd_create needs in this kernel (its memory and page allocator, the shmem THP mode). */
+  memfd: MemfdContext;
   readonly scratch: readonly ScratchArea[];
   /** The previous kernel's hand-over was found and its memory reserved. */
   readonly handover: boolean;
@@ -194,6 +194,16 @@ export class Kernel {
 
   print(level: LogLevel | 'err' | 'warn' | 'info', msg: string): void {
     this.log.print(level, msg);
+  }
+
+  /**
+   * `echo MODE > /sys/kernel/mm/transparent_hugepage/shmem_enabled`: whether new memfd pages come
+   * as 2 MiB folios. Returns the previous mode.
+   */
+  setShmemEnabled(mode: ShmemHuge): ShmemHuge {
+    const prev = this.memfd.shmemHuge ?? 'never';
+    this.memfd = { ...this.memfd, shmemHuge: mode };
+    return prev;
   }
 
   onReboot(hook: RebootHook): void {
