@@ -5,29 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { LuoClient } from '../../src/client/index.ts';
 import { normalizeDebugfsPath } from '../../src/cli/debugfs.ts';
-import { cleanup, LUO_BIN, startDaemon, tempDir } from '../daemon/helpers.ts';
-
-function luo(args: string[], timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LUO_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`luo ${args.join(' ')} did not finish within ${timeoutMs} ms`));
-    }, timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+import { cleanup, runLuo as luo, startDaemon, tempDir } from '../daemon/helpers.ts';
 
 test('normalizeDebugfsPath accepts the kernel path, kho/ and slashes', () => {
   assert.equal(normalizeDebugfsPath('/sys/kernel/debug/kho/out/fdt'), 'out/fdt');

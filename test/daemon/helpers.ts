@@ -13,6 +13,32 @@ export function tempDir(tag: string): string {
   return mkdtempSync(join(tmpdir(), `luo-${tag}-`));
 }
 
+/** What a `luo ...` command run gave back. */
+export interface LuoRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `luo ...` with a time limit (a hung command fails the test instead of hanging it). */
+export function runLuo(args: string[], timeoutMs = 30_000): Promise<LuoRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [LUO_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`luo ${args.join(' ')} did not finish within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Waits until `cond` holds (polling), or throws after `ms`. */
