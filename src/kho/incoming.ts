@@ -8,7 +8,7 @@ import { LuoError } from '../errno.ts';
 import { KhoScratch, type KhoProfile, PAGE_SIZE } from '../abi/kho.ts';
 import { walkIncomingChunks } from './bitmap-v1.ts';
 import type { KhoLog, ScratchArea } from './kho.ts';
-import type { KhoMemory } from './memory.ts';
+import { type KhoMemory, readPhysBytes } from './memory.ts';
 import { walkIncomingTree } from './radix.ts';
 import { type IncomingRoot, readIncomingRoot } from './root-fdt.ts';
 import { PageStamps } from './stamps.ts';
@@ -41,7 +41,7 @@ export function khoPopulate(mem: KhoMemory, ramPages: number, boot: KhoBootData,
     if (boot.scratchSize % BigInt(KhoScratch.size) !== 0n || n === 0n || n > BigInt(MAX_SCRATCH_AREAS)) {
       throw new LuoError('EINVAL', `scratch array size ${boot.scratchSize} is not 1..${MAX_SCRATCH_AREAS} entries of ${KhoScratch.size} bytes`);
     }
-    const bytes = readPhys(mem, ramPages, boot.scratchAddr, Number(boot.scratchSize));
+    const bytes = readPhysBytes(mem, boot.scratchAddr, Number(boot.scratchSize), (at) => pfnIn(at, ramPages, 'scratch array'));
     const scratch: ScratchArea[] = [];
     for (let i = 0; i < Number(n); i++) {
       const s = KhoScratch.decode(bytes, i * KhoScratch.size);
@@ -189,16 +189,3 @@ function pfnIn(pa: bigint, ramPages: number, what: string): number {
   return Number(pa >> 12n);
 }
 
-function readPhys(mem: KhoMemory, ramPages: number, pa: bigint, len: number): Uint8Array {
-  const out = new Uint8Array(len);
-  let done = 0;
-  while (done < len) {
-    const at = pa + BigInt(done);
-    const pfn = pfnIn(at, ramPages, 'scratch array');
-    const off = Number(at % BigInt(PAGE_SIZE));
-    const n = Math.min(PAGE_SIZE - off, len - done);
-    out.set(mem.page(pfn).subarray(off, off + n), done);
-    done += n;
-  }
-  return out;
-}

@@ -15,7 +15,7 @@ import {
   PAGE_SIZE,
 } from '../abi/kho.ts';
 import { BitmapTracker } from './bitmap-v1.ts';
-import type { KhoAllocator, KhoMemory } from './memory.ts';
+import { type KhoAllocator, type KhoMemory, readPhysBytes } from './memory.ts';
 import { RadixTracker } from './radix.ts';
 import { PageStamps } from './stamps.ts';
 import {
@@ -496,13 +496,13 @@ export class Kho {
     if (v1) files.set('out/finalize', enc.encode(this.finalizedFlag ? '1\n' : '0\n'));
     files.set('out/scratch_phys', enc.encode(this.opts.scratch.map((s) => `0x${s.addr.toString(16)}\n`).join('')));
     files.set('out/scratch_len', enc.encode(this.opts.scratch.map((s) => `0x${s.size.toString(16)}\n`).join('')));
-    for (const [name, s] of this.subtrees) files.set(`out/sub_fdts/${name}`, this.readBytes(s.pa, s.size));
+    for (const [name, s] of this.subtrees) files.set(`out/sub_fdts/${name}`, readPhysBytes(this.mem, s.pa, s.size));
     if (this.incoming) {
       files.set('in/fdt', this.incoming.root.blob.slice());
       for (const name of this.incoming.root.subtreeNames) {
         try {
           const s = subtreeOf(this.incoming.root, name, this.profile);
-          files.set(`in/sub_fdts/${name}`, this.readBytes(s.pa, s.size));
+          files.set(`in/sub_fdts/${name}`, readPhysBytes(this.mem, s.pa, s.size));
         } catch {
           // a broken subnode has no file, as in the kernel
         }
@@ -510,27 +510,4 @@ export class Kho {
     }
     return files;
   }
-
-  private readBytes(pa: bigint, size: number): Uint8Array {
-    const out = new Uint8Array(size);
-    let done = 0;
-    while (done < size) {
-      const at = pa + BigInt(done);
-      const off = Number(at % BigInt(PAGE_SIZE));
-      const n = Math.min(PAGE_SIZE - off, size - done);
-      out.set(this.mem.page(paToPfn(at)).subarray(off, off + n), done);
-      done += n;
-    }
-    return out;
-  }
 }
-
-// ---------------------------------------------------------------- boot-time discovery
-
-export interface KhoBootData {
-  readonly fdtAddr: bigint;
-  readonly fdtSize: bigint;
-  readonly scratchAddr: bigint;
-  readonly scratchSize: bigint;
-}
-

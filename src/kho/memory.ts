@@ -18,3 +18,20 @@ export interface KhoAllocator {
   adoptPages?(pfn: number, n: number): void;
   freePages?(pfn: number, n: number): void;
 }
+
+/**
+ * Copies `len` bytes at physical address `pa` out of page views, crossing page boundaries.
+ * `pfnOf` maps each page's address to its pfn (and may refuse it, e.g. outside RAM).
+ */
+export function readPhysBytes(mem: KhoMemory, pa: bigint, len: number, pfnOf: (at: bigint) => number = (at) => Number(at >> 12n)): Uint8Array {
+  const out = new Uint8Array(len);
+  let done = 0;
+  while (done < len) {
+    const at = pa + BigInt(done);
+    const off = Number(at & 0xfffn);
+    const n = Math.min(4096 - off, len - done);
+    out.set(mem.page(pfnOf(at)).subarray(off, off + n), done);
+    done += n;
+  }
+  return out;
+}

@@ -4,8 +4,6 @@
  * kind of open file into a u64 of serialized data at preserve/freeze time and back into a new
  * open file in the next kernel. Callbacks that fail throw a LuoError carrying the errno.
  */
-import type { LuoError } from '../errno.ts';
-
 /**
  * An open file description (struct file): what fds point at. Several fds may share one, and so
  * share its position. `kind` says what is behind it; handlers recognise their own kinds.
@@ -49,6 +47,3 @@ export interface FileHandler {
   readonly compatible: string;
   readonly ops: FileHandlerOps;
 }
-
-/** Thrown by handlers: re-exported so handler modules need only this file. */
-export type HandlerError = LuoError;

@@ -5,7 +5,7 @@
  * file, sticky errors), finish in reverse order after every can_finish agreed.
  */
 import { LuoError } from '../errno.ts';
-import { LIVEUPDATE_HNDL_COMPAT_LENGTH, LuoFileSer } from '../abi/luo.ts';
+import { LuoFileSer } from '../abi/luo.ts';
 import type { KhoMemory } from '../kho/memory.ts';
 import { type BlockKho, BlockSet } from './blocks.ts';
 import { decodeFileEntry, encodeFileEntry } from './entry-codec.ts';
@@ -235,5 +235,3 @@ export class FileSet {
     this.blocks.destroy();
   }
 }
-
-export const HANDLER_COMPAT_MAX = LIVEUPDATE_HNDL_COMPAT_LENGTH - 1;
