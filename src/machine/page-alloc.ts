@@ -244,6 +244,14 @@ export class PageAllocator {
     return this.managed.contains(pfn);
   }
 
+  /** Every live allocation as [startPfn, endPfn): folios, then contiguous runs (for views). */
+  allocatedRanges(): { ranges: Array<[number, number]>; folios: number } {
+    const ranges: Array<[number, number]> = [];
+    for (const [pfn, order] of this.folios) ranges.push([pfn, pfn + 2 ** order]);
+    for (const r of this.runs) ranges.push([r.pfn, r.pfn + r.n]);
+    return { ranges, folios: this.folios.size };
+  }
+
   /** Is the page managed and handed out (part of a live folio or run)? */
   isAllocated(pfn: number): boolean {
     return this.managed.contains(pfn) && !this.poolOf(pfn).isFree(pfn);

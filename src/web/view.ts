@@ -224,20 +224,9 @@ export function coarsen(segs: Segment[], pages: number, max: number): { segments
   return { segments: out, coarsened: true };
 }
 
-interface AllocPeek {
-  folios?: Map<number, number>;
-  runs?: Array<{ pfn: number; n: number }>;
-}
-
 /** Allocated page ranges of the page allocator (its live folios and contiguous runs). */
 function allocatedRanges(k: Kernel): { ranges: Range[]; folios: number | null } {
-  // Read-only peek at the allocator's bookkeeping (folios: head pfn -> order; runs: {pfn, n}).
-  const a = k.alloc as unknown as AllocPeek;
-  const ranges: Range[] = [];
-  if (!(a.folios instanceof Map) || !Array.isArray(a.runs)) return { ranges, folios: null };
-  for (const [pfn, order] of a.folios) ranges.push([pfn, pfn + 2 ** order]);
-  for (const r of a.runs) ranges.push([r.pfn, r.pfn + r.n]);
-  return { ranges, folios: a.folios.size };
+  return k.alloc.allocatedRanges();
 }
 
 const toPfnRange = (base: bigint, size: bigint): Range => {
