@@ -466,6 +466,62 @@ static void freeze_pos_2(int dev)
 	finish_and_close(s, "freeze_pos_session");
 }
 
+/*
+ * Where a real 7.3.4 answered differently from luo under random testing (issue 10): the holes of a
+ * preserved memfd are allocated (st_blocks), a PRESERVE_FD whose reply faults still preserves and
+ * hands over, FINISH with reserved != 0 is EINVAL and finishes nothing, and a retrieved file is
+ * LUO's until FINISH (PRESERVE_FD of it: EBUSY).
+ */
+static void errno_1(int dev)
+{
+	int s = lu_create_session(dev, "errno_session"), a = memfd_create("sparse", 0), b = memfd_create("faulted", MFD_ALLOW_SEALING);
+	struct liveupdate_session_preserve_fd *arg;
+
+	MUST(s >= 0 && a >= 0 && b >= 0, "setup");
+	MUST(ftruncate(a, 10 * LU_PAGE + 100) == 0 && pwrite(a, "three", 5, 3 * LU_PAGE) == 5, "sparse memfd");
+	MUST(lu_preserve_fd(s, a, 1) == 0, "preserve sparse");
+	MUST(ftruncate(b, LU_PAGE) == 0 && pwrite(b, "before", 6, 0) == 6, "memfd b");
+	arg = mmap(NULL, LU_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	MUST(arg != MAP_FAILED, "mmap");
+	arg->size = sizeof(*arg), arg->fd = b, arg->token = 2;
+	MUST(mprotect(arg, LU_PAGE, PROT_READ) == 0, "mprotect");
+	MUST(ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, arg) < 0 && errno == EFAULT, "PRESERVE_FD with a read-only struct: EFAULT");
+	MUST(pwrite(b, "grow", 4, LU_PAGE) < 0 && errno == EPERM, "b is frozen after the faulted reply");
+	MUST(pwrite(b, "after!", 6, 0) == 6, "a write inside b");
+	close(a);
+	close(b);
+}
+
+static void errno_2(int dev)
+{
+	struct liveupdate_session_finish f = { .size = sizeof(f), .reserved = 1 };
+	int s = lu_retrieve_session(dev, "errno_session"), out, a, b;
+	struct stat st;
+	char buf[8] = "";
+
+	MUST(s >= 0, "retrieve: %d", s);
+	MUST(ioctl(s, LIVEUPDATE_SESSION_FINISH, &f) < 0 && errno == EINVAL, "FINISH with reserved 1: EINVAL");
+	a = lu_retrieve_fd(s, 1);
+	MUST(a >= 0, "the failed FINISH finished nothing: retrieve 1: %d", a);
+	MUST(fstat(a, &st) == 0 && st.st_size == 10 * LU_PAGE + 100, "size %ld", (long)st.st_size);
+	MUST(st.st_blocks == 11 * 8, "a retrieved memfd has every page: %ld blocks, want 88", (long)st.st_blocks);
+	MUST(pread(a, buf, 5, 3 * LU_PAGE) == 5 && !memcmp(buf, "three", 5), "sparse contents");
+	b = lu_retrieve_fd(s, 2);
+	MUST(b >= 0, "the memfd preserved with a faulted reply was handed over: %d", b);
+	MUST(pread(b, buf, 6, 0) == 6 && !memcmp(buf, "after!", 6), "b holds the write made after PRESERVE_FD");
+	MUST(fstat(b, &st) == 0 && st.st_size == LU_PAGE, "b's size %ld", (long)st.st_size);
+	out = lu_create_session(dev, "errno_out");
+	MUST(out >= 0, "create errno_out: %d", out);
+	MUST(lu_preserve_fd(out, a, 1) == -EBUSY, "PRESERVE_FD of a retrieved file before FINISH: EBUSY");
+	MUST(lu_finish(s) == 0, "FINISH");
+	MUST(lu_preserve_fd(out, a, 1) == 0, "after FINISH the retrieved file is ours to preserve");
+	MUST(fstat(a, &st) == 0 && st.st_size == 10 * LU_PAGE + 100, "size after re-preserve %ld", (long)st.st_size);
+	close(out);
+	close(a);
+	close(b);
+	close(s);
+}
+
 static const struct scenario scenarios[] = {
 	{ "simple", "kexec_simple_state", 999, "--- SIMPLE KEXEC TEST PASSED ---", simple_1, simple_2 },
 	{ "multi", "kexec_multi_state", 998, "--- MULTI-SESSION KEXEC TEST PASSED ---", multi_1, multi_2 },
@@ -474,6 +530,7 @@ static const struct scenario scenarios[] = {
 	{ "memfd", "luo-state", 1, "--- MEMFD KEXEC TEST PASSED ---", memfd_1, memfd_2 },
 	{ "rules", "kexec_rules_state", 77, "--- SESSION RULES KEXEC TEST PASSED ---", rules_1, rules_2 },
 	{ "freeze_pos", "kexec_freeze_pos_state", 78, "--- FREEZE POSITION KEXEC TEST PASSED ---", freeze_pos_1, freeze_pos_2 },
+	{ "errno", "kexec_errno_state", 79, "--- ERRNO KEXEC TEST PASSED ---", errno_1, errno_2 },
 };
 
 int main(int argc, char **argv)
@@ -526,6 +583,6 @@ int main(int argc, char **argv)
 	printf("%s\n", sc->banner);
 	return 0;
 usage:
-	fprintf(stderr, "usage: lu_kexec simple|multi|stress_sessions|stress_files|memfd|rules|freeze_pos [-s|--stage 1|2]\n");
+	fprintf(stderr, "usage: lu_kexec simple|multi|stress_sessions|stress_files|memfd|rules|freeze_pos|errno [-s|--stage 1|2]\n");
 	return 2;
 }

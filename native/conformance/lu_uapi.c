@@ -8,6 +8,8 @@
 #include "lutest.h"
 #include <sys/socket.h>
 #include <sys/vfs.h>
+#include <sys/uio.h>
+#include <linux/fs.h>
 
 struct big_create {
 	struct liveupdate_ioctl_create_session a;
@@ -588,6 +590,157 @@ static void preserved_memfd_outlives_fd(void)
 	CHECK_ERR(lu_preserve_fd(s, o, 2), 0);
 }
 
+/* ---- what a real 7.3.4 answered differently from luo under random testing (issue 10) */
+
+/* The VFS answers some commands before LUO sees them (fs/ioctl.c do_vfs_ioctl). */
+static void generic_vfs_ioctls(void)
+{
+	int s = lu_create_session(lu_dev, "vfs-ioctls"), v, fds[2];
+	long long q;
+
+	REQUIRE(s >= 0, "create");
+	fds[0] = lu_dev, fds[1] = s;
+	for (int i = 0; i < 2; i++) {
+		int fd = fds[i];
+		q = -7;
+		CHECK(ioctl(fd, FIOQSIZE, &q) < 0 && errno == ENOTTY && q == -7, "FIOQSIZE on %s", i ? "a session" : "the device");
+		v = -7;
+		CHECK(ioctl(fd, FIGETBSZ, &v) == 0 && v == 4096, "FIGETBSZ on %s: %d", i ? "a session" : "the device", v);
+		CHECK(ioctl(fd, FIGETBSZ, NULL) < 0 && errno == EFAULT, "FIGETBSZ to NULL");
+		v = 1;
+		CHECK(ioctl(fd, FIOASYNC, &v) < 0 && errno == ENOTTY, "FIOASYNC on (no fasync operation)");
+		v = 0;
+		CHECK(ioctl(fd, FIOASYNC, &v) == 0, "FIOASYNC off (no change)");
+		CHECK(ioctl(fd, FIOASYNC, NULL) < 0 && errno == EFAULT, "FIOASYNC from NULL");
+		v = 0;
+		CHECK(ioctl(fd, FIONREAD, &v) < 0 && errno == EINVAL, "FIONREAD reaches LUO (nr 0x1b: EINVAL)");
+		CHECK(ioctl(fd, FIOCLEX) == 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC), "FIOCLEX");
+		CHECK(ioctl(fd, FIONCLEX) == 0 && !(fcntl(fd, F_GETFD) & FD_CLOEXEC), "FIONCLEX");
+	}
+	/* the device still works afterwards */
+	CHECK(lu_create_session(lu_dev, "vfs-ioctls-2") >= 0, "create after the generic ioctls");
+}
+
+/* memfd_luo_preserve pins (and so allocates) every page up to the size: st_blocks is the whole size. */
+static void preserved_memfd_blocks(void)
+{
+	int s = lu_create_session(lu_dev, "blocks"), m = memfd_create("holes", MFD_ALLOW_SEALING), e = memfd_create("empty", 0);
+	struct stat st;
+
+	REQUIRE(s >= 0 && m >= 0 && e >= 0, "setup");
+	REQUIRE(ftruncate(m, 10 * LU_PAGE + 100) == 0 && pwrite(m, "x", 1, 3 * LU_PAGE) == 1, "sparse memfd");
+	REQUIRE(fstat(m, &st) == 0 && st.st_blocks == 8, "one page allocated before: %ld blocks", (long)st.st_blocks);
+	CHECK_ERR(lu_preserve_fd(s, m, 1), 0);
+	CHECK(fstat(m, &st) == 0 && st.st_blocks == 11 * 8, "after PRESERVE_FD: %ld blocks, want 88", (long)st.st_blocks);
+	CHECK_ERR(lu_preserve_fd(s, e, 2), 0);
+	CHECK(fstat(e, &st) == 0 && st.st_blocks == 0, "an empty memfd: %ld blocks", (long)st.st_blocks);
+	close(s);
+	CHECK(fstat(m, &st) == 0 && st.st_blocks == 11 * 8, "after unpreserve the pages stay: %ld blocks", (long)st.st_blocks);
+}
+
+/* A new F_SEAL_WRITE (or F_SEAL_EXEC implying it) on a preserved memfd's pinned pages: EBUSY. */
+static void preserved_memfd_write_seal_busy(void)
+{
+	int s = lu_create_session(lu_dev, "seal-busy");
+	int a = memfd_create("a", MFD_ALLOW_SEALING), b = memfd_create("b", MFD_ALLOW_SEALING);
+	int z = memfd_create("z", MFD_ALLOW_SEALING), n = memfd_create("n", MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
+
+	REQUIRE(s >= 0 && a >= 0 && b >= 0 && z >= 0, "setup");
+	REQUIRE(ftruncate(a, LU_PAGE) == 0 && ftruncate(b, LU_PAGE) == 0, "sizes");
+	CHECK_ERR(lu_preserve_fd(s, a, 1), 0);
+	CHECK_ERR(lu_preserve_fd(s, b, 2), 0);
+	CHECK_ERR(lu_preserve_fd(s, z, 3), 0);
+	CHECK(fcntl(a, F_ADD_SEALS, F_SEAL_WRITE) < 0 && errno == EBUSY, "F_SEAL_WRITE on pinned pages");
+	CHECK(fcntl(b, F_ADD_SEALS, F_SEAL_EXEC) < 0 && errno == EBUSY, "F_SEAL_EXEC on an exec-mode memfd implies F_SEAL_WRITE");
+	CHECK(fcntl(a, F_ADD_SEALS, 0x4000) < 0 && errno == EINVAL, "unknown bits come first");
+	CHECK(fcntl(a, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) == 0, "F_SEAL_FUTURE_WRITE needs no pin check");
+	CHECK(fcntl(z, F_ADD_SEALS, F_SEAL_WRITE) == 0, "an empty memfd has no pinned pages");
+	if (n >= 0) {
+		REQUIRE(ftruncate(n, LU_PAGE) == 0, "size");
+		CHECK_ERR(lu_preserve_fd(s, n, 4), 0);
+		CHECK(fcntl(n, F_ADD_SEALS, F_SEAL_EXEC) == 0, "F_SEAL_EXEC without exec bits implies nothing");
+	}
+	close(s);
+	CHECK(fcntl(a, F_ADD_SEALS, F_SEAL_WRITE) == 0, "after unpreserve: unpinned");
+}
+
+/* A zero-length write never reaches shmem_write_begin: 0 at or past the frozen size. */
+static void preserved_memfd_zero_length_write(void)
+{
+	for (int sealable = 0; sealable < 2; sealable++) {
+		int s = lu_create_session(lu_dev, "zero-write"), m = memfd_create("z", sealable ? MFD_ALLOW_SEALING : 0);
+		char c = 0;
+		struct iovec iov = { &c, 0 };
+
+		REQUIRE(s >= 0 && m >= 0 && ftruncate(m, LU_PAGE) == 0, "setup");
+		CHECK_ERR(lu_preserve_fd(s, m, 1), 0);
+		CHECK(pwrite(m, &c, 0, LU_PAGE) == 0, "pwrite of 0 bytes at the size");
+		CHECK(pwrite(m, &c, 0, 10 * LU_PAGE) == 0, "pwrite of 0 bytes past the size");
+		CHECK(lseek(m, 5 * LU_PAGE, SEEK_SET) == 5 * LU_PAGE && write(m, &c, 0) == 0, "write of 0 bytes past the size");
+		CHECK(writev(m, &iov, 1) == 0, "writev of 0 bytes");
+		CHECK(pwrite(m, &c, 1, 10 * LU_PAGE) < 0 && errno == EPERM, "one byte past the size");
+		close(s);
+		close(m);
+	}
+}
+
+/* PRESERVE_FD whose reply cannot be copied back: EFAULT, but the file is preserved and frozen. */
+static void preserve_fd_reply_fault_keeps_it(void)
+{
+	for (int sealable = 0; sealable < 2; sealable++) {
+		int s = lu_create_session(lu_dev, "reply-fault"), m = memfd_create("m", sealable ? MFD_ALLOW_SEALING : 0);
+		struct liveupdate_session_preserve_fd *a;
+
+		REQUIRE(s >= 0 && m >= 0 && ftruncate(m, LU_PAGE) == 0, "setup");
+		a = mmap(NULL, LU_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		REQUIRE(a != MAP_FAILED, "mmap");
+		a->size = sizeof(*a), a->fd = m, a->token = 7;
+		REQUIRE(mprotect(a, LU_PAGE, PROT_READ) == 0, "mprotect");
+		CHECK(ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, a) < 0 && errno == EFAULT, "EFAULT from the copy-back");
+		CHECK(pwrite(m, "x", 1, LU_PAGE) < 0 && errno == EPERM, "frozen: a growing write is EPERM");
+		CHECK(fallocate(m, 0, 0, LU_PAGE) < 0 && errno == EPERM, "frozen: fallocate is EPERM");
+		CHECK_ERR(lu_preserve_fd(s, m, 8), EBUSY);
+		CHECK_ERR(lu_preserve_fd(s, memfd_create("other", 0), 7), EEXIST);
+		munmap(a, LU_PAGE);
+		close(s);
+		close(m);
+	}
+}
+
+/* Structs larger than 64 KiB: copy_struct_from_user checks their tail, however long. */
+static void huge_zero_tailed_struct(void)
+{
+	const size_t big = (64 << 10) + 8, map = 80 << 10;
+	/* one page more, then unmapped again: a hole right after the buffer */
+	uint8_t *p = mmap(NULL, map + LU_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct liveupdate_ioctl_create_session *a = (void *)p;
+	struct liveupdate_session_get_name *g = (void *)p;
+	int s;
+
+	REQUIRE(p != MAP_FAILED && munmap(p + map, LU_PAGE) == 0, "mmap");
+	a->size = big;
+	strcpy((char *)a->name, "huge-struct");
+	s = ioctl(lu_dev, LIVEUPDATE_IOCTL_CREATE_SESSION, a) == 0 ? a->fd : -1;
+	CHECK(s >= 0, "CREATE_SESSION with a %zu-byte zero-tailed struct", big);
+	CHECK(a->size == big, "size echoed: %u", a->size);
+	memset(p, 0, map);
+	a->size = big;
+	strcpy((char *)a->name, "huge-struct-2");
+	p[big - 1] = 1;
+	CHECK(ioctl(lu_dev, LIVEUPDATE_IOCTL_CREATE_SESSION, a) < 0 && errno == E2BIG, "a nonzero byte at the very end: E2BIG");
+	p[big - 1] = 0;
+	a->size = map + 4096;
+	CHECK(ioctl(lu_dev, LIVEUPDATE_IOCTL_CREATE_SESSION, a) < 0 && errno == EFAULT, "a zero tail running into unmapped memory: EFAULT");
+	p[map - 1] = 5;
+	CHECK(ioctl(lu_dev, LIVEUPDATE_IOCTL_CREATE_SESSION, a) < 0 && errno == E2BIG, "a nonzero byte before the fault: E2BIG");
+	if (s >= 0) {
+		memset(p, 0, map);
+		g->size = big;
+		CHECK(ioctl(s, LIVEUPDATE_SESSION_GET_NAME, g) == 0 && !strcmp((char *)g->name, "huge-struct"), "GET_NAME with a huge struct");
+	}
+	munmap(p, map);
+}
+
 static const struct lu_case cases[] = {
 	LU_CASE(retrieve_session_nonexistent),
 	LU_CASE(name_compared_up_to_nul),
@@ -620,6 +773,12 @@ static const struct lu_case cases[] = {
 	LU_CASE(preserved_memfd_ops_sealable),
 	LU_CASE(preserved_memfd_seals_unchanged),
 	LU_CASE(preserved_memfd_outlives_fd),
+	LU_CASE(generic_vfs_ioctls),
+	LU_CASE(preserved_memfd_blocks),
+	LU_CASE(preserved_memfd_write_seal_busy),
+	LU_CASE(preserved_memfd_zero_length_write),
+	LU_CASE(preserve_fd_reply_fault_keeps_it),
+	LU_CASE(huge_zero_tailed_struct),
 };
 
 int main(int argc, char **argv)

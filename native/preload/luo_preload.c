@@ -52,6 +52,20 @@
 #define F_SEAL_SEAL 0x0001
 #define F_SEAL_SHRINK 0x0002
 #define F_SEAL_GROW 0x0004
+#define F_SEAL_WRITE 0x0008
+#endif
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+#ifndef F_SEAL_EXEC
+#define F_SEAL_EXEC 0x0020
+#endif
+#define ALL_SEALS_ (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_EXEC)
+#ifndef FIOQSIZE
+#define FIOQSIZE 0x5460
+#endif
+#ifndef FIGETBSZ
+#define FIGETBSZ 2
 #endif
 #ifndef MFD_ALLOW_SEALING
 #define MFD_ALLOW_SEALING 0x0002U
@@ -74,7 +88,10 @@ enum {
 #define MAX_READ (8u << 20)
 #define IOCTL_ARG_FAULT 1u
 #define IOCTL_NO_FD 2u          /* the new fd could not be reserved (protocol 5.6) */
+#define IOCTL_TAIL_ZERO 4u      /* bytes [arg_len, size) are accessible zeros (protocol 4.3) */
+#define IOCTL_TAIL_NONZERO 8u   /* past arg_len a nonzero byte comes before any fault */
 #define FEATURE_IOCTL_NO_FD 1u  /* HELLO reply features: the daemon understands IOCTL_NO_FD */
+#define FEATURE_IOCTL_TAIL 2u   /* ... and IOCTL_TAIL_ZERO / IOCTL_TAIL_NONZERO */
 #define TMPFS_MAGIC_ 0x01021994
 #define REPLY_FILE 1u
 #define REPLY_AGAIN 2u
@@ -180,6 +197,7 @@ static size_t nconns, capconns;
 static struct preserved *pres;
 static size_t npres, cappres;
 static size_t nguards;      /* preserved entries with guard && active */
+static size_t nactive;      /* preserved entries still active */
 static size_t nmasked;      /* preserved entries with added seals */
 static struct retrieved *retr;
 static size_t nretr, capretr;
@@ -656,6 +674,39 @@ static size_t to_user(void *p, const void *buf, size_t n)
 	return w < 0 ? n : n - (size_t)w;
 }
 
+/*
+ * copy_struct_from_user's zero-tail check past the bytes we send (lib/usercopy.c check_zeroed_user):
+ * scans [from, to) of the user's struct in order. Returns IOCTL_TAIL_ZERO when all of it is
+ * readable and zero, IOCTL_TAIL_NONZERO when a nonzero byte comes before any fault, 0 when a fault
+ * comes first (the daemon then sees the fault where the bytes end).
+ */
+static uint32_t scan_tail(const uint8_t *arg, size_t from, size_t to, uint8_t *buf, size_t bufsz)
+{
+	while (from < to) {
+		size_t want = to - from < bufsz ? to - from : bufsz;
+		size_t got = readable(arg + from, buf, want);
+		if (got < want) {
+			/* the readable prefix of this chunk, byte range by halving */
+			size_t lo = 0, hi = want;
+			while (lo < hi) {
+				size_t mid = (lo + hi + 1) / 2;
+				if (readable(arg + from, buf, mid) == mid)
+					lo = mid;
+				else
+					hi = mid - 1;
+			}
+			got = readable(arg + from, buf, lo);
+		}
+		for (size_t i = 0; i < got; i++)
+			if (buf[i])
+				return IOCTL_TAIL_NONZERO;
+		if (got < want)
+			return 0;
+		from += got;
+	}
+	return IOCTL_TAIL_ZERO;
+}
+
 /* ---------------------------------------------------------------- hidden fds */
 
 /*
@@ -736,16 +787,26 @@ static void note_preserved(int fd, int hidden, ino_t session)
 		memset(p, 0, sizeof(*p));
 		p->dev = st.st_dev, p->ino = st.st_ino;
 		p->hidden = -1;
-	} else if (p->guard && p->active) {
-		nguards--;
+	} else if (p->active) {
+		nactive--;
+		if (p->guard)
+			nguards--;
 	}
 	if (p->hidden >= 0)
 		sys_close(p->hidden);
 	p->hidden = hidden;
 	p->session = session;
 	p->active = 1;
+	nactive++;
 	p->guard = 0;
 	p->frozen_size = st.st_size;
+	/*
+	 * memfd_luo_preserve pins every folio up to i_size, allocating the holes (mm/memfd_luo.c):
+	 * fstat's st_blocks then counts the whole size. Allocate them here too (raw syscall: our own
+	 * fallocate wrapper would refuse a frozen memfd).
+	 */
+	if (st.st_size > 0)
+		syscall(SYS_fallocate, fd, 0, (off_t)0, (off_t)st.st_size);
 	seals = sys_fcntl(fd, F_GET_SEALS, 0);
 	if (seals >= 0 && !(seals & F_SEAL_SEAL)) {
 		unsigned add = (F_SEAL_GROW | F_SEAL_SHRINK) & ~(unsigned)seals;
@@ -769,6 +830,7 @@ static void session_released(ino_t session)
 		if (p->session != session || !p->active)
 			continue;
 		p->active = 0;
+		nactive--;
 		if (p->guard)
 			nguards--;
 		if (p->hidden >= 0)
@@ -896,6 +958,17 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 		}
 	}
 	q.arg_len = (uint32_t)have;
+	/* a struct larger than we send: the kernel checks that its tail is zero (E2BIG, EFAULT) */
+	if (have == MAX_ARG && size > MAX_ARG && (daemon_features & FEATURE_IOCTL_TAIL)) {
+		uint8_t *scratch = malloc(MAX_ARG);
+		if (!scratch) {
+			free(buf);
+			errno = ENOMEM;
+			return -1;
+		}
+		q.flags |= scan_tail(arg, MAX_ARG, size, scratch, MAX_ARG);
+		free(scratch);
+	}
 
 	/* reservations, in the kernel's order as far as the client can keep it */
 	if ((cmd == CMD_CREATE_SESSION || cmd == CMD_RETRIEVE_SESSION) && c->kind == K_DEVICE) {
@@ -923,6 +996,11 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 			nofd = err;
 			err = 0;
 			q.flags |= IOCTL_NO_FD;
+		} else {
+			/* the file the program will hold: the daemon binds it to the retrieved file (5.5) */
+			q.src_kind = SRC_PROC_FD;
+			q.src_seals = SEALS_UNKNOWN;
+			q.src_hidden_fd = memfd;
 		}
 	}
 	if (cmd == CMD_PRESERVE_FD && c->kind == K_SESSION) {
@@ -1008,6 +1086,9 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 				}
 				if (!e && ftruncate64(memfd, (off64_t)fsize) < 0)
 					e = -errno;
+				/* memfd_luo_retrieve restores every folio up to the size: no holes (st_blocks) */
+				if (!e && fsize && syscall(SYS_fallocate, memfd, 0, (off_t)0, (off_t)fsize) < 0)
+					e = -errno;
 				if (!e && lseek64(memfd, (off64_t)fpos, SEEK_SET) < 0)
 					e = -errno;
 				if (!e && fseals && sys_fcntl(memfd, F_ADD_SEALS, fseals) < 0)
@@ -1039,6 +1120,14 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 		}
 		if (userfd >= 0 && out_len >= 8)
 			memcpy(out + 4, &userfd, 4);
+		if (cmd == CMD_PRESERVE_FD && hidden >= 0) {
+			/* preserved (and frozen) before the reply is copied: a faulting copy-back keeps it
+			 * preserved, as luo_session_preserve_fd does */
+			int ufd;
+			memcpy(&ufd, buf + 4, 4);
+			note_preserved(ufd, hidden, c->ino);
+			hidden = -1;
+		}
 		if (out_len && to_user(arg, out, out_len)) {
 			/* the kernel's copy back faulted: the op's new fd is released */
 			err = EFAULT;
@@ -1051,12 +1140,6 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 		}
 		if (memfd >= 0 && userfd == memfd)
 			memfd = -1;
-		if (cmd == CMD_PRESERVE_FD && hidden >= 0) {
-			int ufd;
-			memcpy(&ufd, buf + 4, 4);
-			note_preserved(ufd, hidden, c->ino);
-			hidden = -1;
-		}
 		if (cmd == CMD_FINISH)
 			session_finished(c->ino);
 	}
@@ -1082,10 +1165,46 @@ out:
 	return ret;
 }
 
-/* Commands the VFS handles for every file before the driver sees them. */
-static int vfs_generic(unsigned long cmd)
+/*
+ * What do_vfs_ioctl (fs/ioctl.c, 7.3.4) answers for the device and session files before LUO sees
+ * the command: 1 when handled (*ret, errno set), 0 to go on to LUO. FIOCLEX, FIONCLEX and FIONBIO
+ * act on the socket itself (an fd flag, and O_NONBLOCK, which the shim's I/O copes with).
+ * FIOASYNC needs f_op->fasync to change FASYNC, and neither LUO file has one: ENOTTY (the socket's
+ * own fasync must not be armed: SIGIO would hit the program). FIOQSIZE answers only directories,
+ * symlinks and non-anonymous regular files: ENOTTY. FIGETBSZ writes the superblock's block size,
+ * PAGE_SIZE for the anonymous-inode mount and devtmpfs.
+ */
+static int luo_vfs_ioctl(int fd, unsigned long cmd, void *arg, int *ret)
 {
-	return cmd == FIOCLEX || cmd == FIONCLEX || cmd == FIONBIO || cmd == FIOASYNC;
+	int v;
+
+	switch (cmd) {
+	case FIOCLEX:
+	case FIONCLEX:
+	case FIONBIO:
+		*ret = RESOLVE(ioctl)(fd, cmd, arg);
+		return 1;
+	case FIOASYNC:
+		*ret = -1;
+		if (readable(arg, &v, sizeof(v)) < sizeof(v))
+			errno = EFAULT;
+		else if (v)
+			errno = ENOTTY;
+		else
+			*ret = 0;
+		return 1;
+	case FIOQSIZE:
+		*ret = -1;
+		errno = ENOTTY;
+		return 1;
+	case FIGETBSZ:
+		v = 4096;
+		*ret = to_user(arg, &v, sizeof(v)) ? -1 : 0;
+		if (*ret)
+			errno = EFAULT;
+		return 1;
+	}
+	return 0;
 }
 
 EXPORT int ioctl(int fd, unsigned long cmd, ...)
@@ -1098,8 +1217,6 @@ EXPORT int ioctl(int fd, unsigned long cmd, ...)
 	va_start(ap, cmd);
 	arg = va_arg(ap, void *);
 	va_end(ap);
-	if (vfs_generic(cmd))
-		return RESOLVE(ioctl)(fd, cmd, arg);
 	saved = errno;
 	pthread_mutex_lock(&lock);
 	c = our_conn(fd);
@@ -1107,6 +1224,12 @@ EXPORT int ioctl(int fd, unsigned long cmd, ...)
 		pthread_mutex_unlock(&lock);
 		errno = saved;
 		return RESOLVE(ioctl)(fd, cmd, arg);
+	}
+	if (luo_vfs_ioctl(fd, cmd, arg, &r)) {
+		saved = errno;
+		pthread_mutex_unlock(&lock);
+		errno = saved;
+		return r;
 	}
 	r = luo_ioctl(fd, c, cmd, arg);
 	saved = errno;
@@ -1177,6 +1300,37 @@ EXPORT int dup3(int fd, int fd2, int flags)
 	return RESOLVE(dup3)(fd, fd2, flags);
 }
 
+/*
+ * F_ADD_SEALS on a preserved memfd whose folios LUO pins (size > 0): a new F_SEAL_WRITE, asked for
+ * or implied by F_SEAL_EXEC on a file with exec bits, is EBUSY (mm/memfd.c memfd_add_seals:
+ * memfd_wait_for_pins gives up). The earlier refusals (no FMODE_WRITE, unknown bits, F_SEAL_SEAL)
+ * are left to the real fcntl.
+ */
+static int adds_write_to_pinned(int fd, unsigned seals)
+{
+	struct preserved *p;
+	struct stat st;
+	int fl, cur, busy = 0;
+
+	if (seals & ~(unsigned)ALL_SEALS_)
+		return 0;
+	fl = sys_fcntl(fd, F_GETFL, 0);
+	if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY || fstat(fd, &st) < 0)
+		return 0;
+	cur = sys_fcntl(fd, F_GET_SEALS, 0);
+	if (cur < 0 || (cur & F_SEAL_SEAL) || (cur & F_SEAL_WRITE))
+		return 0;
+	if ((seals & F_SEAL_EXEC) && (st.st_mode & 0111))
+		seals |= F_SEAL_WRITE;
+	if (!(seals & F_SEAL_WRITE))
+		return 0;
+	pthread_mutex_lock(&lock);
+	p = pres_of_fd(fd, 1);
+	busy = p && p->frozen_size > 0;
+	pthread_mutex_unlock(&lock);
+	return busy;
+}
+
 static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, unsigned long arg)
 {
 	if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
@@ -1192,6 +1346,10 @@ static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, unsigned lo
 		}
 		errno = saved;
 		return r;
+	}
+	if (cmd == F_ADD_SEALS && nactive && adds_write_to_pinned(fd, (unsigned)arg)) {
+		errno = EBUSY;
+		return -1;
 	}
 	if (cmd == F_ADD_SEALS && nmasked) {
 		int r = real(fd, cmd, arg), saved = errno;
@@ -1258,6 +1416,9 @@ static ssize_t guard_len(struct preserved *p, off_t off, size_t len)
 {
 	off_t size = p->frozen_size, end = off + (off_t)len;
 
+	/* a zero-length write never reaches shmem_write_begin: 0 wherever it is */
+	if (len == 0)
+		return 0;
 	if (end <= size)
 		return (ssize_t)len;
 	off_t cut = size & ~(off_t)4095;
@@ -1286,11 +1447,24 @@ EXPORT int ftruncate64(int fd, off64_t len)
 	return RESOLVE(ftruncate64)(fd, len);
 }
 
+/* Any memfd this process preserved and that is still preserved (sealable or not). */
+static struct preserved *frozen(int fd)
+{
+	struct preserved *p;
+
+	if (!nactive)
+		return NULL;
+	pthread_mutex_lock(&lock);
+	p = pres_of_fd(fd, 1);
+	pthread_mutex_unlock(&lock);
+	return p;
+}
+
 static int fallocate_guard(int fd, int mode, off64_t off, off64_t len)
 {
-	struct preserved *p = guarded(fd);
-	/* shmem_fallocate refuses every mode while the mapping is frozen */
-	if (p && len > 0 && off >= 0)
+	(void)mode;
+	/* shmem_fallocate refuses every mode while the mapping is frozen, inside the size too */
+	if (len > 0 && off >= 0 && frozen(fd))
 		return EPERM;
 	return 0;
 }

@@ -21,6 +21,8 @@ export type MirrorSource =
 export interface Mirror {
   readonly file: MemfdFile;
   readonly source: MirrorSource;
+  /** A file RETRIEVE_FD handed out (the client's memfd is bound to it): never captured at kexec. */
+  readonly retrieved?: boolean;
   /** i_size taken at preserve. */
   readonly size: number;
   /** f_pos as last known. */
@@ -183,6 +185,29 @@ export class MirrorTable {
     return f;
   }
 
+  /**
+   * RETRIEVE_FD gave the client's memfd (pid, fd) the contents of `file`: from now on that real inode
+   * is this simulated file, so a PRESERVE_FD of it finds the file LUO still holds (EBUSY until the
+   * session is finished; luo_file.c keys incoming files too). The binding goes when the file does.
+   */
+  bindRetrieved(file: MemfdFile, pid: number, fd: number): void {
+    const link = `/proc/${pid}/fd/${fd}`;
+    let realFd: number;
+    try {
+      realFd = openSync(link, 'r');
+    } catch (e) {
+      this.log('warn', `luod: cannot open ${link} to bind a retrieved memfd: ${(e as Error).message}`);
+      return;
+    }
+    const st = fstatSync(realFd);
+    const key = `${st.dev}:${st.ino}`;
+    if (!st.isFile() || this.live(key)) {
+      closeSync(realFd);
+      return;
+    }
+    this.add({ file, source: { kind: 'proc', pid, fd, hiddenFd: -1, realFd, key }, size: file.inode.size, pos: file.pos, retrieved: true }, key);
+  }
+
   private live(key: string): Mirror | undefined {
     const m = this.byKey.get(key);
     if (m && m.file.closed) {
@@ -240,7 +265,7 @@ export class MirrorTable {
     let bytes = 0;
     const lost: Mirror[] = [];
     for (const m of this.all) {
-      if (m.source.kind === 'buffer' || !m.file.luoRefs) continue;
+      if (m.source.kind === 'buffer' || m.retrieved || !m.file.luoRefs) continue;
       files++;
       bytes += this.capture(m);
       if (m.source.kind === 'proc') {
@@ -254,7 +279,7 @@ export class MirrorTable {
     if (lost.length) {
       this.log('info', `luod: ${lost.length} preserved memfd(s) no longer open in their preserving process: position of ${found} read from another process holding the same fd; ${lost.length - found} keep the last known position`);
     }
-    for (const m of this.all) if (m.source.kind !== 'buffer' && m.file.luoRefs) m.file.pos = m.pos;
+    for (const m of this.all) if (m.source.kind !== 'buffer' && !m.retrieved && m.file.luoRefs) m.file.pos = m.pos;
     return { files, bytes, posFromOthers: found, posLost: lost.length - found };
   }
 

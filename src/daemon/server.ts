@@ -21,9 +21,10 @@ import type { OpenFile } from '../uapi/file.ts';
 import { MirrorTable } from './mirror.ts';
 import { buildStatus, type DaemonStatus } from './status.ts';
 import {
-  DAEMON_FEATURES, decodeIoctl, E, encodeFrame, encodeHelloReply, encodeIoctlReply, ERROR_TYPE, FrameError, FrameReader, IOCTL_NO_FD, type IoctlReply, isKnownType, MAX_INLINE, MAX_READ,
-  MSG, PayloadReader, PayloadWriter, prefixReply, PROTOCOL_VERSION, REPLY, STATUS_MACHINE,
+  DAEMON_FEATURES, decodeIoctl, E, encodeFrame, encodeHelloReply, encodeIoctlReply, ERROR_TYPE, FrameError, FrameReader, IOCTL_NO_FD, IOCTL_TAIL_NONZERO, IOCTL_TAIL_ZERO, type IoctlReply,
+  isKnownType, MAX_INLINE, MAX_READ, MSG, PayloadReader, PayloadWriter, prefixReply, PROTOCOL_VERSION, REPLY, SRC, STATUS_MACHINE,
 } from './wire.ts';
+import type { UserBuffer } from '../uapi/usercopy.ts';
 import { machineView } from '../web/view.ts';
 
 export interface DaemonOptions {
@@ -339,6 +340,10 @@ export class LuoDaemon {
     const proc = cp.proc;
     const cmd = req.cmd >>> 0;
     const arg = req.flags & 1 ? undefined : new Uint8Array(req.arg);
+    // A struct larger than the client sends: what it found past the bytes (protocol 4.3).
+    const userArg: UserBuffer = arg && req.flags & IOCTL_TAIL_ZERO ? { bytes: arg, tail: { kind: 'zero', end: readU32(arg, 0, 'le') } }
+      : arg && req.flags & IOCTL_TAIL_NONZERO ? { bytes: arg, tail: { kind: 'nonzero' } }
+      : arg;
     const callerPid = req.callerPid || c.pid;
     if (req.callerPid > 0 && req.callerPid !== c.pid) {
       this.callerPids.delete(req.callerPid);
@@ -393,7 +398,7 @@ export class LuoDaemon {
       const saved = proc.getrlimit(RLIMIT_NOFILE);
       proc.setrlimit(RLIMIT_NOFILE, { cur: 0, max: saved.max });
       try {
-        ret = proc.ioctl(c.simFd!, cmd, arg);
+        ret = proc.ioctl(c.simFd!, cmd, userArg);
         errno = ret < 0 ? proc.errnoNumber : 0;
       } finally {
         proc.setrlimit(RLIMIT_NOFILE, saved);
@@ -404,7 +409,7 @@ export class LuoDaemon {
         return fail(ERRNO.EIO);
       }
     } else {
-      ret = proc.ioctl(c.simFd!, cmd, arg);
+      ret = proc.ioctl(c.simFd!, cmd, userArg);
       errno = ret < 0 ? proc.errnoNumber : 0;
     }
 
@@ -443,6 +448,9 @@ export class LuoDaemon {
           id = this.nextFileId++;
           this.fileIds.set(f, id);
         }
+        // The client's file for it (the memfd it reserved) IS this file from now on: preserving it
+        // again before FINISH must find LUO's file (EBUSY), as the kernel's retrieved file does.
+        if (!again && req.srcKind === SRC.PROC_FD && req.srcHiddenFd >= 0) this.mirrors.bindRetrieved(f, callerPid, req.srcHiddenFd);
         const st = f.stat();
         reply.file = { handle: BigInt(simFd), id, size: BigInt(st.size), pos: BigInt(f.pos), seals: f.getSeals(), again, inline: f.pread(Math.min(st.size, MAX_INLINE), 0) };
       } else {

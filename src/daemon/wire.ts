@@ -42,10 +42,16 @@ export const isKnownType = (t: number): t is MsgType => KNOWN.has(t);
 export const IOCTL_ARG_FAULT = 1;
 /** IOCTL flag: the client could not reserve the new fd (EMFILE/ENFILE); the kernel fails where get_unused_fd_flags runs. */
 export const IOCTL_NO_FD = 2;
+/** IOCTL flag: the struct goes on past `arg` (size > MAX_ARG) and bytes [arg_len, size) are accessible zeros. */
+export const IOCTL_TAIL_ZERO = 4;
+/** IOCTL flag: the struct goes on past `arg` and a nonzero byte comes there before any fault. */
+export const IOCTL_TAIL_NONZERO = 8;
 /** HELLO reply `features` bits. */
 export const FEATURE_IOCTL_NO_FD = 1;
+/** The daemon understands IOCTL_TAIL_ZERO / IOCTL_TAIL_NONZERO. */
+export const FEATURE_IOCTL_TAIL = 2;
 /** What this daemon understands beyond version 1 as first published. */
-export const DAEMON_FEATURES = FEATURE_IOCTL_NO_FD;
+export const DAEMON_FEATURES = FEATURE_IOCTL_NO_FD | FEATURE_IOCTL_TAIL;
 export const REPLY_FILE = 1;
 export const REPLY_AGAIN = 2;
 export const SRC = { NONE: 0, PROC_FD: 1, PATH: 2, BUFFER: 3 } as const;
@@ -216,13 +222,18 @@ export function decodeIoctl(p: Uint8Array, seq = 0): IoctlRequest {
   const srcLen = r.u32();
   const reserved = r.u32();
   if (reserved !== 0) throw new FrameError(E.EPROTO, 'IOCTL: reserved field at offset 44 is not 0', seq);
-  if (flags & ~(IOCTL_ARG_FAULT | IOCTL_NO_FD)) throw new FrameError(E.EPROTO, `IOCTL: unknown flags 0x${flags.toString(16)} at offset 4`, seq);
+  if (flags & ~(IOCTL_ARG_FAULT | IOCTL_NO_FD | IOCTL_TAIL_ZERO | IOCTL_TAIL_NONZERO)) throw new FrameError(E.EPROTO, `IOCTL: unknown flags 0x${flags.toString(16)} at offset 4`, seq);
   if (argLen > MAX_ARG) throw new FrameError(E.EPROTO, `IOCTL: arg_len ${argLen} at offset 8 exceeds ${MAX_ARG}`, seq);
   if (flags & IOCTL_ARG_FAULT && argLen !== 0) throw new FrameError(E.EPROTO, 'IOCTL: ARG_FAULT with a nonzero arg_len', seq);
   if (srcKind > SRC.BUFFER) throw new FrameError(E.EPROTO, `IOCTL: src_kind ${srcKind} at offset 20 is unknown`, seq);
   const arg = r.bytes(argLen);
   const src = r.bytes(srcLen);
   r.end();
+  if (flags & (IOCTL_TAIL_ZERO | IOCTL_TAIL_NONZERO)) {
+    if ((flags & IOCTL_TAIL_ZERO) && (flags & IOCTL_TAIL_NONZERO)) throw new FrameError(E.EPROTO, 'IOCTL: TAIL_ZERO and TAIL_NONZERO together', seq);
+    const size = argLen >= 4 ? (arg[0]! | (arg[1]! << 8) | (arg[2]! << 16) | (arg[3]! << 24)) >>> 0 : 0;
+    if (argLen !== MAX_ARG || size <= MAX_ARG) throw new FrameError(E.EPROTO, `IOCTL: a tail flag needs arg_len ${MAX_ARG} and a struct size above it (arg_len ${argLen}, size ${size})`, seq);
+  }
   return { cmd, flags, arg, newConn, callerPid, srcKind, srcSeals, srcHiddenFd, srcPos, src };
 }
 

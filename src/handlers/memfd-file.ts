@@ -504,10 +504,11 @@ export class MemfdFile implements KernelFile {
   // ---- seals and mappings
 
   /**
-   * F_ADD_SEALS (memfd_fcntl, memfd_add_seals): EINVAL for unknown bits, EPERM once F_SEAL_SEAL is
-   * set, EBUSY for a new F_SEAL_WRITE while shared writable mappings exist or pages are pinned
-   * (memfd_wait_for_pins gives up on a LUO-preserved memfd's pinned folios). F_SEAL_EXEC on a file
-   * with exec bits also adds SHRINK, GROW, WRITE and FUTURE_WRITE.
+   * F_ADD_SEALS (memfd_fcntl, memfd_add_seals in mm/memfd.c, 7.3.4): EINVAL for unknown bits, EPERM
+   * once F_SEAL_SEAL is set; F_SEAL_EXEC on a file with exec bits implies SHRINK, GROW, WRITE and
+   * FUTURE_WRITE, and that implication is applied before the write check, so a new F_SEAL_WRITE
+   * (asked for, or implied) is EBUSY while shared writable mappings exist or pages are pinned
+   * (memfd_wait_for_pins gives up on a LUO-preserved memfd's pinned folios).
    */
   addSeals(seals: number): void {
     this.live('F_ADD_SEALS');
@@ -515,13 +516,14 @@ export class MemfdFile implements KernelFile {
     if (!Number.isInteger(seals) || seals < 0 || seals > 0xffffffff) throw new LuoError('EINVAL', `F_ADD_SEALS: ${seals} is not an unsigned int`);
     if (seals & ~F_ALL_SEALS) throw new LuoError('EINVAL', `F_ADD_SEALS: unknown seal bits ${hex(seals & ~F_ALL_SEALS)}`);
     if (ino.seals & F_SEAL_SEAL) throw new LuoError('EPERM', 'F_ADD_SEALS: the memfd is sealed with F_SEAL_SEAL (or was created without MFD_ALLOW_SEALING)');
-    if (seals & F_SEAL_WRITE && !(ino.seals & F_SEAL_WRITE)) {
-      if (ino.writableMappings > 0) throw new LuoError('EBUSY', `F_ADD_SEALS: F_SEAL_WRITE with ${ino.writableMappings} shared writable mapping(s)`);
-      const pinned = ino.folios().filter((f) => f.pins > 0).length;
-      if (pinned > 0) throw new LuoError('EBUSY', `F_ADD_SEALS: F_SEAL_WRITE while ${pinned} folio(s) are pinned (memfd_wait_for_pins timed out)`);
-    }
     let add = seals;
     if (add & F_SEAL_EXEC && ino.mode & 0o111) add |= F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
+    if (add & F_SEAL_WRITE && !(ino.seals & F_SEAL_WRITE)) {
+      const why = add === seals ? 'F_SEAL_WRITE' : 'F_SEAL_EXEC (implying F_SEAL_WRITE)';
+      if (ino.writableMappings > 0) throw new LuoError('EBUSY', `F_ADD_SEALS: ${why} with ${ino.writableMappings} shared writable mapping(s)`);
+      const pinned = ino.folios().filter((f) => f.pins > 0).length;
+      if (pinned > 0) throw new LuoError('EBUSY', `F_ADD_SEALS: ${why} while ${pinned} folio(s) are pinned (memfd_wait_for_pins timed out)`);
+    }
     ino.seals |= add;
   }
 

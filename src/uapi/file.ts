@@ -20,6 +20,8 @@ export const O_NOCTTY = 0o400;
 export const O_TRUNC = 0o1000;
 export const O_APPEND = 0o2000;
 export const O_NONBLOCK = 0o4000;
+/** O_ASYNC: set by FIOASYNC / F_SETFL on files with a fasync operation. */
+export const FASYNC = 0o20000;
 export const O_LARGEFILE = 0o100000;
 export const O_CLOEXEC = 0o2000000;
 

@@ -1,25 +1,33 @@
 /**
- * ioctl(2) on the simulated kernel: the VFS part (fs/ioctl.c: EBADF, the generic FIOCLEX/FIONCLEX/
- * FIONBIO/FIONREAD, ENOIOCTLCMD -> ENOTTY) and LUO's two table dispatchers over the raw bytes of the
- * user's argument, for /dev/liveupdate (luo_core.c) and session fds (luo_session.c, newest mainline).
+ * ioctl(2) on the simulated kernel: the VFS part (fs/ioctl.c do_vfs_ioctl: EBADF, the generic
+ * FIOCLEX/FIONCLEX/FIONBIO/FIOASYNC/FIOQSIZE/FIGETBSZ, FIONREAD of regular files, ENOIOCTLCMD ->
+ * ENOTTY) and LUO's two table dispatchers over the raw bytes of the user's argument, for
+ * /dev/liveupdate (luo_core.c) and session fds (luo_session.c, newest mainline).
  */
 import { LuoError } from '../errno.ts';
 import { LIVEUPDATE_IOCTL, LIVEUPDATE_SESSION_NAME_LENGTH } from '../abi/uapi.ts';
 import { readCString, readI32, readU32, readU64, stringBytes, writeI32 } from '../bytes/cursor.ts';
 import { MemfdFile } from '../handlers/memfd-file.ts';
 import type { Luo } from '../luo/core.ts';
-import { O_NONBLOCK, type OpenFile, PipeFile, VfsFile, fileFlags, setFileFlags } from './file.ts';
+import { FASYNC, O_NONBLOCK, type OpenFile, PipeFile, VfsFile, fileFlags, setFileFlags } from './file.ts';
 import { LuoDeviceFile, SessionFile } from './luo-files.ts';
 import type { Process } from './process.ts';
-import { copyStructFromUser, copyToUser, getUserI32, getUserU32, putUserI32, type UserBuffer } from './usercopy.ts';
+import { copyStructFromUser, copyToUser, getUserI32, getUserU32, putUserI32, putUserI64, type UserBuffer } from './usercopy.ts';
 
-/** Generic commands the VFS handles before any driver (include/uapi/asm-generic/ioctls.h). */
+/** Generic commands the VFS handles before any driver (include/uapi/asm-generic/ioctls.h, linux/fs.h). */
 export const FIONREAD = 0x541b;
 export const FIONBIO = 0x5421;
 export const FIONCLEX = 0x5450;
 export const FIOCLEX = 0x5451;
-/** The generic commands luo models; the VFS has more (FIOASYNC, FIFREEZE, FS_IOC_*...) that are not. */
-export const VFS_GENERIC_IOCTLS: readonly number[] = [FIONREAD, FIONBIO, FIONCLEX, FIOCLEX];
+export const FIOASYNC = 0x5452;
+export const FIOQSIZE = 0x5460;
+/** _IO(0x00, 2) */
+export const FIGETBSZ = 2;
+/**
+ * The generic commands luo models. The VFS has more (FIFREEZE, FITHAW, FS_IOC_FIEMAP, FICLONE*,
+ * FS_IOC_*FLAGS, ...) that luo does not: they reach the driver (LUO: EINVAL).
+ */
+export const VFS_GENERIC_IOCTLS: readonly number[] = [FIONREAD, FIONBIO, FIONCLEX, FIOCLEX, FIOASYNC, FIOQSIZE, FIGETBSZ];
 
 /** Which sessions an op applies to (enum luo_ioctl_type). */
 export type SessionOpType = 'incoming' | 'outgoing' | 'all';
@@ -140,7 +148,9 @@ export const LUO_SESSION_IOCTLS: IoctlTable<SessionCtx> = {
     },
     {
       name: 'LIVEUPDATE_SESSION_FINISH', cmd: LIVEUPDATE_IOCTL.SESSION_FINISH, size: 8, minSize: 8, type: 'incoming',
-      execute: ({ file }, _kbuf, respond) => {
+      execute: ({ file }, kbuf, respond) => {
+        // luo_session_finish refuses a nonzero reserved word before anything else (7.3.4).
+        if (readU32(kbuf, 4, 'le') !== 0) throw new LuoError('EINVAL', 'FINISH: reserved must be 0');
         file.luo.sessions.finish(file.session);
         respond();
         return 0;
@@ -178,7 +188,15 @@ function driverIoctl(proc: Process, f: OpenFile, cmd: number, arg: UserBuffer): 
   throw new LuoError('ENOTTY', `ioctl 0x${cmd.toString(16)}: the file has no ioctl operation`);
 }
 
-/** sys_ioctl after the fd lookup: the generic commands, then the driver. Throws LuoError. */
+/** s_blocksize of the superblock a file lives on: hugetlbfs uses its page size, the rest PAGE_SIZE. */
+function blockSize(f: OpenFile): number {
+  return f instanceof MemfdFile && f.inode.hugetlb ? 2 << 20 : 4096;
+}
+
+/**
+ * sys_ioctl after the fd lookup: do_vfs_ioctl's generic commands (fs/ioctl.c, 7.3.4), then the
+ * driver. Throws LuoError.
+ */
 export function doIoctl(proc: Process, fd: number, cmdIn: number, arg: UserBuffer): number {
   const cmd = cmdIn >>> 0;
   const e = proc.fds.get(fd);
@@ -196,7 +214,28 @@ export function doIoctl(proc: Process, fd: number, cmdIn: number, arg: UserBuffe
       setFileFlags(f, on ? fileFlags(f) | O_NONBLOCK : fileFlags(f) & ~O_NONBLOCK);
       return 0;
     }
+    case FIOASYNC: {
+      // ioctl_fioasync: changing FASYNC needs f_op->fasync. Of the files here only pipes have one
+      // (the LUO device, session files and shmem have none: ENOTTY); no change is always 0.
+      const on = getUserI32(arg) !== 0;
+      if (on !== ((fileFlags(f) & FASYNC) !== 0)) {
+        if (!(f instanceof PipeFile)) throw new LuoError('ENOTTY', `FIOASYNC: ${f instanceof MemfdFile ? 'shmem' : f.path} has no fasync operation`);
+        setFileFlags(f, on ? fileFlags(f) | FASYNC : fileFlags(f) & ~FASYNC);
+      }
+      return 0;
+    }
+    case FIOQSIZE:
+      // Directories, symlinks and regular files that are not anonymous inodes: inode_get_bytes.
+      if (f instanceof MemfdFile) {
+        putUserI64(arg, BigInt(f.stat().blocks) * 512n);
+        return 0;
+      }
+      throw new LuoError('ENOTTY', `FIOQSIZE: ${f.path} is not a regular file, directory or symlink`);
+    case FIGETBSZ:
+      putUserI32(arg, blockSize(f));
+      return 0;
     case FIONREAD:
+      // file_ioctl, regular files only: i_size - f_pos as an int; others go to the driver.
       if (f instanceof MemfdFile) {
         putUserI32(arg, (f.stat().size - f.pos) | 0);
         return 0;

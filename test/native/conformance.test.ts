@@ -34,12 +34,12 @@ const probeLines = (r: RunResult): string[] => r.stdout.split('\n').filter((l) =
  * native/preload/README.md ("Gaps"). Anything else failing is a bug.
  */
 const KNOWN_GAPS = new Map<string, string>([
-  ['preserved_memfd_ops_sealable', 'the shim freezes a sealable memfd with real F_SEAL_GROW|F_SEAL_SHRINK: fallocate inside the size still works, and seals cannot be removed, so the memfd stays frozen after its session is closed (the kernel unfreezes)'],
+  ['preserved_memfd_ops_sealable', 'the shim freezes a sealable memfd with real F_SEAL_GROW|F_SEAL_SHRINK; seals cannot be removed, so the memfd stays frozen after its session is closed (the kernel unfreezes)'],
 ]);
 
 const MAY_SKIP = new Set(['preserve_hugetlb_memfd', 'preserve_tmpfile_on_shmem']);
 
-const SCENARIOS = ['simple', 'multi', 'stress_sessions', 'stress_files', 'memfd', 'rules', 'freeze_pos'] as const;
+const SCENARIOS = ['simple', 'multi', 'stress_sessions', 'stress_files', 'memfd', 'rules', 'freeze_pos', 'errno'] as const;
 const BANNER: Record<(typeof SCENARIOS)[number], string> = {
   simple: '--- SIMPLE KEXEC TEST PASSED ---',
   multi: '--- MULTI-SESSION KEXEC TEST PASSED ---',
@@ -48,6 +48,7 @@ const BANNER: Record<(typeof SCENARIOS)[number], string> = {
   memfd: '--- MEMFD KEXEC TEST PASSED ---',
   rules: '--- SESSION RULES KEXEC TEST PASSED ---',
   freeze_pos: '--- FREEZE POSITION KEXEC TEST PASSED ---',
+  errno: '--- ERRNO KEXEC TEST PASSED ---',
 };
 
 describe('native: C programs through the LD_PRELOAD shim', { timeout: 900_000 }, () => {
@@ -108,7 +109,7 @@ describe('native: C programs through the LD_PRELOAD shim', { timeout: 900_000 },
 
   it('lu_uapi: dispatcher order, names, fd semantics, PRESERVE_FD errors, frozen memfds', async () => {
     const r = await run('lu_uapi');
-    checkTap(r, 31, KNOWN_GAPS);
+    checkTap(r, 37, KNOWN_GAPS);
   });
 
   it('lu_uapi: which files are preserved is decided by filesystem and link count, as memfd_luo decides', async (t) => {

@@ -71,7 +71,7 @@ struct liveupdate_session_retrieve_fd {
 #define LIVEUPDATE_SESSION_RETRIEVE_FD \
 	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_RETRIEVE_FD)
 
-/* FINISH (0xBA42, incoming session), 8 bytes; `reserved` is not checked. */
+/* FINISH (0xBA42, incoming session), 8 bytes; `reserved` must be 0 (EINVAL, and nothing is finished). */
 struct liveupdate_session_finish {
 	__u32 size;                                  /* in */
 	__u32 reserved;
