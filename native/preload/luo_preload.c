@@ -128,6 +128,10 @@ static int (*real_fallocate)(int, int, off_t, off_t);
 static int (*real_fallocate64)(int, int, off64_t, off64_t);
 static int (*real_posix_fallocate)(int, off_t, off_t);
 static int (*real_posix_fallocate64)(int, off64_t, off64_t);
+static ssize_t (*real_read)(int, void *, size_t);
+static ssize_t (*real_pread)(int, void *, size_t, off_t);
+static ssize_t (*real_pread64)(int, void *, size_t, off64_t);
+static ssize_t (*real_readv)(int, const struct iovec *, int);
 static ssize_t (*real_write)(int, const void *, size_t);
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
 static ssize_t (*real_pwrite64)(int, const void *, size_t, off64_t);
@@ -145,6 +149,7 @@ static void resolve_all(void)
 	RESOLVE(fcntl), RESOLVE(fcntl64);
 	RESOLVE(ftruncate), RESOLVE(ftruncate64), RESOLVE(fallocate), RESOLVE(fallocate64);
 	RESOLVE(posix_fallocate), RESOLVE(posix_fallocate64);
+	RESOLVE(read), RESOLVE(pread), RESOLVE(pread64), RESOLVE(readv);
 	RESOLVE(write), RESOLVE(pwrite), RESOLVE(pwrite64), RESOLVE(writev), RESOLVE(pwritev), RESOLVE(pwritev64);
 }
 
@@ -168,6 +173,7 @@ struct conn {
 	ino_t ino;
 	uint32_t conn_id;
 	int kind;
+	int accmode;     /* O_RDONLY/O_WRONLY/O_RDWR the file was opened with (sessions: O_RDWR) */
 	int shared;      /* may have other references (fork, dup, exec): close is asynchronous */
 	int dead;        /* the daemon went away (kexec): every request fails with EIO */
 };
@@ -238,7 +244,7 @@ static struct conn *conn_add(ino_t ino, uint32_t id, int kind, int shared)
 		conns = n;
 		c = &conns[nconns++];
 	}
-	c->ino = ino, c->conn_id = id, c->kind = kind, c->shared = shared, c->dead = 0;
+	c->ino = ino, c->conn_id = id, c->kind = kind, c->shared = shared, c->dead = 0, c->accmode = O_RDWR;
 	return c;
 }
 
@@ -573,7 +579,11 @@ static int open_device(int flags)
 	reply_free(&rp);
 	if (flags & O_NONBLOCK)
 		sys_fcntl(fd, F_SETFL, O_NONBLOCK);
-	conn_add(ino, id, K_DEVICE, 0);
+	{
+		struct conn *c = conn_add(ino, id, K_DEVICE, 0);
+		if (c)
+			c->accmode = flags & O_ACCMODE;
+	}
 	pthread_mutex_unlock(&lock);
 	DBG("open /dev/liveupdate -> fd %d (conn %u)", fd, id);
 	return fd;
@@ -1352,13 +1362,20 @@ static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, unsigned lo
 		return -1;
 	}
 	if (cmd == F_ADD_SEALS && nmasked) {
-		int r = real(fd, cmd, arg), saved = errno;
+		unsigned mine = (unsigned)arg;
+		struct stat st;
+		int r, saved;
+
+		/* F_SEAL_EXEC on a file with exec bits adds SHRINK|GROW|WRITE|FUTURE_WRITE (mm/memfd.c) */
+		if ((mine & F_SEAL_EXEC) && fstat(fd, &st) == 0 && (st.st_mode & 0111))
+			mine |= F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
+		r = real(fd, cmd, arg), saved = errno;
 		if (r == 0) {
-			/* seals the program adds itself are its own from now on */
+			/* seals the program adds itself (or implies) are its own from now on */
 			pthread_mutex_lock(&lock);
 			struct preserved *p = pres_of_fd(fd, 0);
 			if (p)
-				p->added &= ~(unsigned)arg;
+				p->added &= ~mine;
 			pthread_mutex_unlock(&lock);
 		}
 		errno = saved;
@@ -1390,6 +1407,61 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 }
 
 /* ---------------------------------------------------------------- the size freeze for unsealable memfds */
+
+/*
+ * read/write on the device or a session fd: neither LUO file has read or write operations, so the
+ * kernel's vfs_read/vfs_write answer EBADF for the wrong access mode, else EINVAL (fs/read_write.c);
+ * the bytes must never reach the daemon's socket (they would corrupt the stream). Only connections
+ * this process's table knows are checked (cheaply: one fstat when it has any).
+ */
+static int luo_rw_errno(int fd, int writing)
+{
+	struct stat st;
+	struct conn *c;
+	int e = 0;
+
+	if (!nconns || fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return 0;
+	pthread_mutex_lock(&lock);
+	c = conn_by_ino(st.st_ino);
+	if (c)
+		e = c->accmode == (writing ? O_RDONLY : O_WRONLY) ? EBADF : EINVAL;
+	pthread_mutex_unlock(&lock);
+	return e;
+}
+
+#define LUO_RW_GUARD(fd, writing)                          \
+	do {                                               \
+		int e_ = luo_rw_errno(fd, writing);        \
+		if (e_) {                                  \
+			errno = e_;                        \
+			return -1;                         \
+		}                                          \
+	} while (0)
+
+EXPORT ssize_t read(int fd, void *b, size_t n)
+{
+	LUO_RW_GUARD(fd, 0);
+	return RESOLVE(read)(fd, b, n);
+}
+
+EXPORT ssize_t pread(int fd, void *b, size_t n, off_t off)
+{
+	LUO_RW_GUARD(fd, 0);
+	return RESOLVE(pread)(fd, b, n, off);
+}
+
+EXPORT ssize_t pread64(int fd, void *b, size_t n, off64_t off)
+{
+	LUO_RW_GUARD(fd, 0);
+	return RESOLVE(pread64)(fd, b, n, off);
+}
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+	LUO_RW_GUARD(fd, 0);
+	return RESOLVE(readv)(fd, iov, cnt);
+}
 
 /*
  * For a preserved memfd that has F_SEAL_SEAL (no MFD_ALLOW_SEALING) the shim cannot seal: it
@@ -1521,6 +1593,7 @@ static off_t write_pos(int fd)
 
 EXPORT ssize_t write(int fd, const void *b, size_t n)
 {
+	LUO_RW_GUARD(fd, 1);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		ssize_t ok = guard_len(p, write_pos(fd), n);
@@ -1535,6 +1608,7 @@ EXPORT ssize_t write(int fd, const void *b, size_t n)
 
 EXPORT ssize_t pwrite(int fd, const void *b, size_t n, off_t off)
 {
+	LUO_RW_GUARD(fd, 1);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		ssize_t ok = guard_len(p, off, n);
@@ -1549,6 +1623,7 @@ EXPORT ssize_t pwrite(int fd, const void *b, size_t n, off_t off)
 
 EXPORT ssize_t pwrite64(int fd, const void *b, size_t n, off64_t off)
 {
+	LUO_RW_GUARD(fd, 1);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		ssize_t ok = guard_len(p, off, n);
@@ -1563,6 +1638,7 @@ EXPORT ssize_t pwrite64(int fd, const void *b, size_t n, off64_t off)
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
+	LUO_RW_GUARD(fd, 1);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		size_t n = iov_total(iov, cnt);
@@ -1579,6 +1655,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 
 EXPORT ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 {
+	LUO_RW_GUARD(fd, 1);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		size_t n = iov_total(iov, cnt);
