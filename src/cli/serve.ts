@@ -57,7 +57,7 @@ export async function runServe(opts: ServeOptions): Promise<number> {
       machine = new Machine({ ramSize: parseSize(opts.ram ?? '4G'), cmdline: opts.cmdline ?? DEFAULT_CMDLINE, console: out });
     }
   } catch (e) {
-    if (e instanceof KernelPanic) return fail(`Kernel panic - not syncing: ${e.message}`);
+    if (e instanceof KernelPanic) return fail(e.message);
     return fail((e as Error).message);
   }
 

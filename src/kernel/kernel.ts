@@ -13,7 +13,7 @@ import type { PageStamps } from '../kho/stamps.ts';
 import { Memblock, MEMBLOCK_RSRV_KERN, MEMBLOCK_RSRV_NOINIT } from '../machine/memblock.ts';
 import { PageAllocator } from '../machine/page-alloc.ts';
 import { DEFAULT_SCRATCH_CONFIG, parseKhoScratch, reserveScratch, type ScratchConfig } from '../machine/scratch.ts';
-import { Luo, type RestoreFailPolicy } from '../luo/core.ts';
+import { KernelPanic, Luo, type RestoreFailPolicy } from '../luo/core.ts';
 import { memfdContextOf, memfdHandlerOf, type MemfdContext, type ShmemHuge } from '../handlers/index.ts';
 import { boolParam, parseCmdline, type Cmdline } from './cmdline.ts';
 import { KernelLog, type LogLevel } from './log.ts';
@@ -37,6 +37,16 @@ export interface BootParams {
   readonly kho?: KhoBootData;
   /** Where the image was placed (x86 loads at 16 MiB on a cold boot; kexec_file puts it in scratch). */
   readonly image?: { readonly addr: bigint; readonly size: bigint };
+}
+
+/** Runs an early-boot step: an errno there is a panic (nothing can be allocated or placed yet). */
+function earlyBoot(step: () => void): void {
+  try {
+    step();
+  } catch (e) {
+    if (e instanceof LuoError) throw new KernelPanic(`early boot: ${e.message}`, { cause: e });
+    throw e;
+  }
 }
 
 /** x86_64 LOAD_PHYSICAL_ADDR. */
@@ -126,9 +136,16 @@ export class Kernel {
       this.print('info', 'KHO: disabled on the command line; ignoring the hand-over');
     }
     const image = params.image ?? { addr: COLD_IMAGE_ADDR, size: BigInt(build.imageSize) };
-    mb.reserve(image.addr, image.size, MEMBLOCK_RSRV_KERN);
-    // The memmap (struct page array) is the bulk of early kernel memory.
-    mb.alloc(BigInt(ramPages) * STRUCT_PAGE_SIZE, BigInt(PAGE_SIZE));
+    // A kernel that cannot place itself or its memmap dies in early boot, whatever LUO's policy:
+    // memblock_alloc failures there panic ("Failed to allocate ... for mem_map").
+    earlyBoot(() => {
+      if (image.size <= 0n || image.addr < 0n || image.addr + image.size > mem.size) {
+        throw new LuoError('EINVAL', `kernel image 0x${image.addr.toString(16)}+0x${image.size.toString(16)} is not inside RAM`);
+      }
+      mb.reserve(image.addr, image.size, MEMBLOCK_RSRV_KERN);
+      // The memmap (struct page array) is the bulk of early kernel memory.
+      mb.alloc(BigInt(ramPages) * STRUCT_PAGE_SIZE, BigInt(PAGE_SIZE));
+    });
 
     // --- kho_memory_init ---
     let incoming: { magic: PageStamps; blocks: number } | undefined;
@@ -165,11 +182,20 @@ export class Kernel {
     this.alloc = PageAllocator.fromMemblock(mb);
 
     // --- kho_init (fs_initcall) ---
-    this.handover = incoming !== undefined;
-    this.kho = khoOn && scratch.length > 0
-      ? new Kho(mem, this.alloc, { profile: build.khoProfile, scratch, release: build.release, ramPages, log: (l, m) => this.print(l, `KHO: ${m}`) },
-        populated && incoming ? { root: populated.root, fdtPa: populated.fdtPa, scratchPa: populated.scratchPa, magic: incoming.magic, blocks: incoming.blocks } : undefined)
-      : undefined;
+    let kho: Kho | undefined;
+    try {
+      kho = khoOn && scratch.length > 0
+        ? new Kho(mem, this.alloc, { profile: build.khoProfile, scratch, release: build.release, ramPages, log: (l, m) => this.print(l, `KHO: ${m}`) },
+          populated && incoming ? { root: populated.root, fdtPa: populated.fdtPa, scratchPa: populated.scratchPa, magic: incoming.magic, blocks: incoming.blocks } : undefined)
+        : undefined;
+    } catch (e) {
+      // kho_init: an allocation failure disables KHO (and with it LUO); the boot goes on.
+      if (!(e instanceof LuoError)) throw e;
+      this.print('err', `KHO: failed to initialize: ${e.errno} (${e.message}); kexec handover disabled`);
+      kho = undefined;
+    }
+    this.kho = kho;
+    this.handover = incoming !== undefined && kho !== undefined;
 
     // --- LUO: early startup (may panic under the default policy), then late init ---
     const luoOn = boolParam(this.cmdline, 'liveupdate', false);

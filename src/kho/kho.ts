@@ -391,15 +391,18 @@ export class Kho {
     let sub;
     try {
       sub = this.retrieveSubtree(KEXEC_METADATA_NAME);
-    } catch {
-      return; // the previous kernel did not export metadata: fine
+    } catch (e) {
+      // absent (the previous kernel did not export metadata) is fine; broken is worth a warning
+      if (e instanceof LuoError && e.errno !== 'ENOENT') this.log('warn', `kexec-metadata: ${e.message}; ignored`);
+      return;
     }
     if (sub.size < 4) return this.log('warn', `kexec-metadata blob too small (${sub.size} bytes)`);
-    const page = this.mem.page(paToPfn(sub.pa)).subarray(Number(sub.pa % BigInt(PAGE_SIZE)));
-    const version = new DataView(page.buffer, page.byteOffset).getUint32(0, true);
+    // Reads stay inside the blob (retrieveSubtree checked it lies in preserved RAM).
+    const blob = readPhysBytes(this.mem, sub.pa, Math.min(sub.size, KexecMetadata.size));
+    const version = new DataView(blob.buffer, blob.byteOffset).getUint32(0, true);
     if (version !== KEXEC_METADATA_VERSION) return this.log('warn', `kexec-metadata version ${version} not supported (expected ${KEXEC_METADATA_VERSION})`);
     if (sub.size < KexecMetadata.size) return this.log('warn', `kexec-metadata blob too small for v1 (${sub.size} < ${KexecMetadata.size})`);
-    const md = KexecMetadata.decode(page);
+    const md = KexecMetadata.decode(blob);
     this.incoming = { ...this.incoming!, previousRelease: md.previous_release, kexecCount: md.kexec_count };
     this.log('info', `exec from: ${md.previous_release} (count ${md.kexec_count})`);
   }
@@ -410,10 +413,25 @@ export class Kho {
 
   // ---------------------------------------------------------------- incoming
 
-  /** kho_retrieve_subtree: ENOENT on a cold boot or for a missing node, EINVAL for a broken one. */
+  /**
+   * kho_retrieve_subtree: ENOENT on a cold boot or for a missing node, EINVAL for a broken one.
+   * The kernel trusts the blob's address and size; luo also checks (a deliberate difference) that
+   * the whole blob lies inside RAM and inside memory the previous kernel preserved, so readers that
+   * stay within the size never touch anything else.
+   */
   retrieveSubtree(name: string): { pa: bigint; size: number } {
     if (!this.incoming) throw new LuoError('ENOENT', `kho_retrieve_subtree(${name}): not a KHO boot`);
-    return subtreeOf(this.incoming.root, name, this.profile);
+    const sub = subtreeOf(this.incoming.root, name, this.profile);
+    const end = sub.pa + BigInt(sub.size);
+    if (sub.pa < 0n || end > BigInt(this.opts.ramPages) << 12n) {
+      throw new LuoError('EINVAL', `KHO subtree "${name}": blob 0x${sub.pa.toString(16)}+${sub.size} is not inside RAM`);
+    }
+    for (let pfn = Number(sub.pa >> 12n); sub.size > 0 && pfn <= Number((end - 1n) >> 12n); pfn++) {
+      if (!this.magic.covers(pfn)) {
+        throw new LuoError('EINVAL', `KHO subtree "${name}": blob 0x${sub.pa.toString(16)}+${sub.size} reaches page 0x${(BigInt(pfn) << 12n).toString(16)}, which the previous kernel did not preserve`);
+      }
+    }
+    return sub;
   }
 
   isKhoBoot(): boolean {

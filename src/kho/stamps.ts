@@ -50,6 +50,23 @@ export class PageStamps {
     return this.orders[i];
   }
 
+  /** Whether page `pfn` lies inside a stamped block (one not restored yet). */
+  covers(pfn: number): boolean {
+    // the last block starting at or below pfn; blocks do not overlap
+    let lo = 0;
+    let hi = this.count - 1;
+    let at = -1;
+    const p = this.pfns;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if (p[mid]! <= pfn) {
+        at = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return at >= 0 && !this.cleared?.[at] && pfn < p[at]! + 2 ** this.orders[at]!;
+  }
+
   /** Clears the stamp (a restore). Returns false if there was none. */
   delete(pfn: number): boolean {
     const i = this.index(pfn);
