@@ -41,8 +41,8 @@ export interface RawIoctlOptions {
 
 export type PreserveSource =
   | { readonly kind: 'fd'; readonly hiddenFd?: number; readonly seals?: number; readonly pid?: number }
-  | { readonly kind: 'path'; readonly path: string; readonly pos?: number; readonly seals?: number }
-  | { readonly kind: 'buffer'; readonly data: Uint8Array; readonly pos?: number; readonly seals?: number };
+  | { readonly kind: 'path'; readonly path: string; readonly pos?: number | bigint; readonly seals?: number }
+  | { readonly kind: 'buffer'; readonly data: Uint8Array; readonly pos?: number | bigint; readonly seals?: number };
 
 export interface IoctlResult {
   /** The user's buffer after the call (the kernel's copy-back applied). */

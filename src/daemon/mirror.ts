@@ -5,7 +5,7 @@
  * are refreshed from the real file at kexec, before LUO's reboot path freezes and serializes.
  * The daemon holds its own fd on the real inode, as LUO holds a file reference.
  */
-import { closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statfsSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statfsSync, statSync } from 'node:fs';
 import { LuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
 import { MemfdFile, MFD_ALLOW_SEALING, memfdCreate, type MemfdContext } from '../handlers/memfd-file.ts';
@@ -64,6 +64,25 @@ export function classifyProcFd(link: string): 'shmem' | 'other' | undefined {
   } catch {
     return 'other';
   }
+}
+
+/**
+ * Opens `path` for reading only if it is a regular file, without ever blocking: a FIFO, socket or
+ * device is refused before it is opened (the open of a FIFO would wait for a writer and stall
+ * every client), and O_NONBLOCK|O_NOCTTY cover a swap between the check and the open, which the
+ * fstat afterwards catches. Returns the fd, or undefined for anything but a regular file; throws
+ * what open or stat throws for a missing or unreadable path.
+ */
+export function openRegular(path: string): number | undefined {
+  if (!statSync(path).isFile()) return undefined;
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  try {
+    if (fstatSync(fd).isFile()) return fd;
+  } catch {
+    /* fall through */
+  }
+  closeSync(fd);
+  return undefined;
 }
 
 /** A name for the simulated memfd: at most 200 UTF-8 bytes (memfd names are limited), from the end. */
@@ -134,17 +153,17 @@ export class MirrorTable {
     if (kind === undefined) return undefined; // not open (or no such process): EBADF
     if (kind === 'other') return new NullFile(O_RDONLY); // no handler takes it: ENOENT, in the kernel's order
     let target = '';
-    let realFd: number;
+    let realFd: number | undefined;
     try {
       target = readlinkSync(link);
-      realFd = openSync(link, 'r');
+      realFd = openRegular(link);
     } catch (e) {
       this.log('warn', `luod: cannot open ${link} (${target}): ${(e as Error).message}; treating it as a file no handler takes`);
       return new NullFile(O_RDONLY);
     }
+    if (realFd === undefined) return new NullFile(O_RDONLY); // replaced by something else since the check
     const st = fstatSync(realFd);
-    if (!st.isFile() || st.nlink !== 0) {
-      // replaced between the check and the open
+    if (st.nlink !== 0) {
       closeSync(realFd);
       return new NullFile(O_RDONLY);
     }
@@ -163,17 +182,15 @@ export class MirrorTable {
 
   private resolvePath(src: PreserveSource): OpenFile | undefined {
     const path = new TextDecoder().decode(src.bytes);
-    let realFd: number;
+    let realFd: number | undefined;
     try {
-      realFd = openSync(path, 'r');
+      realFd = openRegular(path);
     } catch (e) {
       throw new LuoError('ENOENT', `PRESERVE_FD: cannot open ${path}: ${(e as Error).message}`);
     }
+    // A FIFO, socket or device: no handler takes it (ENOENT from can_preserve, in the kernel's order).
+    if (realFd === undefined) return new NullFile(O_RDONLY);
     const st = fstatSync(realFd);
-    if (!st.isFile()) {
-      closeSync(realFd);
-      return new NullFile(O_RDONLY);
-    }
     const key = `${st.dev}:${st.ino}`;
     const existing = this.live(key);
     if (existing) {
@@ -192,16 +209,17 @@ export class MirrorTable {
    */
   bindRetrieved(file: MemfdFile, pid: number, fd: number): void {
     const link = `/proc/${pid}/fd/${fd}`;
-    let realFd: number;
+    let realFd: number | undefined;
     try {
-      realFd = openSync(link, 'r');
+      realFd = openRegular(link);
     } catch (e) {
       this.log('warn', `luod: cannot open ${link} to bind a retrieved memfd: ${(e as Error).message}`);
       return;
     }
+    if (realFd === undefined) return; // not a memfd: nothing to bind
     const st = fstatSync(realFd);
     const key = `${st.dev}:${st.ino}`;
-    if (!st.isFile() || this.live(key)) {
+    if (this.live(key)) {
       closeSync(realFd);
       return;
     }

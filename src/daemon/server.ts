@@ -11,7 +11,7 @@ import { dirname } from 'node:path';
 import { ERRNO, LuoError } from '../errno.ts';
 import { LIVEUPDATE_IOCTL } from '../abi/uapi.ts';
 import { readI32, readU32, writeI32 } from '../bytes/cursor.ts';
-import { MemfdFile } from '../handlers/memfd-file.ts';
+import { MEMFD_MAX_BYTES, MemfdFile } from '../handlers/memfd-file.ts';
 import { type Kernel } from '../kernel/kernel.ts';
 import { type Machine } from '../kernel/machine.ts';
 import { FIONREAD, LUO_DEVICE_IOCTLS, LUO_SESSION_IOCTLS } from '../uapi/ioctl.ts';
@@ -53,6 +53,8 @@ export class Conn {
   readonly reader = new FrameReader();
   /** A setImmediate is pending that will process this connection's frames. */
   scheduled = false;
+  /** Reading is paused until the client reads its replies. */
+  paused = false;
   constructor(readonly id: number, readonly sock: Socket) {}
 }
 
@@ -61,6 +63,9 @@ export class ClientProcess {
   readonly conns = new Set<Conn>();
   constructor(readonly pid: number, readonly proc: Process) {}
 }
+
+/** Frames one connection may have handled before the others get a turn. */
+const FRAMES_PER_TURN = 32;
 
 /** Bytes copied back by the LUO ioctls (min(usize, struct size)), by full command. */
 const STRUCT_SIZE = new Map<number, number>([...LUO_DEVICE_IOCTLS.ops, ...LUO_SESSION_IOCTLS.ops].map((op) => [op.cmd, op.size]));
@@ -170,7 +175,8 @@ export class LuoDaemon {
       this.schedule(c);
     });
     sock.on('end', () => {
-      this.pump(c);
+      // everything the client sent before its EOF is handled before its file is released
+      this.pump(c, true);
       this.release(c);
     });
     sock.on('error', () => undefined);
@@ -186,9 +192,28 @@ export class LuoDaemon {
     });
   }
 
-  /** Processes every complete frame of `c` (not while a kexec runs: those wait and die). */
-  private pump(c: Conn): void {
+  /**
+   * Processes the complete frames of `c` (not while a kexec runs: those wait and die). At the
+   * client's EOF, all of them. Otherwise fair and bounded: at most FRAMES_PER_TURN frames before the other connections get their turn, and a
+   * client that does not read its replies is not read from either until they drain (its memory
+   * in the daemon stays bounded; every other client carries on).
+   */
+  private pump(c: Conn, atEof = false): void {
+    let budget = atEof ? Infinity : FRAMES_PER_TURN;
     while (c.state !== 'closed' && !this.kexecing && !this.stopped) {
+      if (c.sock.writableNeedDrain && !atEof) {
+        if (!c.paused) {
+          c.paused = true;
+          c.sock.pause();
+          c.sock.once('drain', () => {
+            c.paused = false;
+            c.sock.resume();
+            this.schedule(c);
+          });
+        }
+        return;
+      }
+      if (budget-- === 0) return this.schedule(c);
       let frame;
       try {
         frame = c.reader.next();
@@ -375,6 +400,11 @@ export class LuoDaemon {
     const preserve = file instanceof SessionFile && cmd === LIVEUPDATE_IOCTL.SESSION_PRESERVE_FD && arg !== undefined && arg.length >= 8;
     let origFd = 0;
     let tempFd: number | undefined;
+    if (preserve && (req.srcKind === SRC.PATH || req.srcKind === SRC.BUFFER) && req.srcPos > BigInt(MEMFD_MAX_BYTES)) {
+      // No file offset is that large (the kernel's limit is 2^63 - 1; the simulated memfd's 2^53 - 1).
+      this.print('warn', `connection ${c.id}: PRESERVE_FD source position ${req.srcPos} is not a file offset`);
+      return fail(ERRNO.EINVAL);
+    }
     if (preserve) {
       origFd = readI32(arg, 4, 'le');
       let src: OpenFile | undefined;
