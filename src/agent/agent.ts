@@ -208,7 +208,8 @@ export interface MemfdOptions {
   readonly size?: number;
   /** memfd_create flags; MFD_ALLOW_SEALING is added when `seals` is given. */
   readonly flags?: number;
-  readonly writes?: ReadonlyArray<{ readonly at: number; readonly data: Uint8Array }>;
+  /** Written in order (an iterable: large contents can be produced chunk by chunk). */
+  readonly writes?: Iterable<{ readonly at: number; readonly data: Uint8Array }>;
   readonly seals?: number;
   /** The file position left for the workload (lseek SEEK_SET). */
   readonly pos?: number;

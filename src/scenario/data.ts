@@ -39,21 +39,54 @@ export type DataSpec =
   | { readonly fill: number; readonly length: number; readonly at: number };
 
 /** A seeded byte stream (FNV-1a of the seed, then an LCG): the same seed always gives the same bytes. */
-export function patternBytes(seed: string, n: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = 2166136261;
-  for (const c of seed) x = Math.imul(x ^ c.charCodeAt(0), 16777619) >>> 0;
-  for (let i = 0; i < n; i++) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    b[i] = x >>> 24;
+export class PatternStream {
+  private x = 2166136261;
+  constructor(seed: string) {
+    for (const c of seed) this.x = Math.imul(this.x ^ c.charCodeAt(0), 16777619) >>> 0;
   }
-  return b;
+  /** The next `n` bytes of the stream. */
+  next(n: number): Uint8Array {
+    const b = new Uint8Array(n);
+    let x = this.x;
+    for (let i = 0; i < n; i++) {
+      x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+      b[i] = x >>> 24;
+    }
+    this.x = x;
+    return b;
+  }
 }
 
+export function patternBytes(seed: string, n: number): Uint8Array {
+  return new PatternStream(seed).next(n);
+}
+
+/** Bytes of a data spec (small ones: a manifest, a text). Large specs go through specChunks. */
 export function specBytes(d: DataSpec): Uint8Array {
   if ('text' in d) return new TextEncoder().encode(d.text);
   if ('pattern' in d) return patternBytes(d.pattern, d.length);
   return new Uint8Array(d.length).fill(d.fill);
+}
+
+/** Chunk size for writing and comparing data specs: memory stays bounded whatever the length. */
+export const SPEC_CHUNK = 1 << 20;
+
+/** The bytes of a data spec as consecutive chunks of at most `chunk` bytes, each with its file offset. */
+export function* specChunks(d: DataSpec, chunk = SPEC_CHUNK): Generator<{ readonly at: number; readonly data: Uint8Array }> {
+  if ('text' in d) {
+    yield { at: d.at, data: new TextEncoder().encode(d.text) };
+    return;
+  }
+  const pattern = 'pattern' in d ? new PatternStream(d.pattern) : undefined;
+  for (let done = 0; done < d.length; done += chunk) {
+    const n = Math.min(chunk, d.length - done);
+    yield { at: d.at + done, data: pattern ? pattern.next(n) : new Uint8Array(n).fill((d as { fill: number }).fill) };
+  }
+}
+
+/** Bytes a data spec covers. */
+export function specLength(d: DataSpec): number {
+  return 'text' in d ? new TextEncoder().encode(d.text).length : d.length;
 }
 
 export function describeSpec(d: DataSpec): string {

@@ -17,7 +17,7 @@ import {
 } from '../uapi/index.ts';
 import { LiveUpdateAgent, type UpdateReport } from '../agent/index.ts';
 import { injectFault } from './faults.ts';
-import { describeSpec, type DataSpec, sealNames, specBytes } from './data.ts';
+import { describeSpec, type DataSpec, sealNames, specChunks } from './data.ts';
 import type { BuildSpec, Corruption, Scenario, Step, StepArgs } from './schema.ts';
 
 export interface StepResult {
@@ -54,6 +54,11 @@ export interface RunOptions {
 }
 
 /** A syscall or LUO operation failed with an errno. */
+/** Every chunk of every data spec, lazily (nothing is held beyond one chunk). */
+function* chunksOf(data: readonly DataSpec[]): Generator<{ readonly at: number; readonly data: Uint8Array }> {
+  for (const d of data) yield* specChunks(d);
+}
+
 class StepError extends Error {
   constructor(readonly errno: ErrnoName | undefined, message: string) {
     super(message);
@@ -178,7 +183,7 @@ class Runner {
   }
 
   private writeData(fd: number, data: readonly DataSpec[]): void {
-    for (const d of data) this.sys(this.proc.pwrite(fd, specBytes(d), d.at), `pwrite ${describeSpec(d)}`);
+    for (const d of data) for (const c of specChunks(d)) this.sys(this.proc.pwrite(fd, c.data, c.at), `pwrite ${describeSpec(d)} at ${c.at}`);
   }
 
   private corrupt(k: Kernel, what: Corruption): void {
@@ -354,7 +359,7 @@ class Runner {
           let fd: number;
           try {
             fd = agent.createMemfd(`${a.workload}-${f.label ?? i}`, {
-              ...(f.size !== undefined ? { size: f.size } : {}), writes: f.data.map((d) => ({ at: d.at, data: specBytes(d) })), seals: f.seals, ...(f.pos !== undefined ? { pos: f.pos } : {}),
+              ...(f.size !== undefined ? { size: f.size } : {}), writes: chunksOf(f.data), seals: f.seals, ...(f.pos !== undefined ? { pos: f.pos } : {}),
             });
           } catch (e) {
             if (e instanceof Error && 'errno' in e) throw new StepError((e as { errno?: ErrnoName }).errno, e.message);
@@ -392,13 +397,19 @@ class Runner {
       (seals === a.seals ? ok : bad).push(seals === a.seals ? `seals ${names(seals)}` : `seals are ${names(seals)}, expected ${names(a.seals)}`);
     }
     for (const d of a.data) {
-      const want = specBytes(d);
-      const got = new Uint8Array(want.length);
-      const n = this.sys(p.pread(h.fd, got, d.at), `pread at ${d.at}`);
-      let diff = -1;
-      for (let i = 0; i < want.length; i++) if (i >= n || got[i] !== want[i]) { diff = i; break; }
-      if (diff < 0) ok.push(describeSpec(d));
-      else bad.push(diff >= n ? `${describeSpec(d)}: the file ends at ${d.at + n}` : `${describeSpec(d)}: byte ${d.at + diff} is 0x${got[diff]!.toString(16)}, expected 0x${want[diff]!.toString(16)}`);
+      // chunk by chunk: a 3 GiB pattern is compared without ever being held whole
+      let problem: string | undefined;
+      for (const c of specChunks(d)) {
+        const got = new Uint8Array(c.data.length);
+        const n = this.sys(p.pread(h.fd, got, c.at), `pread at ${c.at}`);
+        let diff = -1;
+        for (let i = 0; i < c.data.length; i++) if (i >= n || got[i] !== c.data[i]) { diff = i; break; }
+        if (diff < 0) continue;
+        problem = diff >= n ? `${describeSpec(d)}: the file ends at ${c.at + n}` : `${describeSpec(d)}: byte ${c.at + diff} is 0x${got[diff]!.toString(16)}, expected 0x${c.data[diff]!.toString(16)}`;
+        break;
+      }
+      if (problem) bad.push(problem);
+      else ok.push(describeSpec(d));
     }
     if (a.sha256 !== undefined) {
       const hash = createHash('sha256');

@@ -178,6 +178,9 @@ const show = (n: Node): string => (isScalar(n) ? JSON.stringify(typeof n.value =
 
 class Checker {
   readonly issues: SchemaIssue[] = [];
+  /** The machine's RAM once known: no data spec may reach past it (no file can hold that much). */
+  ramLimit = Infinity;
+
   constructor(private readonly lc: LineCounter) {}
 
   pos(n: Node, fallback?: Node): { line: number; col: number } {
@@ -326,7 +329,10 @@ class Checker {
         if (t !== undefined) out.push({ text: t, at });
         return;
       }
-      const length = m.has('length') ? this.size(m.get('length'), `${p}.length`) : this.err(it.node, p, `missing required field "length"`, it.key);
+      let length = m.has('length') ? this.size(m.get('length'), `${p}.length`) : this.err(it.node, p, `missing required field "length"`, it.key);
+      if (length !== undefined && at + length > this.ramLimit) {
+        length = this.err(m.get('length')!.node, `${p}.length`, `${length} bytes at ${at} reach past the machine's RAM (${this.ramLimit} bytes, machine.ram): no memfd on it can hold them`);
+      }
       if (m.has('pattern')) {
         const seed = this.str(m.get('pattern'), `${p}.pattern`);
         if (seed !== undefined && length !== undefined) out.push({ pattern: seed, length, at });
@@ -652,6 +658,7 @@ export function parseScenario(text: string, file = '<scenario>'): Scenario {
       machine = { ram, ...(cmdline !== undefined ? { cmdline } : {}), ...(build ? { build } : {}) };
     }
   }
+  c.ramLimit = machine.ram;
   const steps: Step[] = [];
   const sf = top.get('steps');
   if (sf) {

@@ -158,3 +158,22 @@ test('luo scenario --schema prints the documented format', async () => {
   assert.match(out, /\| `agent-update` \|/);
   assert.match(out, /expect-errno: EEXIST/);
 });
+
+test('data specs past the machine RAM are invalid (exit 2, line and field); huge verifies stream in bounded memory', () => {
+  const huge = spawnSync(process.execPath, [bin, 'scenario', '-'], { encoding: 'utf8', input: 'steps:\n  - memfd: { as: m, data: { fill: 1, length: 64GiB } }\n' });
+  assert.equal(huge.status, 2, huge.stderr);
+  assert.match(huge.stderr, /-:2:46: steps\[0\]\.memfd\.data\.length: 68719476736 bytes at 0 reach past the machine's RAM \(4294967296 bytes, machine\.ram\)/);
+  assert.doesNotMatch(huge.stderr, /\n\s+at /, 'no stack trace');
+
+  // a 170-byte file that asks to verify a 3 GiB pattern: one chunk is compared, then it fails
+  const script = `
+    import { parseScenario, runScenario } from ${JSON.stringify(new URL('../../src/scenario/index.ts', import.meta.url).pathname)};
+    const r = runScenario(parseScenario('steps:\\n  - memfd: { as: m, data: hello }\\n  - verify: { fd: m, data: { pattern: big, length: 3GiB } }\\n'));
+    console.log(JSON.stringify({ ok: r.ok, reason: r.steps[1].reason, maxRssKiB: process.resourceUsage().maxRSS }));`;
+  const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(child.status, 0, child.stderr);
+  const res = JSON.parse(child.stdout) as { ok: boolean; reason: string; maxRssKiB: number };
+  assert.equal(res.ok, false);
+  assert.match(res.reason, /pattern "big" \(3221225472 bytes\) at 0: byte 0 is 0x68, expected 0x|the file ends at/);
+  assert.ok(res.maxRssKiB < 512 * 1024, `peak RSS ${res.maxRssKiB} KiB`);
+});
