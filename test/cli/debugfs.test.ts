@@ -17,7 +17,7 @@ test('normalizeDebugfsPath accepts the kernel path, kho/ and slashes', () => {
   assert.equal(normalizeDebugfsPath('/sys/kernel/debug/kho'), '');
 });
 
-test('luo debugfs: list, out/fdt as DTS, scratch_phys, in/ after a kexec, errors', { timeout: 120_000 }, async () => {
+test('luo debugfs: list, out/fdt as DTS, scratch_phys, in/ after a kexec, errors', async () => {
   const dir = tempDir('cli-debugfs');
   try {
     const d = await startDaemon(dir);
@@ -71,7 +71,7 @@ test('luo debugfs: list, out/fdt as DTS, scratch_phys, in/ after a kexec, errors
   }
 });
 
-test('luo debugfs: no daemon is exit 1 with what to do', { timeout: 60_000 }, async () => {
+test('luo debugfs: no daemon is exit 1 with what to do', async () => {
   const dir = tempDir('cli-debugfs-none');
   try {
     const r = await luo(['debugfs', '--socket', join(dir, 'none.sock')]);

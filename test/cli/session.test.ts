@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cleanup, runLuo as luo, startDaemon, tempDir } from '../daemon/helpers.ts';
 
-test('luo session: create, preserve, list, kexec, retrieve, finish through a real daemon', { timeout: 180_000 }, async () => {
+test('luo session: create, preserve, list, kexec, retrieve, finish through a real daemon', async () => {
   const dir = tempDir('cli-session');
   try {
     const d = await startDaemon(dir);
@@ -97,7 +97,7 @@ test('luo session: create, preserve, list, kexec, retrieve, finish through a rea
   }
 });
 
-test('luo session: no daemon is exit 1 with what to do; --help exits 0', { timeout: 60_000 }, async () => {
+test('luo session: no daemon is exit 1 with what to do; --help exits 0', async () => {
   const dir = tempDir('cli-session-none');
   try {
     const r = await luo(['session', 'list', '--socket', join(dir, 'none.sock')]);

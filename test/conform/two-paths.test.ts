@@ -4,7 +4,7 @@
  * (native/conformance/lu_script.c), with a kexec of the daemon into a new process between the two
  * stages. The two luo paths must never disagree.
  *
- * Fixed seeds: LUO_CONFORM_SEEDS=N runs N of them (the stress run uses more), starting at
+ * Fixed seeds: 6 in npm test, 100 in the stress run; LUO_CONFORM_SEEDS=N runs N, starting at
  * LUO_CONFORM_FROM (default 1); LUO_CONFORM_OPS sets the operations per stage.
  */
 import { after, before, describe, it } from 'node:test';
@@ -15,8 +15,9 @@ import { join } from 'node:path';
 import { generate, parseStage, stageText } from '../../src/conform/program.ts';
 import { runModel } from '../../src/conform/run-model.ts';
 import { buildNative, Daemon, runShimmed } from '../native/harness.ts';
+import { scaled } from '../helpers/scale.ts';
 
-const SEEDS = Number(process.env.LUO_CONFORM_SEEDS ?? 6);
+const SEEDS = scaled(6, 100, 'LUO_CONFORM_SEEDS');
 const OPS = Number(process.env.LUO_CONFORM_OPS ?? 250);
 const FROM = Number(process.env.LUO_CONFORM_FROM ?? 1);
 
@@ -60,7 +61,7 @@ function test_generator(): void {
   });
 }
 
-describe('two paths: in process and through luo serve + the LD_PRELOAD shim', { timeout: 1_800_000 }, () => {
+describe('two paths: in process and through luo serve + the LD_PRELOAD shim', () => {
   let bin = '';
   let work = '';
   before(() => {
@@ -86,7 +87,7 @@ describe('two paths: in process and through luo serve + the LD_PRELOAD shim', { 
           const file = join(work, `seed${seed}-stage${i + 1}`);
           writeFileSync(file, stageText(ops));
           const last = i === prog.stages.length - 1;
-          const r = await runShimmed(join(bin, 'lu_script'), last ? [file] : [file, '--hold'], env, 600_000);
+          const r = await runShimmed(join(bin, 'lu_script'), last ? [file] : [file, '--hold'], env);
           assert.equal(r.code, 0, `stage ${i + 1} exited ${r.code}:\n${r.stderr}\n${daemon.log}`);
           const lines = r.stdout.split('\n').filter((l) => l);
           const holder = lines.at(-1)?.match(/^HOLDER (\d+)$/);

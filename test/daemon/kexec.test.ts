@@ -14,9 +14,9 @@ import { LuoClient } from '../../src/client/index.ts';
 import { cleanup, LUO_BIN, memfdHolder, processesMentioning, ROOT, startDaemon, tempDir, until } from './helpers.ts';
 
 const run = promisify(execFile);
-const luo = (...args: string[]) => run(process.execPath, [LUO_BIN, ...args], { cwd: ROOT, timeout: 60000 });
+const luo = (...args: string[]) => run(process.execPath, [LUO_BIN, ...args], { cwd: ROOT });
 
-test('sessions survive `luo kexec` into a new daemon process with identical bytes', { timeout: 90000 }, async () => {
+test('sessions survive `luo kexec` into a new daemon process with identical bytes', async () => {
   const dir = tempDir('kexec');
   try {
     const d = await startDaemon(dir);
@@ -106,7 +106,7 @@ function fdTokenArg(fd: number, token: number): Uint8Array {
   return b;
 }
 
-test('kexec into another build given by path; corrupt images are refused', { timeout: 90000 }, async () => {
+test('kexec into another build given by path; corrupt images are refused', async () => {
   const dir = tempDir('build');
   try {
     // "Another build": its own bin/luo.mjs in another directory.
@@ -162,7 +162,7 @@ process.exitCode = await main(process.argv);
     await bad('foreign.img', (p) => writeFileSync(p, 'not an image at all'), /not a luo memory image/);
     await bad('empty.img', (p) => writeFileSync(p, ''), /truncated|not a luo memory image/);
     await c2.shutdown();
-    await until(() => processesMentioning(d.socket).length === 0, 10000, 'daemon exit');
+    await until(() => processesMentioning(d.socket).length === 0, 'daemon exit');
 
     // --resume boots the last good image again: the same incoming sessions.
     const d3 = await startDaemon(dir, ['--resume']);
@@ -175,7 +175,7 @@ process.exitCode = await main(process.argv);
   }
 });
 
-test('the position at kexec comes from a forked holder of the hidden dup when the preserving process is gone', { timeout: 90000 }, async () => {
+test('the position at kexec comes from a forked holder of the hidden dup when the preserving process is gone', async () => {
   const dir = tempDir('holder');
   const grandchildren: number[] = [];
   try {
@@ -201,7 +201,7 @@ test('the position at kexec comes from a forked holder of the hidden dup when th
     a.stop();
     b.stop();
     cc.stop();
-    await until(() => ![a, b, cc].some((h) => existsSync(`/proc/${h.pid}/fd/${h.fd}`)), 10000, 'the preserving processes exit');
+    await until(() => ![a, b, cc].some((h) => existsSync(`/proc/${h.pid}/fd/${h.fd}`)), 'the preserving processes exit');
     await dev.close();
     const r = await c.kexec();
     assert.equal(r.stats['capturedFiles'], 3);

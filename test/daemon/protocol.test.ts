@@ -60,7 +60,7 @@ async function withDevice(fn: (dev: LuoDevice, opened: LuoSession[]) => Promise<
   }
 }
 
-test('§7.3 cases through the Node client give the selftests\' results', { timeout: 30000 }, async () => {
+test('§7.3 cases through the Node client give the selftests\' results', async () => {
   // basic_open_close, exclusive_open
   await withDevice(async () => {
     assert.equal(await errnoOf(client.openDevice()), 'EBUSY');
@@ -174,7 +174,7 @@ const RAW: RawCase[] = [
   { name: 'unknown command', on: 'session', cmd: 0x1234, arg: () => sized(16, 16) },
 ];
 
-test('raw ioctls over the socket: same errno and copied-back bytes as the in-process uapi', { timeout: 30000 }, async () => {
+test('raw ioctls over the socket: same errno and copied-back bytes as the in-process uapi', async () => {
   // Reference: the same bytes on an in-process kernel.
   const m = new Machine({ ramSize: 1n << 30n });
   const p: Process = processesOf(m.kernel).spawn();
@@ -213,7 +213,7 @@ test('raw ioctls over the socket: same errno and copied-back bytes as the in-pro
   });
 });
 
-test('malformed and oversized frames: an error reply, the connection closed, others unaffected', { timeout: 20000 }, async () => {
+test('malformed and oversized frames: an error reply, the connection closed, others unaffected', async () => {
   const other = await client.openDevice();
   const sess = await other.createSession('keeps-working');
   const cases: Array<{ name: string; bytes: Uint8Array; errno: number }> = [
@@ -255,7 +255,7 @@ test('malformed and oversized frames: an error reply, the connection closed, oth
   await other.close();
 });
 
-test('a client process that vanishes is cleaned up like a process exit', { timeout: 30000 }, async () => {
+test('a client process that vanishes is cleaned up like a process exit', async () => {
   const script = join(dir, 'vanish.mts');
   writeFileSync(script, `
 import { LuoClient } from ${JSON.stringify(join(ROOT, 'src/client/index.ts'))};
@@ -274,7 +274,7 @@ setInterval(() => {}, 1000);
   assert.equal(daemon.status().device.open, true);
   const pagesBefore = daemon.status().preserved.pages;
   child.kill('SIGKILL');
-  await until(() => !names().some((n) => n.startsWith('orphan')) && !daemon.status().device.open, 10000, 'orphan sessions released');
+  await until(() => !names().some((n) => n.startsWith('orphan')) && !daemon.status().device.open, 'orphan sessions released');
   assert.ok(daemon.status().preserved.pages < pagesBefore, 'the preserved memfd was unpreserved');
   // The names and the device are free again.
   await withDevice(async (dev, opened) => {
@@ -282,7 +282,7 @@ setInterval(() => {}, 1000);
   });
 });
 
-test('a process exit through the control connection: fork-shared files die with the last reference', { timeout: 20000 }, async () => {
+test('a process exit through the control connection: fork-shared files die with the last reference', async () => {
   // Two connections of one (synthetic) pid: the process is gone only when both are.
   const pid = (1 << 22) + 17;
   const c2 = await LuoClient.connect(socket, { pid });
@@ -293,7 +293,7 @@ test('a process exit through the control connection: fork-shared files die with 
   await c2.close();
   assert.ok(daemon.status().sessions.outgoing.some((o) => o.name === 'two-conns'), 'the session fd still holds it');
   s.conn.destroy();
-  await until(() => !daemon.status().sessions.outgoing.some((o) => o.name === 'two-conns'), 5000, 'session released at EOF');
+  await until(() => !daemon.status().sessions.outgoing.some((o) => o.name === 'two-conns'), 'session released at EOF');
 });
 
 const nameArg = (name: string): Uint8Array => {
@@ -303,7 +303,7 @@ const nameArg = (name: string): Uint8Array => {
   return b;
 };
 
-test('release ordering: a file whose last reference went just before a request is released first', { timeout: 20000 }, async () => {
+test('release ordering: a file whose last reference went just before a request is released first', async () => {
   // The EOF of one connection and a request on another, both written before the daemon wakes up
   // (a close(2) of a shared fd, a process exit, then the next syscall): the EOF is handled first,
   // as the kernel had released the file before that syscall.
@@ -325,11 +325,11 @@ test('release ordering: a file whose last reference went just before a request i
     first.conn.destroy();
     reservation.destroy();
     next.destroy();
-    await until(() => daemon.status().sessions.outgoing.length === 0 && !daemon.status().device.open, 5000, 'everything released');
+    await until(() => daemon.status().sessions.outgoing.length === 0 && !daemon.status().device.open, 'everything released');
   }
 });
 
-test('NO_FD: a client that could not reserve the new fd gets EMFILE where the kernel allocates it', { timeout: 20000 }, async () => {
+test('NO_FD: a client that could not reserve the new fd gets EMFILE where the kernel allocates it', async () => {
   assert.equal(client.control.hello!.features & FEATURE_IOCTL_NO_FD, FEATURE_IOCTL_NO_FD, 'HELLO advertises NO_FD');
   // Reference: the in-process kernel with RLIMIT_NOFILE's soft limit at the fd table's end.
   const m = new Machine({ ramSize: 1n << 30n });

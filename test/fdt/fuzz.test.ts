@@ -15,6 +15,7 @@ import { Fdt } from '../../src/fdt/ro.ts';
 import { toDts } from '../../src/fdt/dts.ts';
 import { toJson } from '../../src/fdt/json.ts';
 import { FDT_ERR, FdtError } from '../../src/fdt/format.ts';
+import { scaled } from '../helpers/scale.ts';
 
 function run(cmd: string, args: string[], input?: string | Uint8Array): { status: number; stdout: Buffer } {
   const r = spawnSync(cmd, args, { input, maxBuffer: 1 << 28 });
@@ -117,7 +118,7 @@ test('mutated blobs: checkFdt returns problems, the reader throws only FdtError,
       if (problems.length === 0) accepted.push(b);
       else (opened ? openable : rejected).push(b);
     }),
-    { numRuns: 3000, seed: 7 },
+    { numRuns: scaled(3000, 60000), seed: 7 },
   );
   console.log(`fuzz: ${accepted.length} accepted, ${openable.length} openable, ${rejected.length} rejected`);
   assert.ok(accepted.length > 100 && rejected.length > 500, `${accepted.length} accepted, ${rejected.length} rejected`);
@@ -168,6 +169,6 @@ test('random garbage and random headers never crash or hang the check or the rea
       checkFdt(b);
       try { readAll(b); } catch (e) { if (!(e instanceof FdtError)) throw e; }
     }),
-    { numRuns: 3000, seed: 11 },
+    { numRuns: scaled(3000, 60000), seed: 11 },
   );
 });

@@ -13,6 +13,7 @@ import { openElfCore } from '../../src/inspect/elf.ts';
 import { toHuman, toJson } from '../../src/inspect/format.ts';
 import { Problems, type Report } from '../../src/inspect/report.ts';
 import { captureAtKexec, memInput, realPages, writeElfCore } from './helpers.ts';
+import { scaled } from '../helpers/scale.ts';
 
 const TIME_LIMIT_MS = 5000;
 
@@ -63,7 +64,7 @@ test('random mutations of the real pages: always a report, never a throw or a ha
       else b[m.offset] = m.byte;
     }
     checked(() => inspectInput(memInput(pages), { memfdContents: 8 }));
-  }), { numRuns: 300 });
+  }), { numRuns: scaled(300, 6000) });
 });
 
 test('random byte mutations and truncations of an ELF core: always a report', () => {
@@ -78,7 +79,7 @@ test('random byte mutations and truncations of an ELF core: always a report', ()
       if (cut !== undefined) b = b.slice(0, cut);
       checked(() => inspectElfBytes(b));
     },
-  ), { numRuns: 300 });
+  ), { numRuns: scaled(300, 6000) });
 });
 
 test('random mutations of a luo machine\'s ELF core at kexec: always a report', () => {
@@ -109,5 +110,5 @@ test('random mutations of a luo machine\'s ELF core at kexec: always a report', 
       for (const x of muts) v.setBigUint64(dataStart + (x.page % pages) * 4096 + x.word * 8, x.value, true);
       checked(() => inspectElfBytes(b));
     },
-  ), { numRuns: 200 });
+  ), { numRuns: scaled(200, 4000) });
 });

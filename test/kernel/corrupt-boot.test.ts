@@ -10,8 +10,9 @@ import { bootAndUse, makeHandover, mutate, type Outcome } from '../helpers/corru
 import { Rng } from '../../src/conform/program.ts';
 import { KernelPanic } from '../../src/luo/core.ts';
 import { DEFAULT_BUILD, Kernel } from '../../src/kernel/kernel.ts';
+import { scaled } from '../helpers/scale.ts';
 
-const TRIALS = process.env.LUO_STRESS ? 40_000 : 1_500;
+const TRIALS = scaled(1_500, 40_000, 'LUO_BOOT_TRIALS');
 
 test(`property: ${TRIALS} random corruptions of a real hand-over end in a panic or a clean boot`, () => {
   const rng = new Rng(0x5eed);

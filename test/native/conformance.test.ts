@@ -51,13 +51,13 @@ const BANNER: Record<(typeof SCENARIOS)[number], string> = {
   errno: '--- ERRNO KEXEC TEST PASSED ---',
 };
 
-describe('native: C programs through the LD_PRELOAD shim', { timeout: 900_000 }, () => {
+describe('native: C programs through the LD_PRELOAD shim', () => {
   let bin = '';
   let daemon: Daemon;
   const holders: number[] = [];
   let env: NodeJS.ProcessEnv = {};
 
-  const run = (prog: string, args: string[] = [], timeoutMs = 120_000) => runShimmed(join(bin, prog), args, env, timeoutMs);
+  const run = (prog: string, args: string[] = []) => runShimmed(join(bin, prog), args, env);
 
   before(async () => {
     bin = buildNative();
@@ -125,20 +125,20 @@ describe('native: C programs through the LD_PRELOAD shim', { timeout: 900_000 },
   });
 
   it('luoprobe uapi: every line equals the real 7.3.4 run', async () => {
-    const r = await run('luoprobe', ['uapi'], 60_000);
+    const r = await run('luoprobe', ['uapi']);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.deepEqual(probeLines(r), realLines('UAPI second open', 'UAPI PRESERVE_FD early'));
   });
 
   it('stage 1 of luoprobe and of every two-stage scenario; a holder keeps the sessions', async () => {
-    const r = await run('luoprobe', ['stage1'], 60_000);
+    const r = await run('luoprobe', ['stage1']);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const holder = /STAGE1 holder pid=(\d+)/.exec(r.stdout);
     assert.ok(holder, r.stdout);
     holders.push(Number(holder[1]));
     assert.deepEqual(probeLines(r), realLines('UAPI PRESERVE_FD early', 'UAPI kexec_file_load'));
     for (const sc of SCENARIOS) {
-      const s = await run('lu_kexec', [sc, '--stage', '1'], 180_000);
+      const s = await run('lu_kexec', [sc, '--stage', '1']);
       const m = /STAGE1 HOLDER (\d+)/.exec(s.stdout);
       if (m) holders.push(Number(m[1]));
       assert.equal(s.code, 0, `${sc} stage 1:\n${s.stdout}${s.stderr}`);
@@ -153,7 +153,7 @@ describe('native: C programs through the LD_PRELOAD shim', { timeout: 900_000 },
 
   let stage2Probe: RunResult | null = null;
   it('stage 2 of luoprobe: every line equals the real 7.3.4 run', async () => {
-    const r = await run('luoprobe', ['stage2'], 60_000);
+    const r = await run('luoprobe', ['stage2']);
     stage2Probe = r;
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.deepEqual(probeLines(r), realLines('UAPI CREATE_SESSION name of incoming', null));
@@ -168,14 +168,14 @@ describe('native: C programs through the LD_PRELOAD shim', { timeout: 900_000 },
 
   for (const sc of SCENARIOS) {
     it(`stage 2 of ${sc} in a new process`, async () => {
-      const r = await run('lu_kexec', [sc, '--stage', '2'], 180_000);
+      const r = await run('lu_kexec', [sc, '--stage', '2']);
       assert.equal(r.code, 0, `${sc} stage 2:\n${r.stdout}${r.stderr}`);
       assert.ok(r.stdout.includes(BANNER[sc]), r.stdout);
     });
   }
 
   it('after stage 2 every session is finished: a new stage 1 is detected again', async () => {
-    const r = await run('lu_kexec', ['simple', '--stage', '2'], 30_000);
+    const r = await run('lu_kexec', ['simple', '--stage', '2']);
     assert.notEqual(r.code, 0);
     assert.match(r.stdout, /asked for stage 2, but this is stage 1/);
   });

@@ -18,12 +18,10 @@ function startDashboard(args: string[]): { child: ChildProcess; url: Promise<str
   child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const url = new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`dashboard printed no URL in 20 s: ${err}`)), 20_000);
     child.stdout!.on('data', (b: Buffer) => {
       out += b.toString();
       const line = out.split('\n')[0]!;
       if (out.includes('\n')) {
-        clearTimeout(timer);
         resolve((JSON.parse(line) as { url: string }).url);
       }
     });
@@ -34,7 +32,7 @@ function startDashboard(args: string[]): { child: ChildProcess; url: Promise<str
 
 const snapshot = async (url: string): Promise<Snapshot> => (await (await fetch(`${url}api/snapshot`)).json()) as Snapshot;
 
-test('luo dashboard --socket: follows the daemon through a kexec', { timeout: 120_000 }, async () => {
+test('luo dashboard --socket: follows the daemon through a kexec', async () => {
   const dir = tempDir('web-daemon');
   let dash: ReturnType<typeof startDashboard> | undefined;
   try {
@@ -51,12 +49,12 @@ test('luo dashboard --socket: follows the daemon through a kexec', { timeout: 12
     const dev = await c.openDevice();
     const sess = await dev.createSession('vm-web');
     await sess.preserveBuffer(new Uint8Array(3 * 4096).fill(1), 0x42);
-    await until(async () => (await snapshot(url)).machine?.sessions.outgoing.some((o) => o.name === 'vm-web' && o.files[0]?.token === '0x42') ?? false, 10_000, 'the session on the dashboard');
+    await until(async () => (await snapshot(url)).machine?.sessions.outgoing.some((o) => o.name === 'vm-web' && o.files[0]?.token === '0x42') ?? false, 'the session on the dashboard');
     s = await snapshot(url);
     assert.ok(s.machine!.memory.categories.some((cat) => cat.id.startsWith('p')), 'preserved blocks in the map');
 
     await c.kexec();
-    await until(async () => (await snapshot(url)).machine?.liveupdateNum === 1, 20_000, 'liveupdate_num 1 on the dashboard');
+    await until(async () => (await snapshot(url)).machine?.liveupdateNum === 1, 'liveupdate_num 1 on the dashboard');
     s = await snapshot(url);
     assert.equal(s.timeline.length, 1);
     assert.equal(s.timeline[0]!.n, 1);
@@ -72,7 +70,7 @@ test('luo dashboard --socket: follows the daemon through a kexec', { timeout: 12
   }
 });
 
-test('luo dashboard: errors say what to do; exit codes 1 and 2', { timeout: 60_000 }, async () => {
+test('luo dashboard: errors say what to do; exit codes 1 and 2', async () => {
   const dir = tempDir('web-dash-err');
   try {
     const run = (args: string[]): Promise<{ code: number | null; stderr: string; stdout: string }> =>
@@ -82,11 +80,7 @@ test('luo dashboard: errors say what to do; exit codes 1 and 2', { timeout: 60_0
         let stdout = '';
         ch.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
         ch.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-        const t = setTimeout(() => ch.kill('SIGKILL'), 30_000);
-        ch.once('exit', (code) => {
-          clearTimeout(t);
-          resolve({ code, stderr, stdout });
-        });
+        ch.once('exit', (code) => resolve({ code, stderr, stdout }));
       });
     let r = await run(['--socket', join(dir, 'none.sock'), '--port', '0']);
     assert.equal(r.code, 1);

@@ -58,7 +58,7 @@ test('machineView of a 1 TiB machine after a kexec: from ranges, fast, every pag
   assert.ok(JSON.stringify(v).length < 200_000);
 });
 
-test('dashboard server: snapshot JSON, SSE, static files, 404, Host check, loopback bind', { timeout: 30_000 }, async () => {
+test('dashboard server: snapshot JSON, SSE, static files, 404, Host check, loopback bind', async () => {
   const m = new Machine({ ramSize: 1n << 30n });
   const hub = new SnapshotHub({ source: { kind: 'machine', label: 't' }, status: 'x', done: false, error: null, machine: machineView(m), timeline: [], daemon: null });
   const srv = await startDashboardServer({ hub, port: 0 });
@@ -78,9 +78,7 @@ test('dashboard server: snapshot JSON, SSE, static files, 404, Host check, loopb
     const reader = res.body!.getReader();
     let text = '';
     const readUntil = async (re: RegExp): Promise<void> => {
-      const end = Date.now() + 5000;
       while (!re.test(text)) {
-        if (Date.now() > end) throw new Error(`no ${re} in ${text.slice(0, 200)}`);
         const { value, done } = await reader.read();
         if (done) throw new Error('SSE stream ended');
         text += new TextDecoder().decode(value);
