@@ -2,8 +2,8 @@
  * `luo serve`: boots a machine (cold, or from a hand-over image) and serves its /dev/liveupdate
  * on a unix socket until SHUTDOWN, SIGTERM/SIGINT, or a kexec into a new daemon process.
  */
-import { appendFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { KernelPanic } from '../luo/core.ts';
 import { DEFAULT_CMDLINE, Machine } from '../kernel/machine.ts';
 import { IMAGE_NAME, loadHandover } from '../daemon/kexec.ts';
@@ -32,10 +32,24 @@ export function parseSize(s: string): bigint {
 export async function runServe(opts: ServeOptions): Promise<number> {
   const socketPath = opts.socket ?? defaultSocketPath();
   const stateDir = opts.stateDir ?? defaultStateDir();
+  if (opts.log) {
+    // the log's directory is made if missing; a log that cannot be written is said at once
+    try {
+      mkdirSync(dirname(opts.log), { recursive: true });
+      appendFileSync(opts.log, '');
+    } catch (e) {
+      process.stderr.write(`luo serve: cannot write the log ${opts.log}: ${(e as Error).message}\n`);
+      return 1;
+    }
+  }
   const out = opts.log ? (l: string) => appendFileSync(opts.log!, `${l}\n`) : (l: string) => process.stdout.write(`${l}\n`);
   const fail = (msg: string): number => {
     process.stderr.write(`luo serve: ${msg}\n`);
-    if (opts.log) out(`luo serve: ${msg}`);
+    try {
+      if (opts.log) out(`luo serve: ${msg}`);
+    } catch {
+      /* said on stderr already */
+    }
     return 1;
   };
   let image = opts.fromImage;
