@@ -6,6 +6,7 @@
 # Usage: bash scripts/build-native.sh [OUTDIR]     (default: native/build)
 # Needs gcc (Debian: apt-get install gcc libc6-dev). Exits non-zero with a message when it cannot build.
 set -euo pipefail
+shopt -s nullglob
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/native/build}"
 CC="${CC:-gcc}"
@@ -19,7 +20,8 @@ warn=(-Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-stringop-trunca
 "$CC" -std=gnu11 -O2 -g -fPIC -shared -fvisibility=hidden "${warn[@]}" \
   -o "$out/libluo-preload.so.tmp" "$root/native/preload/luo_preload.c" -ldl -lpthread
 mv -f "$out/libluo-preload.so.tmp" "$out/libluo-preload.so"
-# the conformance programs, dynamically linked (LD_PRELOAD does not reach static binaries)
+# the conformance programs (in a source checkout), dynamically linked (LD_PRELOAD does not reach
+# static binaries)
 for src in "$root"/native/conformance/*.c; do
   name="$(basename "$src" .c)"
   "$CC" -std=gnu11 -O2 -g "${warn[@]}" -Wno-unused-result -Wno-format-truncation -Wno-empty-body -I "$root/native/include" \

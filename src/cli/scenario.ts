@@ -33,11 +33,9 @@ const defaultIo: CliIo = {
   err: (s) => process.stderr.write(`${s}\n`),
 };
 
-/** The schema documentation: the doc comment of schema.ts. */
+/** The scenario format's documentation (docs/scenario-format.md, shipped with the package). */
 export function schemaText(): string {
-  const src = readFileSync(new URL('../scenario/schema.ts', import.meta.url), 'utf8');
-  const m = /\/\*\*([\s\S]*?)\*\//.exec(src);
-  return (m?.[1] ?? '').split('\n').map((l) => l.replace(/^ \* ?/, '')).join('\n').trim();
+  return readFileSync(new URL('../../docs/scenario-format.md', import.meta.url), 'utf8').trim();
 }
 
 function line(r: StepResult): string {

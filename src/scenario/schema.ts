@@ -1,53 +1,7 @@
 /**
- * Scenario files: scripted live-update regression tests in YAML, validated strictly (every
- * problem is reported with its line, column and field path; unknown fields are errors).
- *
- * ```yaml
- * name: freeze fault refuses the reboot    # optional
- * description: ...                         # optional
- * machine:                                 # optional
- *   ram: 8GiB                              # default 4GiB; sizes are bytes or B/KiB/MiB/GiB/TiB
- *   cmdline: console=ttyS0 kho=on liveupdate=on luo.restore_fail=panic
- *   build: { release: 7.3.4-luo, kho: kho-v4 }   # kho: kho-v4 (default) or kho-v1
- * steps:                                   # one or more
- *   - <kind>: <arguments>                  # exactly one kind per step
- *     expect-errno: EEXIST                 # optional: the step must fail with this errno
- *     repeat: 51                           # optional: run it N times, "{i}" in strings = 0..N-1
- *     note: why this step is here          # optional
- * ```
- *
- * A step passes when it succeeds (or, with `expect-errno`, fails with exactly that errno) and
- * every check it makes holds. Steps run in a process of the running kernel; fds are bound to
- * handle names (`as`). The process that made them stays alive across a kexec (its session fds
- * keep their sessions, like the selftests' daemonize_and_wait); after a kexec or cold boot a new
- * process starts and old handles are gone. Step kinds (a scalar after the kind is the first
- * argument listed):
- *
- * | kind | arguments |
- * |---|---|
- * | `open-device` | `as` (default `luo`): open /dev/liveupdate |
- * | `close` | `fd`: close any handle (an outgoing session is unpreserved, an incoming one finished) |
- * | `create-session` | `name`, `as` (default: the name); opens the device first if no `luo` handle |
- * | `memfd` | `as`, `name`, `size`, `data`, `flags` [cloexec, allow-sealing, hugetlb, noexec-seal, exec], `seals` [seal, shrink, grow, write, future-write, exec] (adds allow-sealing), `pos` |
- * | `write` | `fd`, `data` |
- * | `preserve` | `session`, `fd`, `token` |
- * | `unpreserve` | `session`: close an outgoing session (the only unpreserve the newest ABI has) |
- * | `inject-fault` | `op` (preserve, freeze, retrieve, finish, unpreserve), `errno`, `skip`, `times`, `handler` (default memfd-v2): in the running kernel; `finish` makes can_finish refuse (EBUSY) |
- * | `corrupt` | `what`: luo-compat, session-count, file-compat, file-count — written after LUO serialized at the next kexec |
- * | `kexec` | `cmdline`, `append` ("k=v ..."), `build`, `expect` (ok, panic) |
- * | `cold-boot` | `cmdline`, `build` |
- * | `retrieve-session` | `name`, `as` (default: the name) |
- * | `retrieve` | `session`, `token`, `as` |
- * | `verify` | `fd`, `size`, `pos`, `seals` (the exact set F_GET_SEALS returns), `data`, `sha256` |
- * | `finish` | `session` |
- * | `kernel-log` | `contains` or `matches` (a regular expression), `absent` (true: must not appear) |
- * | `agent-adopt` | `workload`, `files` [{`token`, `size`, `data`, `seals`, `pos`, `label`}], `checksum` (sha256, none) |
- * | `agent-update` | `cmdline`, `append`, `build`, `inject` [faults for the new kernel], `corrupt`, `expect` (updated, fell-back, refused), `restart` [workloads], `reason` {`step`, `errno`} |
- *
- * `data` is a string (written at offset 0), or one or a list of {`text`, `at`}, {`pattern` (a
- * seed), `length`, `at`} and {`fill` (a byte), `length`, `at`}. Tokens are integers (0x1a works)
- * up to 2^64-1. The agent (src/agent) runs in its own process and opens the device only while it
- * works: close a `luo` handle of the scenario first, as the kernel allows one opener.
+ * Scenario files: YAML parsed with line and column kept, checked field by field into typed steps;
+ * every problem is reported with its line, column and field path. The format is documented in
+ * docs/scenario-format.md (what `luo scenario --schema` prints).
  */
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import { ERRNO, type ErrnoName } from '../errno.ts';
