@@ -453,11 +453,12 @@ export class MemfdFile implements KernelFile {
     if ((len < ino.size && ino.seals & F_SEAL_SHRINK) || (len > ino.size && ino.seals & F_SEAL_GROW)) {
       throw new LuoError('EPERM', `ftruncate ${ino.size} -> ${len}: refused by seals ${hex(ino.seals)}`);
     }
-    if (len === ino.size) return;
-    if (ino.frozen) throw new LuoError('EPERM', `ftruncate ${ino.size} -> ${len}: the memfd is preserved by LUO (its mapping is frozen)`);
+    if (len !== ino.size && ino.frozen) throw new LuoError('EPERM', `ftruncate ${ino.size} -> ${len}: the memfd is preserved by LUO (its mapping is frozen)`);
     const old = ino.size;
     ino.size = len;
-    if (len < old) ino.undoRange(len, Number.MAX_SAFE_INTEGER);
+    // shmem_setattr truncates past the new size whenever it does not grow the file, the same size
+    // included: folios fallocated beyond EOF (FALLOC_FL_KEEP_SIZE) go then too.
+    if (len <= old) ino.undoRange(len, Number.MAX_SAFE_INTEGER);
   }
 
   /**

@@ -168,3 +168,12 @@ test('1, 2. a retrieved file is LUO\'s until FINISH (EBUSY); FINISH with reserve
   assert.equal(luoSessionFinish(p2, inc), 0);
   assert.equal(luoSessionPreserveFd(p2, out, r, 1), 0, 'after FINISH');
 });
+
+test('found by the two-path property: ftruncate to the same size drops folios fallocated past EOF (shmem_setattr)', () => {
+  const { p } = fresh();
+  const mfd = p.memfdCreate('k', 0);
+  assert.equal(p.fallocate(mfd, 1 /* FALLOC_FL_KEEP_SIZE */, 0, 2 * PAGE), 0);
+  assert.deepEqual(p.fstat(mfd), { mode: 0o100777, size: 0, blocks: 16 });
+  assert.equal(p.ftruncate(mfd, 0), 0);
+  assert.deepEqual(p.fstat(mfd), { mode: 0o100777, size: 0, blocks: 0 });
+});
