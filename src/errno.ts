@@ -39,10 +39,13 @@ export type ErrnoName = keyof typeof ERRNO;
 /** A failure with a kernel errno. `where` names the byte offset, address or object concerned. */
 export class LuoError extends Error {
   readonly errno: ErrnoName;
+  /** The message without the errno in front (for messages that add their own context). */
+  readonly detail: string;
   constructor(errno: ErrnoName, message: string, options?: { cause?: unknown }) {
     super(`${errno}: ${message}`, options);
     this.name = 'LuoError';
     this.errno = errno;
+    this.detail = message;
   }
   /** The positive errno number (userspace sees -1 with errno set to this). */
   get code(): number {

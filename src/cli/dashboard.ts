@@ -4,6 +4,7 @@
  * blackout phases. Sources: `--demo` runs the demo's live updates in this process; `--socket PATH`
  * (or the default socket) watches a running `luo serve` through STATUS.
  */
+import { bold, dim } from './style.ts';
 import { DaemonFeed } from '../web/daemon-feed.ts';
 import { MachineFeed, type DashboardServer, SnapshotHub, startDashboardServer } from '../web/server.ts';
 import { defaultSocketPath } from '../daemon/wire.ts';
@@ -23,9 +24,6 @@ export interface DashboardOptions {
 
 export const DEFAULT_PORT = 7373;
 
-const tty = (): boolean => process.stdout.isTTY === true;
-const bold = (s: string): string => (tty() ? `\x1b[1m${s}\x1b[0m` : s);
-const dim = (s: string): string => (tty() ? `\x1b[2m${s}\x1b[0m` : s);
 
 function intOpt(v: string | undefined, name: string, dflt: number, min: number, max: number): number {
   if (v === undefined) return dflt;

@@ -3,9 +3,11 @@
  * docs/protocol.md 4.9). Without PATH the files are listed; a device tree (out/fdt, in/fdt,
  * sub_fdts/*) is printed as DTS like `dtc -I dtb -O dts`, text files as they are.
  */
+import { bold, dim } from './style.ts';
+import { connectDaemon } from './daemon-client.ts';
 import { LuoClient } from '../client/index.ts';
 import { errnoError } from '../client/connection.ts';
-import { decodePrefix, defaultSocketPath, MSG } from '../daemon/wire.ts';
+import { decodePrefix, MSG } from '../daemon/wire.ts';
 import { toDts } from '../fdt/dts.ts';
 import { isLuoError } from '../errno.ts';
 
@@ -40,9 +42,6 @@ export function normalizeDebugfsPath(p: string): string {
   return s === 'kho' ? '' : s;
 }
 
-const tty = (): boolean => process.stdout.isTTY === true;
-const dim = (s: string): string => (tty() ? `\x1b[2m${s}\x1b[0m` : s);
-const bold = (s: string): string => (tty() ? `\x1b[1m${s}\x1b[0m` : s);
 
 export interface DebugfsOptions {
   socket?: string;
@@ -55,13 +54,8 @@ export async function runDebugfs(path: string | undefined, opts: DebugfsOptions)
     process.stderr.write(`luo debugfs: ${msg}\n`);
     return code;
   };
-  const socket = opts.socket ?? defaultSocketPath();
-  let c: LuoClient;
-  try {
-    c = await LuoClient.connect(socket);
-  } catch (e) {
-    return fail(`cannot reach a luo daemon at ${socket} (${(e as Error).message}); start one with \`luo serve\` or pass --socket PATH`);
-  }
+  const c = await connectDaemon('debugfs', opts.socket);
+  if (!c) return 1;
   let d: DebugfsReply;
   try {
     d = await fetchDebugfs(c);

@@ -13,6 +13,7 @@ import { SEEK_CUR } from '../handlers/memfd-file.ts';
 import { toDts } from '../fdt/dts.ts';
 import { LiveUpdateAgent, type FileView, type Phase, type UpdateOptions, type UpdateReport } from '../agent/index.ts';
 import { createHash } from 'node:crypto';
+import { colorOn } from './style.ts';
 import ora, { type Ora } from 'ora';
 
 const GiB = 1n << 30n;
@@ -203,7 +204,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<number> {
   let spinner: Ora | undefined;
   const step = (text: string): void => {
     if (opts.quiet || !process.stdout.isTTY || !(process.stdout.columns > 0)) return;
-    spinner = ora({ text, stream: process.stdout, discardStdin: false }).start();
+    spinner = ora({ text, stream: process.stdout, discardStdin: false, ...(colorOn() ? {} : { color: false as const }) }).start();
   };
   const stepDone = (): void => {
     spinner?.stop();

@@ -1,21 +1,19 @@
 /** `luo kexec`: asks the daemon to live-update into a new daemon process (optionally another build). */
-import { LuoClient } from '../client/index.ts';
+import { isLuoError } from '../errno.ts';
+import { connectDaemon } from './daemon-client.ts';
 
 export async function runKexec(opts: { socket?: string; build?: string; cmdline?: string; json?: boolean }): Promise<number> {
-  let c: LuoClient;
-  try {
-    c = await LuoClient.connect(opts.socket);
-  } catch (e) {
-    process.stderr.write(`luo kexec: ${(e as Error).message}\n`);
-    return 1;
-  }
+  const c = await connectDaemon('kexec', opts.socket);
+  if (!c) return 1;
   try {
     const r = await c.kexec({ ...(opts.build ? { build: opts.build } : {}), ...(opts.cmdline ? { cmdline: opts.cmdline } : {}) });
     if (opts.json) process.stdout.write(`${JSON.stringify({ pid: r.pid, generation: `0x${r.generation.toString(16)}`, stats: r.stats })}\n`);
     else process.stdout.write(`luo kexec: daemon ${r.pid} (generation 0x${r.generation.toString(16)}) took over; image ${String(r.stats['imageBytes'])} bytes, ${String(r.stats['preservedPages'])} preserved page(s), ${Number(r.stats['totalMs']).toFixed(1)} ms\n`);
     return 0;
   } catch (e) {
-    process.stderr.write(`luo kexec: ${(e as Error).message}\n`);
+    // "luo kexec: <what went wrong> (ERRNO)", once
+    const msg = isLuoError(e) ? `${e.detail.replace(/^kexec: /, '')} (${e.errno})` : (e as Error).message;
+    process.stderr.write(`luo kexec: ${msg}\n`);
     return 1;
   } finally {
     c.control.destroy();

@@ -1,14 +1,34 @@
 /**
  * The `luo` command line: subcommands are registered here, each implemented in its own module.
- * Returns the process exit code (0 ok, 1 failure, 2 usage error).
+ * Returns the process exit code (0 ok, 1 failure, 2 usage error: a short message, never the whole
+ * help). Output to a closed pipe (`luo demo | head`) ends the command quietly.
  */
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 
+/** A reader that went away (EPIPE) is not an error: stop quietly, as the shell's own tools do. */
+function quietOnClosedPipe(): void {
+  for (const s of [process.stdout, process.stderr]) {
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw e;
+    });
+  }
+}
+
+function version(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
 export async function main(argv: string[]): Promise<number> {
+  quietOnClosedPipe();
   const program = new Command('luo')
     .description('Live Update Orchestrator and Kexec HandOver on a simulated machine')
+    .version(version(), '-V, --version', 'print the version')
     .exitOverride()
-    .showHelpAfterError();
+    .showHelpAfterError('(luo --help, or luo <command> --help, lists what it takes)')
+    .showSuggestionAfterError(true)
+    .configureOutput({ outputError: (str, write) => write(`luo: ${str.replace(/^error: /, '')}`) });
   let code = 0;
   program
     .command('demo')

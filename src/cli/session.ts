@@ -6,11 +6,13 @@
  * until a kexec hands them over. After a kexec, `retrieve` and `finish` take an incoming session
  * with RETRIEVE_SESSION the first time, then keep it held as well.
  */
+import { bold, dim, green, yellow } from './style.ts';
+import { connectDaemon } from './daemon-client.ts';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Connection, errnoError } from '../client/connection.ts';
 import { LuoClient, LuoSession } from '../client/index.ts';
-import { decodePrefix, defaultSocketPath, MSG, PayloadWriter } from '../daemon/wire.ts';
+import { decodePrefix, MSG, PayloadWriter } from '../daemon/wire.ts';
 import { isLuoError, type LuoError } from '../errno.ts';
 import { statusWithMachine } from '../web/daemon-feed.ts';
 
@@ -23,11 +25,6 @@ export interface SessionCliOptions {
 class UsageError extends Error {}
 class CliError extends Error {}
 
-const tty = (): boolean => process.stdout.isTTY === true;
-const bold = (s: string): string => (tty() ? `\x1b[1m${s}\x1b[0m` : s);
-const dim = (s: string): string => (tty() ? `\x1b[2m${s}\x1b[0m` : s);
-const green = (s: string): string => (tty() ? `\x1b[32m${s}\x1b[0m` : s);
-const yellow = (s: string): string => (tty() ? `\x1b[33m${s}\x1b[0m` : s);
 
 /** "0x1a", "26" -> 26n (a u64). */
 export function parseToken(s: string): bigint {
@@ -110,14 +107,8 @@ function errnoHint(e: LuoError, what: string): string {
 }
 
 async function run(opts: SessionCliOptions, what: string, fn: (c: LuoClient) => Promise<void>): Promise<number> {
-  const socket = opts.socket ?? defaultSocketPath();
-  let c: LuoClient;
-  try {
-    c = await LuoClient.connect(socket);
-  } catch (e) {
-    process.stderr.write(`luo session ${what}: cannot reach a luo daemon at ${socket} (${(e as Error).message}); start one with \`luo serve\` or pass --socket PATH\n`);
-    return 1;
-  }
+  const c = await connectDaemon(`session ${what}`, opts.socket);
+  if (!c) return 1;
   try {
     await fn(c);
     return 0;

@@ -1,6 +1,6 @@
 /** `luo status`: the daemon's LUO state, sessions, files and preserved memory. */
-import { LuoClient } from '../client/index.ts';
 import type { DaemonStatus } from '../daemon/status.ts';
+import { connectDaemon } from './daemon-client.ts';
 
 export function formatStatus(s: DaemonStatus): string {
   const lines = [
@@ -18,13 +18,8 @@ export function formatStatus(s: DaemonStatus): string {
 }
 
 export async function runStatus(opts: { socket?: string; json?: boolean }): Promise<number> {
-  let c: LuoClient;
-  try {
-    c = await LuoClient.connect(opts.socket);
-  } catch (e) {
-    process.stderr.write(`luo status: ${(e as Error).message}\n`);
-    return 1;
-  }
+  const c = await connectDaemon('status', opts.socket);
+  if (!c) return 1;
   try {
     const s = await c.status();
     process.stdout.write(`${opts.json ? JSON.stringify(s, null, 2) : formatStatus(s)}\n`);

@@ -48,7 +48,8 @@ export class Connection {
       });
       s.once('error', (e: NodeJS.ErrnoException) => {
         const code = (e.code ?? 'EIO') as string;
-        reject(new LuoError(code === 'ENOENT' ? 'ENOENT' : code === 'EMFILE' ? 'EMFILE' : 'ECONNRESET', `connect ${path}: ${e.message}`));
+        // the socket error (ECONNREFUSED, ENOTSOCK, EACCES...) stays available as the cause
+        reject(new LuoError(code === 'ENOENT' ? 'ENOENT' : code === 'EMFILE' ? 'EMFILE' : 'ECONNRESET', `connect ${path}: ${e.message}`, { cause: e }));
       });
     });
     const c = new Connection(sock, path);

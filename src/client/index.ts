@@ -26,6 +26,8 @@ export interface ClientOptions {
 }
 
 export interface RawIoctlOptions {
+  /** What the call is about, for the error message (default: the command number). */
+  readonly what?: string;
   /** A pointer that is not accessible at all (EFAULT from the kernel's first get_user). */
   readonly fault?: boolean;
   /** PRESERVE_FD source (default: the struct's fd is a real fd of this process). */
@@ -104,7 +106,7 @@ abstract class LuoFileHandle {
     });
     const reply = decodeIoctlReply(await this.conn.request(MSG.IOCTL, payload));
     if (arg && reply.out.length) arg.set(reply.out, 0);
-    if (reply.ret < 0) throw errnoError(reply.errno, `ioctl 0x${(cmd >>> 0).toString(16)} failed`);
+    if (reply.ret < 0) throw errnoError(reply.errno, `${opts.what ?? `ioctl 0x${(cmd >>> 0).toString(16)}`} failed`);
     return { arg, reply };
   }
 
@@ -123,7 +125,7 @@ export class LuoDevice extends LuoFileHandle {
     // The fd is reserved first, as the kernel does (EMFILE before any work).
     const reservation = await Connection.open(this.client.socketPath, this.client.pid);
     try {
-      await this.ioctl(cmd, nameArg(name), { newConn: reservation.connId });
+      await this.ioctl(cmd, nameArg(name), { newConn: reservation.connId, what: `${cmd === LIVEUPDATE_IOCTL.CREATE_SESSION ? 'CREATE_SESSION' : 'RETRIEVE_SESSION'} "${name}"` });
     } catch (e) {
       reservation.destroy();
       throw e;
@@ -144,29 +146,34 @@ export class LuoDevice extends LuoFileHandle {
 
 /** A LUO session fd. */
 export class LuoSession extends LuoFileHandle {
+  /** "OP of token 0x1a in session "name"": what an error message says the call was about. */
+  private about(op: string, token: bigint | number): string {
+    return `${op} of token 0x${BigInt.asUintN(64, BigInt(token)).toString(16)} in session "${this.requestedName}"`;
+  }
+
   constructor(client: LuoClient, conn: Connection, readonly requestedName: string) {
     super(client, conn);
   }
 
   /** LIVEUPDATE_SESSION_PRESERVE_FD of a real fd of this process (a memfd; anything else ENOENT). */
   async preserveFd(fd: number, token: bigint | number, opts: { hiddenFd?: number; seals?: number } = {}): Promise<void> {
-    await this.ioctl(LIVEUPDATE_IOCTL.SESSION_PRESERVE_FD, fdTokenArg(fd, token), { source: { kind: 'fd', ...opts } });
+    await this.ioctl(LIVEUPDATE_IOCTL.SESSION_PRESERVE_FD, fdTokenArg(fd, token), { source: { kind: 'fd', ...opts }, what: this.about('PRESERVE_FD', token) });
   }
 
   /** PRESERVE_FD of a memfd whose contents are the file at `path` (read at kexec; size now). */
   async preserveFile(path: string, token: bigint | number, opts: { pos?: number; seals?: number } = {}): Promise<void> {
-    await this.ioctl(LIVEUPDATE_IOCTL.SESSION_PRESERVE_FD, fdTokenArg(-1, token), { source: { kind: 'path', path, ...opts } });
+    await this.ioctl(LIVEUPDATE_IOCTL.SESSION_PRESERVE_FD, fdTokenArg(-1, token), { source: { kind: 'path', path, ...opts }, what: `${this.about('PRESERVE_FD', token)} (${path})` });
   }
 
   /** PRESERVE_FD of a memfd holding `data` (as if memfd_create + write + preserve). */
   async preserveBuffer(data: Uint8Array | string, token: bigint | number, opts: { pos?: number; seals?: number } = {}): Promise<void> {
     const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
-    await this.ioctl(LIVEUPDATE_IOCTL.SESSION_PRESERVE_FD, fdTokenArg(-1, token), { source: { kind: 'buffer', data: bytes, ...opts } });
+    await this.ioctl(LIVEUPDATE_IOCTL.SESSION_PRESERVE_FD, fdTokenArg(-1, token), { source: { kind: 'buffer', data: bytes, ...opts }, what: this.about('PRESERVE_FD', token) });
   }
 
   /** LIVEUPDATE_SESSION_RETRIEVE_FD: the memfd's contents and metadata. */
   async retrieve(token: bigint | number): Promise<RetrievedFile> {
-    const { reply } = await this.ioctl(LIVEUPDATE_IOCTL.SESSION_RETRIEVE_FD, fdTokenArg(0, token));
+    const { reply } = await this.ioctl(LIVEUPDATE_IOCTL.SESSION_RETRIEVE_FD, fdTokenArg(0, token), { what: this.about('RETRIEVE_FD', token) });
     const f = reply.file;
     if (!f) throw new LuoError('EPROTO', 'RETRIEVE_FD reply without a file');
     const size = Number(f.size);
@@ -192,7 +199,7 @@ export class LuoSession extends LuoFileHandle {
   async finish(): Promise<void> {
     const b = new Uint8Array(8);
     le(b).setUint32(0, 8, true);
-    await this.ioctl(LIVEUPDATE_IOCTL.SESSION_FINISH, b);
+    await this.ioctl(LIVEUPDATE_IOCTL.SESSION_FINISH, b, { what: `FINISH of session "${this.requestedName}"` });
   }
 
   /** LIVEUPDATE_SESSION_GET_NAME. */
@@ -277,7 +284,10 @@ export class LuoClient {
     const r = new PayloadReader(p, 'KEXEC reply');
     const ret = r.i32();
     const errno = r.u32();
-    if (ret < 0) throw errnoError(errno, `kexec: ${new TextDecoder().decode(r.rest())}`);
+    if (ret < 0) {
+      const why = new TextDecoder().decode(r.rest());
+      throw errnoError(errno, why.startsWith('kexec') ? why : `kexec: ${why}`);
+    }
     const pid = r.u32();
     r.u32();
     const generation = r.u64();

@@ -76,7 +76,7 @@ export async function kexecIntoNewProcess(d: LuoDaemon, opts: { build?: string |
     mkdirSync(d.stateDir, { recursive: true, mode: 0o700 });
   } catch (e) {
     const err = isLuoError(e) ? e : new LuoError('EIO', (e as Error).message);
-    return { ok: false, committed: false, errno: err.code, message: err.message };
+    return { ok: false, committed: false, errno: err.code, message: err.detail };
   }
 
   // Freeze: real memfds' contents and positions into their simulated twins, then the reboot
@@ -90,7 +90,7 @@ export async function kexecIntoNewProcess(d: LuoDaemon, opts: { build?: string |
   } catch (e) {
     const err = isLuoError(e) ? e : new LuoError('EIO', (e as Error).message);
     d.print('err', `kexec refused: ${err.message}`);
-    return { ok: false, committed: false, errno: err.code, message: err.message };
+    return { ok: false, committed: false, errno: err.code, message: err.detail };
   }
   crashPoint('serialized');
   const t1 = performance.now();
