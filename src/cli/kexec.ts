@@ -8,7 +8,11 @@ export async function runKexec(opts: { socket?: string; build?: string; cmdline?
   try {
     const r = await c.kexec({ ...(opts.build ? { build: opts.build } : {}), ...(opts.cmdline ? { cmdline: opts.cmdline } : {}) });
     if (opts.json) process.stdout.write(`${JSON.stringify({ pid: r.pid, generation: `0x${r.generation.toString(16)}`, stats: r.stats })}\n`);
-    else process.stdout.write(`luo kexec: daemon ${r.pid} (generation 0x${r.generation.toString(16)}) took over; image ${String(r.stats['imageBytes'])} bytes, ${String(r.stats['preservedPages'])} preserved page(s), ${Number(r.stats['totalMs']).toFixed(1)} ms\n`);
+    else {
+      process.stdout.write(`luo kexec: daemon ${r.pid} (generation 0x${r.generation.toString(16)}) took over; image ${String(r.stats['image'])} (${String(r.stats['imageBytes'])} bytes), ${String(r.stats['preservedPages'])} preserved page(s), ${Number(r.stats['totalMs']).toFixed(1)} ms\n`);
+    }
+    // what the old kernel had to say about the files it handed over (a memfd that grew, ...)
+    for (const w of (r.stats['warnings'] as string[] | undefined) ?? []) process.stderr.write(`luo kexec: warning: ${w}\n`);
     return 0;
   } catch (e) {
     // "luo kexec: <what went wrong> (ERRNO)", once

@@ -85,6 +85,14 @@ export async function main(argv: string[]): Promise<number> {
       code = await runKexec(opts);
     });
   program
+    .command('stop')
+    .description('power the daemon off: its sessions end, its socket is removed')
+    .option('--socket <path>', 'socket path')
+    .action(async (opts: { socket?: string }) => {
+      const { runStop } = await import('./stop.ts');
+      code = await runStop(opts);
+    });
+  program
     .command('status')
     .description("show the daemon's LUO state, sessions and preserved memory")
     .option('--socket <path>', 'socket path')

@@ -2,8 +2,9 @@
  * `luo serve`: boots a machine (cold, or from a hand-over image) and serves its /dev/liveupdate
  * on a unix socket until SHUTDOWN, SIGTERM/SIGINT, or a kexec into a new daemon process.
  */
-import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { appendFileSync, existsSync, lstatSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { isLuoError } from '../errno.ts';
 import { KernelPanic } from '../luo/core.ts';
 import { DEFAULT_CMDLINE, Machine } from '../kernel/machine.ts';
 import { IMAGE_NAME, loadHandover } from '../daemon/kexec.ts';
@@ -31,7 +32,7 @@ export function parseSize(s: string): bigint {
 
 export async function runServe(opts: ServeOptions): Promise<number> {
   const socketPath = opts.socket ?? defaultSocketPath();
-  const stateDir = opts.stateDir ?? defaultStateDir();
+  const stateDir = opts.stateDir ?? defaultStateDir(socketPath);
   if (opts.log) {
     // the log's directory is made if missing; a log that cannot be written is said at once
     try {
@@ -52,6 +53,11 @@ export async function runServe(opts: ServeOptions): Promise<number> {
     }
     return 1;
   };
+  try {
+    if (!lstatSync(socketPath).isSocket()) return fail(`${socketPath} exists and is not a socket: refusing to replace it (choose another --socket)`);
+  } catch {
+    /* nothing there yet */
+  }
   let image = opts.fromImage;
   if (!image && opts.resume && existsSync(join(stateDir, IMAGE_NAME))) image = join(stateDir, IMAGE_NAME);
 
@@ -64,6 +70,9 @@ export async function runServe(opts: ServeOptions): Promise<number> {
         h = await loadHandover(image);
       } catch (e) {
         return fail(`refusing image ${image}: ${(e as Error).message}`);
+      }
+      if (h.meta.socket && h.meta.socket !== resolve(socketPath)) {
+        return fail(`refusing image ${image}: it was written by the daemon on ${h.meta.socket}, not ${resolve(socketPath)} (two daemons never boot each other's image)`);
       }
       machine = new Machine({ ramSize: h.memory.size, memory: h.memory, boot: h.params, console: out, ...(opts.cmdline ? { cmdline: opts.cmdline } : {}) });
       handover = { image, ...h.meta.stats, from: h.meta.from, luoVersion: h.meta.luoVersion, bootMs: machine.kernel.bootTimeMs };
@@ -81,7 +90,7 @@ export async function runServe(opts: ServeOptions): Promise<number> {
   try {
     await d.listen();
   } catch (e) {
-    return fail(`cannot listen on ${socketPath}: ${(e as Error).message}`);
+    return fail(`cannot listen on ${socketPath}: ${isLuoError(e) ? e.detail : (e as Error).message}`);
   }
   if (opts.takeover) signalReady(d);
   const stop = (sig: string) => void d.shutdown(sig);

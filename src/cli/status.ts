@@ -2,15 +2,44 @@
 import type { DaemonStatus } from '../daemon/status.ts';
 import { connectDaemon } from './daemon-client.ts';
 
+/** Bytes in binary units: "64 GiB", "1.5 MiB", "4096 B". */
+export function humanBytes(n: number | bigint): string {
+  let v = Number(n);
+  for (const u of ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']) {
+    if (v < 1024 || u === 'PiB') return u === 'B' ? `${v} B` : `${Number.isInteger(v) ? v : v.toFixed(1)} ${u}`;
+    v /= 1024;
+  }
+  return `${n} B`;
+}
+
+/** Items joined with ", ", wrapped to `width` columns, continuation lines indented by `indent`. */
+function wrapList(head: string, items: readonly string[], indent: string, width = 100): string[] {
+  const lines: string[] = [];
+  let cur = head;
+  items.forEach((it, i) => {
+    const piece = `${it}${i < items.length - 1 ? ',' : ''}`;
+    if (cur.length + 1 + piece.length > width && cur.trim() !== '') {
+      lines.push(cur);
+      cur = `${indent}${piece}`;
+    } else cur = cur.endsWith(' ') || cur === '' ? `${cur}${piece}` : `${cur} ${piece}`;
+  });
+  lines.push(cur);
+  return lines;
+}
+
 export function formatStatus(s: DaemonStatus): string {
+  const incoming = s.sessions.incomingPending
+    ? ['incoming sessions: handed over by the previous kernel, restored on the first open of /dev/liveupdate']
+    : [`incoming sessions: ${s.sessions.incoming.length}`, ...s.sessions.incoming.map((i) => `  ${i.name}: ${i.files} file(s)${i.retrieved ? ', retrieved' : ''}`)];
   const lines = [
-    `luod ${s.pid} (generation ${s.generation}) ${s.state}; kernel ${s.release}, RAM ${s.ramSize}`,
+    `luod ${s.pid} (generation ${s.generation}) ${s.state}; kernel ${s.release}, RAM ${humanBytes(BigInt(s.ramSize))}`,
     `cmdline: ${s.cmdline}`,
     `liveupdate_num: ${s.liveupdateNum}; /dev/liveupdate ${s.device.registered ? (s.device.open ? 'open' : 'closed') : 'not registered'}`,
     `outgoing sessions: ${s.sessions.outgoing.length}`,
-    ...s.sessions.outgoing.map((o) => `  ${o.name}: ${o.files.map((f) => `${f.token} (${f.size ?? '?'} B)`).join(', ') || 'no files'}`),
-    `incoming sessions: ${s.sessions.incoming.length}`,
-    ...s.sessions.incoming.map((i) => `  ${i.name}: ${i.files} file(s)${i.retrieved ? ', retrieved' : ''}`),
+    ...s.sessions.outgoing.flatMap((o) => (o.files.length
+      ? wrapList(`  ${o.name}:`, o.files.map((f) => `${f.token} (${f.size === null ? '?' : humanBytes(f.size)})`), '    ')
+      : [`  ${o.name}: no files`])),
+    ...incoming,
     `preserved: ${s.preserved.pages} page(s) in ${s.preserved.blocks} block(s); by order ${Object.entries(s.preserved.byOrder).map(([o, n]) => `${o}:${n}`).join(' ') || '-'}; tracker ${s.preserved.trackerPages} page(s)`,
     `clients: ${s.processes} process(es), ${s.connections} connection(s)`,
   ];

@@ -250,6 +250,11 @@ export class LuoClient {
     return this.control.hello!.liveupdateNum;
   }
 
+  /** The daemon's process id (HELLO). */
+  get daemonPid(): number {
+    return this.control.hello!.daemonPid;
+  }
+
   /** open("/dev/liveupdate", O_RDWR): EBUSY while open elsewhere, ENOENT without LUO. */
   async openDevice(flags = O_RDWR): Promise<LuoDevice> {
     const conn = await Connection.open(this.socketPath, this.pid);

@@ -23,6 +23,8 @@ export interface HandoverMeta {
   format: typeof HANDOVER_FORMAT;
   luoVersion: string;
   from: { release: string; khoProfile: string; pid: number; generation: string };
+  /** Absolute path of the socket the writing daemon served: only a daemon on it boots the image. */
+  socket?: string;
   cmdline: string;
   kho: { fdtAddr: string; fdtSize: string; scratchAddr: string; scratchSize: string } | null;
   image: { addr: string; size: string } | null;
@@ -81,7 +83,7 @@ export async function kexecIntoNewProcess(d: LuoDaemon, opts: { build?: string |
 
   // Freeze: real memfds' contents and positions into their simulated twins, then the reboot
   // path (LUO serializes; an error refuses the kexec and leaves everything as it was).
-  let captured: { files: number; bytes: number };
+  let captured: { files: number; bytes: number; warnings: string[] };
   let handover;
   try {
     captured = d.mirrors.captureAll();
@@ -100,6 +102,7 @@ export async function kexecIntoNewProcess(d: LuoDaemon, opts: { build?: string |
     format: HANDOVER_FORMAT,
     luoVersion: luoVersion(),
     from: { release: k.build.release, khoProfile: k.build.khoProfile, pid: process.pid, generation: hex(d.generation) },
+    socket: resolve(d.socketPath),
     cmdline: handover.params.cmdline,
     kho: kho ? { fdtAddr: hex(kho.fdtAddr), fdtSize: hex(kho.fdtSize), scratchAddr: hex(kho.scratchAddr), scratchSize: hex(kho.scratchSize) } : null,
     image: handover.params.image ? { addr: hex(handover.params.image.addr), size: hex(handover.params.image.size) } : null,
@@ -160,7 +163,7 @@ export async function kexecIntoNewProcess(d: LuoDaemon, opts: { build?: string |
   child.unref();
   crashPoint('ready');
   const t3 = performance.now();
-  const stats = { ...meta.stats, imageBytes, imageMs: t2 - t1, takeoverMs: t3 - t2, totalMs: t3 - t0, image: imgPath, newPid: ready.pid };
+  const stats = { ...meta.stats, imageBytes, imageMs: t2 - t1, takeoverMs: t3 - t2, totalMs: t3 - t0, image: imgPath, newPid: ready.pid, warnings: captured.warnings };
   d.print('info', `kexec: daemon ${ready.pid} took over ${d.socketPath} (total ${(t3 - t0).toFixed(1)} ms)`);
   return { ok: true, pid: ready.pid, generation: ready.generation, stats };
 }

@@ -277,15 +277,16 @@ export class MirrorTable {
    * At kexec, before LUO's reboot path: every preserved mirror gets the real file's bytes (up to
    * the size taken at preserve) and position. Synchronous: nothing runs in between.
    */
-  captureAll(): { files: number; bytes: number; posFromOthers: number; posLost: number } {
+  captureAll(): { files: number; bytes: number; posFromOthers: number; posLost: number; warnings: string[] } {
     this.sweep();
     let files = 0;
     let bytes = 0;
+    const warnings: string[] = [];
     const lost: Mirror[] = [];
     for (const m of this.all) {
       if (m.source.kind === 'buffer' || m.retrieved || !m.file.luoRefs) continue;
       files++;
-      bytes += this.capture(m);
+      bytes += this.capture(m, warnings);
       if (m.source.kind === 'proc') {
         const src = m.source;
         const pos = (src.hiddenFd >= 0 ? procPos(src.pid, src.hiddenFd, src.key) : undefined) ?? procPos(src.pid, src.fd, src.key);
@@ -298,7 +299,7 @@ export class MirrorTable {
       this.log('info', `luod: ${lost.length} preserved memfd(s) no longer open in their preserving process: position of ${found} read from another process holding the same fd; ${lost.length - found} keep the last known position`);
     }
     for (const m of this.all) if (m.source.kind !== 'buffer' && !m.retrieved && m.file.luoRefs) m.file.pos = m.pos;
-    return { files, bytes, posFromOthers: found, posLost: lost.length - found };
+    return { files, bytes, posFromOthers: found, posLost: lost.length - found, warnings };
   }
 
   /**
@@ -373,7 +374,7 @@ export class MirrorTable {
     return found;
   }
 
-  private capture(m: Mirror): number {
+  private capture(m: Mirror, warnings: string[]): number {
     const src = m.source;
     if (src.kind === 'buffer') return 0;
     const ino = m.file.inode;
@@ -402,7 +403,11 @@ export class MirrorTable {
     }
     const real = fstatSync(src.realFd).size;
     const what = src.kind === 'proc' ? `memfd of pid ${src.pid} fd ${src.fd}` : src.path;
-    if (short || real !== size) this.log('warn', `luod: ${what} is ${real} bytes at kexec, ${size} at preserve; handing over ${size}`);
+    if (short || real !== size) {
+      const w = `${what} is ${real} bytes at kexec, ${size} at preserve (PRESERVE_FD froze its size); handing over ${size}`;
+      warnings.push(w);
+      this.log('warn', `luod: ${w}`);
+    }
     return size;
   }
 

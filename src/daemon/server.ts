@@ -5,7 +5,7 @@
  * A kexec hands the machine's memory image to a new daemon process (kexec.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, renameSync, unlinkSync, writeSync, closeSync } from 'node:fs';
+import { chmodSync, closeSync, lstatSync, mkdirSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { ERRNO, LuoError } from '../errno.ts';
@@ -87,6 +87,8 @@ export class LuoDaemon {
   /** Set while a kexec runs: requests wait (and die with this process). */
   kexecing = false;
   private stopped = false;
+  /** Inode of the socket this daemon serves on (to remove only its own at shutdown). */
+  private socketIno: number | undefined;
   private readonly log: (line: string) => void;
   readonly handover: Record<string, unknown> | undefined;
   private readonly childArgs: readonly string[];
@@ -126,6 +128,15 @@ export class LuoDaemon {
   async listen(): Promise<void> {
     const dir = dirname(this.socketPath);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // Never replace anything but a socket; a socket nobody answers on is a stale one, replaced.
+    let existing;
+    try {
+      existing = lstatSync(this.socketPath);
+    } catch {
+      existing = undefined;
+    }
+    if (existing && !existing.isSocket()) throw new LuoError('EEXIST', `${this.socketPath} exists and is not a socket: refusing to replace it`);
+    if (existing && !(await LuoDaemon.alive(this.socketPath))) this.print('info', `replacing a stale socket at ${this.socketPath} (its daemon has exited)`);
     const tmp = `${this.socketPath}.${process.pid}.new`;
     try {
       unlinkSync(tmp);
@@ -142,6 +153,7 @@ export class LuoDaemon {
     });
     chmodSync(tmp, 0o600);
     renameSync(tmp, this.socketPath);
+    this.socketIno = statSync(this.socketPath).ino;
     this.server = server;
     this.print('info', `serving ${LIVEUPDATE_DEV} on ${this.socketPath} (generation 0x${this.generation.toString(16)}, pid ${process.pid})`);
   }
@@ -655,7 +667,7 @@ export class LuoDaemon {
     this.finish(result.ok ? 0 : 1);
   }
 
-  /** Power-off: every connection closed, the socket removed. */
+  /** Power-off: every connection closed, the socket removed (if it is still this daemon's). */
   async shutdown(why: string): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
@@ -663,6 +675,13 @@ export class LuoDaemon {
     for (const c of [...this.conns.values()]) c.sock.destroy();
     this.mirrors.closeAll();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    try {
+      // the listener was bound under a private name and renamed: remove the path ourselves, but
+      // only while it is still our socket (a successor may own it)
+      if (this.socketIno !== undefined && statSync(this.socketPath).ino === this.socketIno) unlinkSync(this.socketPath);
+    } catch {
+      /* already gone */
+    }
     this.finish(0);
   }
 }

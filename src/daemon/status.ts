@@ -24,6 +24,8 @@ export interface DaemonStatus {
   sessions: {
     outgoing: Array<{ name: string; files: StatusFile[] }>;
     incoming: Array<{ name: string; retrieved: boolean; files: number }>;
+    /** Handed over by the previous kernel, restored on the first open of /dev/liveupdate. */
+    incomingPending: boolean;
   };
   preserved: { pages: number; blocks: number; byOrder: Record<string, number>; trackerPages: number };
   processes: number;
@@ -63,6 +65,7 @@ export function buildStatus(d: LuoDaemon, extra: { processes: number; connection
     sessions: {
       outgoing: luo?.enabled ? luo.sessions.outgoing.map((s) => ({ name: s.name, files: files(s) })) : [],
       incoming: luo?.enabled ? luo.sessions.incoming.map((s) => ({ name: s.name, retrieved: s.retrieved, files: s.fileSet.files.length })) : [],
+      incomingPending: luo?.enabled ? luo.sessions.incomingPending : false,
     },
     preserved: { pages: kho?.preservedPages ?? 0, blocks: kho?.preservedBlocks ?? 0, byOrder, trackerPages: kho?.trackerPages ?? 0 },
     ...extra,

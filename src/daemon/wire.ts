@@ -3,8 +3,9 @@
  * fixed layouts of every message, encoded and decoded symmetrically. Shared by the daemon and the
  * Node client.
  */
+import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 
 export const PROTOCOL_VERSION = 1;
 export const HEADER_SIZE = 16;
@@ -326,10 +327,14 @@ export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string 
   return join('/tmp', `luo-${uid}`, 'luo.sock');
 }
 
-/** The default state directory (images): next to the socket's directory. */
-export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+/**
+ * The default state directory (hand-over images) of the daemon on `socketPath`: one per socket
+ * under $XDG_STATE_HOME/luo (else ~/.local/state/luo), named after the socket and a hash of its
+ * absolute path, so two daemons never share (or boot) each other's image.
+ */
+export function defaultStateDir(socketPath: string, env: NodeJS.ProcessEnv = process.env): string {
   const xdgState = env['XDG_STATE_HOME'];
-  if (xdgState) return join(xdgState, 'luo');
-  const home = env['HOME'] ?? homedir();
-  return join(home, '.local', 'state', 'luo');
+  const base = xdgState ? join(xdgState, 'luo') : join(env['HOME'] ?? homedir(), '.local', 'state', 'luo');
+  const abs = resolve(socketPath);
+  return join(base, `${basename(abs)}-${createHash('sha256').update(abs).digest('hex').slice(0, 12)}`);
 }

@@ -207,6 +207,11 @@ export class SessionManager {
     }
   }
 
+  /** The previous kernel handed sessions over and they wait for the first open to be restored. */
+  get incomingPending(): boolean {
+    return this.inActive && !this.deserialized;
+  }
+
   get deserializeError(): LuoError | undefined {
     return this.deserialized?.error;
   }
