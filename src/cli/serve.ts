@@ -71,7 +71,9 @@ export async function runServe(opts: ServeOptions): Promise<number> {
       } catch (e) {
         return fail(`refusing image ${image}: ${(e as Error).message}`);
       }
-      if (h.meta.socket && h.meta.socket !== resolve(socketPath)) {
+      // --resume finds whatever the state dir holds: only this socket's own image is booted.
+      // An image named with --from-image is the user's deliberate choice (kexec names its own).
+      if (!opts.fromImage && h.meta.socket && h.meta.socket !== resolve(socketPath)) {
         return fail(`refusing image ${image}: it was written by the daemon on ${h.meta.socket}, not ${resolve(socketPath)} (two daemons never boot each other's image)`);
       }
       machine = new Machine({ ramSize: h.memory.size, memory: h.memory, boot: h.params, console: out, ...(opts.cmdline ? { cmdline: opts.cmdline } : {}) });

@@ -76,7 +76,7 @@ test('luo debugfs: no daemon is exit 1 with what to do', async () => {
   try {
     const r = await luo(['debugfs', '--socket', join(dir, 'none.sock')]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /cannot reach a luo daemon at .*start one with `luo serve`/);
+    assert.match(r.stderr, /no daemon at .*none\.sock \(the socket does not exist\); start one with `luo serve --socket .*none\.sock`/);
     const h = await luo(['debugfs', '--help']);
     assert.equal(h.code, 0);
     assert.match(h.stdout, /Usage: luo debugfs \[options\] \[path\]/);

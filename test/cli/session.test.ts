@@ -102,7 +102,7 @@ test('luo session: no daemon is exit 1 with what to do; --help exits 0', async (
   try {
     const r = await luo(['session', 'list', '--socket', join(dir, 'none.sock')]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /cannot reach a luo daemon at .*none\.sock.*start one with `luo serve`/);
+    assert.match(r.stderr, /no daemon at .*none\.sock \(the socket does not exist\); start one with `luo serve --socket .*none\.sock`/);
     const h = await luo(['session', '--help']);
     assert.equal(h.code, 0);
     assert.match(h.stdout, /create[\s\S]*list[\s\S]*preserve[\s\S]*retrieve[\s\S]*finish/);

@@ -84,7 +84,8 @@ async function trial(i: number): Promise<{ outcome: 'old' | 'new'; how: string; 
   mkdirSync(join(dir, 'state'), { recursive: true });
   copyFileSync(imageA, join(dir, 'state', 'luo.img'));
   const phase = i < PHASES.length * 2 ? PHASES[i % PHASES.length]! : undefined;
-  const d = await startDaemon(dir, ['--resume'], phase ? { LUO_DAEMON_CRASH_AT: phase } : {});
+  // image A was written by another daemon's socket: named explicitly (--resume would refuse it)
+  const d = await startDaemon(dir, ['--from-image', join(dir, 'state', 'luo.img')], phase ? { LUO_DAEMON_CRASH_AT: phase } : {});
   const c = await LuoClient.connect(d.socket);
   const dev = await c.openDevice();
   const s = await dev.createSession(`new-session-${i}`);
