@@ -26,23 +26,6 @@ const processIo: DtbIo = {
   },
 };
 
-/** How far a truncated blob is zero-filled to show what its first bytes hold. */
-const MAX_FILL = 1 << 20;
-
-/**
- * A blob whose only fault is that the buffer ends before totalsize, zero-filled up to totalsize so
- * the part that is there can be shown; undefined when the header has any other fault.
- */
-function zeroFilled(blob: Uint8Array): Uint8Array | undefined {
-  const hp = headerProblems(blob);
-  if (hp.length !== 1 || hp[0]!.code !== 'TRUNCATED' || hp[0]!.offset !== 4 || !/available bytes/.test(hp[0]!.message)) return undefined;
-  const total = new DataView(blob.buffer, blob.byteOffset, blob.byteLength).getUint32(4);
-  if (total - blob.length > MAX_FILL) return undefined;
-  const out = new Uint8Array(total);
-  out.set(blob);
-  return out;
-}
-
 export async function runDtb(file: string, opts: { json?: boolean }, io: DtbIo = processIo): Promise<number> {
   let blob: Uint8Array;
   try {
@@ -57,20 +40,21 @@ export async function runDtb(file: string, opts: { json?: boolean }, io: DtbIo =
   const problems: FdtProblem[] = checkFdt(blob);
   for (const p of problems) io.stderr(`luo dtb: ${name}: FDT_ERR_${p.code} at offset ${p.offset}: ${p.message}\n`);
 
-  let source = blob;
-  let note = '';
-  const filled = problems.length ? zeroFilled(blob) : undefined;
-  if (filled) {
-    source = filled;
-    note = `blob ends at byte ${blob.length} of ${filled.length}; the missing bytes are shown as zeros`;
-    io.stderr(`luo dtb: ${name}: ${note}\n`);
+  // A blob that ends before its totalsize is refused as dtc refuses it ("EOF before reading N
+  // bytes"): nothing printed from a partial tree. `luo inspect` decodes what is there.
+  const total = blob.length >= 8 ? new DataView(blob.buffer, blob.byteOffset, blob.byteLength).getUint32(4) : 0;
+  if (problems.some((p) => p.code === 'TRUNCATED') && total > blob.length) {
+    io.stderr(`luo dtb: ${name}: truncated: the blob ends at byte ${blob.length} of its totalsize ${total}; nothing printed (\`luo inspect ${name === '<stdin>' ? 'FILE' : name}\` decodes what is there)\n`);
+    if (opts.json) io.stdout(Buffer.from(JSON.stringify({ problems }, null, 2) + '\n'));
+    return 1;
   }
+  const source = blob;
   try {
     if (opts.json) {
-      const out = { problems, ...(note ? { note } : {}), ...toJson(source) };
+      const out = { problems, ...toJson(source) };
       io.stdout(Buffer.from(JSON.stringify(out, null, 2) + '\n'));
     } else {
-      io.stdout(Buffer.from((note ? `// luo: ${note}\n` : '') + toDts(source), 'latin1'));
+      io.stdout(Buffer.from(toDts(source), 'latin1'));
     }
   } catch (e) {
     if (!(e instanceof FdtError)) throw e;

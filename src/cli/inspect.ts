@@ -3,6 +3,9 @@
  * core dump, directory of captured pages) and print the whole tree, or --json. Exit 0 when there is
  * no problem, 1 when there are problems (everything decodable is still printed), 2 for usage errors.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { inspectPath } from '../inspect/inspect.ts';
 import { toHuman, toJson } from '../inspect/format.ts';
 import { isFault, type InputKind } from '../inspect/report.ts';
@@ -12,7 +15,20 @@ export interface InspectCliOptions {
   json?: boolean;
   kind?: string;
   fdtAddr?: string;
-  memfdContents?: string | boolean;
+  /** Show the first bytes of each memfd folio. */
+  memfdContents?: boolean;
+  /** How many (default 16). */
+  memfdBytes?: string;
+}
+
+/** Standard input as a file (artefacts are read by path: ELF cores and images are mapped in parts). */
+async function stdinToFile(): Promise<{ path: string; done: () => void }> {
+  const parts: Buffer[] = [];
+  for await (const c of process.stdin) parts.push(c as Buffer);
+  const dir = mkdtempSync(join(tmpdir(), 'luo-inspect-'));
+  const path = join(dir, 'stdin');
+  writeFileSync(path, Buffer.concat(parts));
+  return { path, done: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 export interface InspectIo {
@@ -33,15 +49,22 @@ export async function runInspect(file: string, opts: InspectCliOptions, io: Insp
     fdtAddr = BigInt(opts.fdtAddr);
   }
   let contents = 0;
-  if (opts.memfdContents !== undefined && opts.memfdContents !== false) {
-    contents = opts.memfdContents === true ? 16 : Number(opts.memfdContents);
-    if (!Number.isInteger(contents) || contents < 1 || contents > 4096) { io.stderr('luo inspect: --memfd-contents takes a byte count from 1 to 4096\n'); return 2; }
+  if (opts.memfdContents || opts.memfdBytes !== undefined) {
+    contents = opts.memfdBytes === undefined ? 16 : Number(opts.memfdBytes);
+    if (!Number.isInteger(contents) || contents < 1 || contents > 4096) { io.stderr('luo inspect: --memfd-bytes takes a byte count from 1 to 4096\n'); return 2; }
   }
-  const report = await inspectPath(file, {
-    ...(opts.kind ? { kind: opts.kind as InputKind } : {}),
-    ...(fdtAddr !== undefined ? { fdtAddr } : {}),
-    memfdContents: contents,
-  });
+  const stdin = file === '-' ? await stdinToFile() : undefined;
+  let report;
+  try {
+    report = await inspectPath(stdin?.path ?? file, {
+      ...(opts.kind ? { kind: opts.kind as InputKind } : {}),
+      ...(fdtAddr !== undefined ? { fdtAddr } : {}),
+      memfdContents: contents,
+    });
+  } finally {
+    stdin?.done();
+  }
+  if (stdin) report.input.path = '-';
   io.stdout(opts.json ? toJson(report) : toHuman(report));
   const faults = report.problems.filter(isFault);
   if (faults.length && !opts.json) io.stderr(`luo inspect: ${file}: ${faults.length} problem(s)\n`);

@@ -49,12 +49,13 @@ export async function main(argv: string[]): Promise<number> {
   program
     .command('inspect')
     .description('decode a KHO/LUO hand-over artefact (root FDT, sub-blob, luo image, ELF core dump, pages directory) and validate it')
-    .argument('<file>', 'the artefact: a file or a directory of role@0xADDR.bin pages')
+    .argument('<file>', 'the artefact: a file, a directory of role@0xADDR.bin pages, or - for stdin')
     .option('--json', 'print the report as JSON')
     .option('--kind <kind>', 'force the input kind: fdt, elf, image, pages, raw (flat memory from 0, e.g. QEMU pmemsave) or blob')
     .option('--fdt-addr <addr>', 'physical address of the KHO root FDT (default: image metadata, else a scan)')
-    .option('--memfd-contents [bytes]', 'show the first bytes of each memfd folio (default 16)')
-    .action(async (file: string, opts: { json?: boolean; kind?: string; fdtAddr?: string; memfdContents?: string | boolean }) => {
+    .option('--memfd-contents', 'show the first bytes of each memfd folio')
+    .option('--memfd-bytes <n>', 'how many bytes --memfd-contents shows (default 16)')
+    .action(async (file: string, opts: import('./inspect.ts').InspectCliOptions) => {
       const { runInspect } = await import('./inspect.ts');
       code = await runInspect(file, opts);
     });

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FIX, PAGES_DIR, realPages, tmp, writeElfCore } from './helpers.ts';
@@ -15,7 +15,7 @@ function luo(args: string[]): { status: number; stdout: string; stderr: string }
 }
 
 test('luo inspect <pages dir>: the whole tree, exit 0', () => {
-  const r = luo(['inspect', '--memfd-contents', '8', PAGES_DIR]);
+  const r = luo(['inspect', '--memfd-contents', '--memfd-bytes', '8', PAGES_DIR]);
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stderr, '');
   const lines = r.stdout.split('\n');
@@ -77,11 +77,20 @@ test('usage errors exit 2; a missing file is a clear message and exit 1', () => 
   assert.equal(luo(['inspect']).status, 2);
   assert.equal(luo(['inspect', '--kind', 'tarball', PAGES_DIR]).status, 2);
   assert.equal(luo(['inspect', '--fdt-addr', 'zz', PAGES_DIR]).status, 2);
-  assert.equal(luo(['inspect', '--memfd-contents', '0', PAGES_DIR]).status, 2);
+  assert.equal(luo(['inspect', '--memfd-bytes', '0', PAGES_DIR]).status, 2);
+  // --memfd-contents takes no value: the file argument after it is still the file
+  assert.equal(luo(['inspect', '--memfd-contents', PAGES_DIR]).status, 0);
   const m = luo(['inspect', '/nonexistent/dump.elf']);
   assert.equal(m.status, 1);
   assert.match(m.stdout, /error: input \/nonexistent\/dump\.elf: no such file or directory \(ENOENT\)/);
   const forced = luo(['inspect', '--kind', 'pages', '--fdt-addr', '0x1f0000', PAGES_DIR]);
   assert.equal(forced.status, 0, forced.stdout);
   assert.match(forced.stdout, /found by argument/);
+});
+
+test('luo inspect - reads the artefact from stdin', () => {
+  const blob = readFileSync(join(FIX, 'debugfs/s2-after-finish/in/fdt'));
+  const r = spawnSync(process.execPath, ['bin/luo.mjs', 'inspect', '-'], { cwd: ROOT, input: blob, encoding: 'utf8' });
+  assert.match(r.stdout, /^input: - \(/);
+  assert.match(r.stdout, /compatible "kho-v4"/);
 });
