@@ -56,7 +56,20 @@ export async function runScenarioCli(file: string | undefined, opts: ScenarioCli
   }
   let text: string;
   try {
-    text = readFileSync(file === '-' ? 0 : file, 'utf8');
+    const bytes = readFileSync(file === '-' ? 0 : file);
+    // a scenario is YAML text: binary input is refused, never echoed back into the terminal
+    const nul = bytes.indexOf(0);
+    let bad = nul;
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    } catch {
+      text = '';
+      if (bad < 0) bad = 0;
+    }
+    if (bad >= 0) {
+      io.err(`luo scenario: ${file} is not a text file (${nul >= 0 ? `a NUL byte at offset ${nul}` : 'not UTF-8'}): a scenario is YAML text (see luo scenario --schema)`);
+      return 2;
+    }
   } catch (e) {
     io.err(`luo scenario: cannot read ${file}: ${e instanceof Error ? e.message : String(e)}`);
     return 2;

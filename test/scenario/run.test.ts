@@ -177,3 +177,10 @@ test('data specs past the machine RAM are invalid (exit 2, line and field); huge
   assert.match(res.reason, /pattern "big" \(3221225472 bytes\) at 0: byte 0 is 0x68, expected 0x|the file ends at/);
   assert.ok(res.maxRssKiB < 512 * 1024, `peak RSS ${res.maxRssKiB} KiB`);
 });
+
+test('a binary file is refused (exit 2) without being echoed back', () => {
+  const r = spawnSync(process.execPath, [bin, 'scenario', '-'], { encoding: 'latin1', input: Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0, 0, 0, 0x1b, 0x5b, 0x32, 0x4a]) });
+  assert.equal(r.status, 2);
+  assert.equal(r.stderr, 'luo scenario: - is not a text file (a NUL byte at offset 7): a scenario is YAML text (see luo scenario --schema)\n');
+  assert.equal(r.stdout, '');
+});
