@@ -3,7 +3,7 @@
  * core dump, directory of captured pages) and print the whole tree, or --json. Exit 0 when there is
  * no problem, 1 when there are problems (everything decodable is still printed), 2 for usage errors.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspectPath } from '../inspect/inspect.ts';
@@ -19,7 +19,17 @@ export interface InspectCliOptions {
   memfdContents?: boolean;
   /** How many (default 16). */
   memfdBytes?: string;
+  /** Write each preserved file's content and a manifest into this directory. */
+  extract?: string;
 }
+
+interface ManifestFile { token: string; size: number; pos: number; seals: number | null; sha256: string; path: string }
+
+/** A session name as a directory name: anything but [A-Za-z0-9._-] percent-encoded; never "." or "..". */
+const dirName = (name: string): string => {
+  const s = name.replace(/[^A-Za-z0-9._-]/g, (c) => [...new TextEncoder().encode(c)].map((b) => `%${b.toString(16).padStart(2, '0')}`).join(''));
+  return s === '' || s === '.' || s === '..' ? `%${s.length ? '2e'.repeat(s.length) : 'empty'}` : s;
+};
 
 /** Standard input as a file (artefacts are read by path: ELF cores and images are mapped in parts). */
 async function stdinToFile(): Promise<{ path: string; done: () => void }> {
@@ -53,6 +63,15 @@ export async function runInspect(file: string, opts: InspectCliOptions, io: Insp
     contents = opts.memfdBytes === undefined ? 16 : Number(opts.memfdBytes);
     if (!Number.isInteger(contents) || contents < 1 || contents > 4096) { io.stderr('luo inspect: --memfd-bytes takes a byte count from 1 to 4096\n'); return 2; }
   }
+  const manifest = new Map<string, ManifestFile[]>();
+  if (opts.extract !== undefined) {
+    try {
+      mkdirSync(opts.extract, { recursive: true });
+    } catch (e) {
+      io.stderr(`luo inspect: cannot create ${opts.extract}: ${(e as Error).message}\n`);
+      return 1;
+    }
+  }
   const stdin = file === '-' ? await stdinToFile() : undefined;
   let report;
   try {
@@ -60,9 +79,26 @@ export async function runInspect(file: string, opts: InspectCliOptions, io: Insp
       ...(opts.kind ? { kind: opts.kind as InputKind } : {}),
       ...(fdtAddr !== undefined ? { fdtAddr } : {}),
       memfdContents: contents,
+      ...(opts.extract !== undefined
+        ? {
+          onFileData: (s, f, data) => {
+            const m = f.memfd!;
+            const rel = join(dirName(s.name), `0x${f.token.toString(16)}.bin`);
+            mkdirSync(join(opts.extract!, dirName(s.name)), { recursive: true });
+            writeFileSync(join(opts.extract!, rel), data);
+            const list = manifest.get(s.name) ?? [];
+            list.push({ token: `0x${f.token.toString(16)}`, size: Number(m.size), pos: Number(m.pos), seals: m.seals ?? null, sha256: m.sha256!, path: rel });
+            manifest.set(s.name, list);
+          },
+        }
+        : {}),
     });
   } finally {
     stdin?.done();
+  }
+  if (opts.extract !== undefined) {
+    const sessions = [...manifest].map(([name, files]) => ({ name, files }));
+    writeFileSync(join(opts.extract, 'manifest.json'), `${JSON.stringify({ source: file, sessions }, null, 2)}\n`);
   }
   if (stdin) report.input.path = '-';
   io.stdout(opts.json ? toJson(report) : toHuman(report));

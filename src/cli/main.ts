@@ -55,6 +55,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--fdt-addr <addr>', 'physical address of the KHO root FDT (default: image metadata, else a scan)')
     .option('--memfd-contents', 'show the first bytes of each memfd folio')
     .option('--memfd-bytes <n>', 'how many bytes --memfd-contents shows (default 16)')
+    .option('--extract <dir>', "write each preserved file's content (<dir>/<session>/<token>.bin) and manifest.json (token, size, pos, seals, sha256)")
     .action(async (file: string, opts: import('./inspect.ts').InspectCliOptions) => {
       const { runInspect } = await import('./inspect.ts');
       code = await runInspect(file, opts);

@@ -3,6 +3,7 @@
  * dump, captured pages), finds the KHO root FDT, decodes the tracker, subtrees, luo_ser, sessions,
  * files, memfds and FLBs, and returns a Report. Never throws on bad input; every walk is bounded.
  */
+import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { PAGE_SIZE } from '../abi/kho.ts';
 import { KEXEC_METADATA_NAME } from '../abi/kho.ts';
@@ -10,7 +11,8 @@ import { LUO_SUBTREE_NAME } from '../abi/luo.ts';
 import { Ctx } from './context.ts';
 import { decodeFlbs, decodeLuoSer, decodeSessions } from './luo.ts';
 import { MAX_READ, type PhysView, SegmentView, tryRead } from './phys.ts';
-import { type InputKind, Problems, type Report, type SubtreeInfo, hex } from './report.ts';
+import { type FileInfo, type InputKind, Problems, type Report, type SessionInfo, type SubtreeInfo, hex } from './report.ts';
+import { memfdData } from './memfd.ts';
 import { decodeRoot, memoryMapOf, rootCompatible, openCheckedFdt, scanForRoot } from './root.ts';
 import { Fdt } from '../fdt/ro.ts';
 import { type Input, openInput } from './sources.ts';
@@ -24,6 +26,36 @@ export interface InspectOptions {
   fdtAddr?: bigint;
   /** Bytes of each memfd folio to include (0: none). */
   memfdContents?: number;
+  /** Receives each preserved memfd's logical content (`luo inspect --extract`). */
+  onFileData?: (session: SessionInfo, file: FileInfo, data: Uint8Array) => void;
+}
+
+/** Files larger than this are neither hashed nor extracted (a problem says so). */
+export const MAX_FILE_DATA = 256 << 20;
+
+/**
+ * Each memfd's content [0, size) rebuilt from its folios while the memory view is open: its
+ * sha256 goes into the report, and the bytes to `onFileData` when given.
+ */
+function fileData(r: Report, view: PhysView, opts: InspectOptions, problems: Problems): void {
+  const orders = new Map<number, number>();
+  for (const b of r.tracker?.list ?? []) orders.set(Number(b.pa >> 12n), b.order);
+  for (const s of r.sessions) {
+    for (const f of s.files) {
+      const m = f.memfd;
+      if (!m) continue;
+      const where = `session "${s.name}" file ${f.index} (token ${hex(f.token)})`;
+      let data: Uint8Array;
+      try {
+        data = memfdData(view, m, (pfn) => orders.get(pfn) ?? 0, MAX_FILE_DATA);
+      } catch (e) {
+        problems.info(where, `content not hashed or extracted: ${(e as Error).message}`);
+        continue;
+      }
+      m.sha256 = createHash('sha256').update(data).digest('hex');
+      opts.onFileData?.(s, f, data);
+    }
+  }
 }
 
 function emptyReport(kind: InputKind, path: string, description: string): Report {
@@ -63,7 +95,10 @@ export function inspectInput(input: Input, opts: InspectOptions, problems: Probl
   if (ranges.length > 256) problems.info('input', `${ranges.length} memory ranges; the first 256 are listed`);
   try {
     if (input.blob) decodeLoneBlob(r, input.blob, input.path, input.kind, problems);
-    else decodeMemory(r, input.view, input.fdtAddr, opts, problems);
+    else {
+      decodeMemory(r, input.view, input.fdtAddr, opts, problems);
+      fileData(r, input.view, opts, problems);
+    }
   } catch (e) {
     // A decoder bug must not hide what was found so far.
     problems.error('inspect', `internal error: ${(e as Error).stack ?? String(e)}`);

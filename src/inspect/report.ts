@@ -100,6 +100,8 @@ export interface MemfdInfo {
   folios: { first: bigint; totalPages: number; flags: number; order: number };
   chunks: VmallocChunkInfo[];
   folioList: FolioInfo[];
+  /** SHA-256 of the file's logical content [0, size) as retrieve would present it (when readable). */
+  sha256?: string;
 }
 
 export interface FileInfo { index: number; slotPa: bigint; compatible: string; token: bigint; data: bigint; memfd?: MemfdInfo }

@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -93,4 +94,24 @@ test('luo inspect - reads the artefact from stdin', () => {
   const r = spawnSync(process.execPath, ['bin/luo.mjs', 'inspect', '-'], { cwd: ROOT, input: blob, encoding: 'utf8' });
   assert.match(r.stdout, /^input: - \(/);
   assert.match(r.stdout, /compatible "kho-v4"/);
+});
+
+test('luo inspect --extract DIR: each preserved file\'s logical content and a manifest with sha256 (as crit users expect)', () => {
+  const dir = tmp();
+  const r = luo(['inspect', '--extract', dir, PAGES_DIR]);
+  assert.equal(r.status, 0, r.stderr);
+  const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { sessions: Array<{ name: string; files: Array<{ token: string; size: number; pos: number; seals: number; sha256: string; path: string }> }> };
+  assert.deepEqual(m.sessions.map((s) => [s.name, s.files.map((f) => f.token)]), [['conf-session-a', ['0x1a', '0x2b', '0x3c']], ['conf-session-c-finish-early', ['0x4d']]]);
+  const hello = readFileSync(join(dir, 'conf-session-a/0x1a.bin'));
+  assert.equal(hello.toString(), 'hello kexec world');
+  // 4 pages: 'A', a hole, 'C', a fallocated page; pos 100, seals GROW|SHRINK (as luoprobe preserved it)
+  const four = readFileSync(join(dir, 'conf-session-a/0x2b.bin'));
+  assert.equal(four.length, 16384);
+  assert.ok(four.subarray(0, 4096).every((b) => b === 0x41) && four.subarray(4096, 8192).every((b) => b === 0) && four.subarray(8192, 12288).every((b) => b === 0x43) && four.subarray(12288).every((b) => b === 0));
+  const f2b = m.sessions[0]!.files[1]!;
+  assert.deepEqual([f2b.size, f2b.pos, f2b.seals], [16384, 100, 6]);
+  assert.equal(f2b.sha256, createHash('sha256').update(four).digest('hex'));
+  // --json carries the same sha256
+  const j = JSON.parse(luo(['inspect', '--json', PAGES_DIR]).stdout) as { sessions: Array<{ files: Array<{ memfd: { sha256: string } }> }> };
+  assert.equal(j.sessions[0]!.files[1]!.memfd.sha256, f2b.sha256);
 });
