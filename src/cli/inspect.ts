@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { inspectPath } from '../inspect/inspect.ts';
 import { toHuman, toJson } from '../inspect/format.ts';
 import { isFault, type InputKind } from '../inspect/report.ts';
-import { INPUT_KINDS } from '../inspect/sources.ts';
+import { debugfsFiles, INPUT_KINDS, PAGE_FILE } from '../inspect/sources.ts';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 
 export interface InspectCliOptions {
   json?: boolean;
@@ -63,6 +64,12 @@ export async function runInspect(file: string, opts: InspectCliOptions, io: Insp
     contents = opts.memfdBytes === undefined ? 16 : Number(opts.memfdBytes);
     if (!Number.isInteger(contents) || contents < 1 || contents > 4096) { io.stderr('luo inspect: --memfd-bytes takes a byte count from 1 to 4096\n'); return 2; }
   }
+  // A KHO debugfs capture holds the FDTs and sub-blobs, not the preserved memory: each is decoded
+  // as the blob it is, and the answer says what a full decode needs.
+  if (file !== '-' && !opts.kind && existsSync(file) && statSync(file).isDirectory() && !readdirSync(file).some((f) => PAGE_FILE.test(f))) {
+    const parts = debugfsFiles(file);
+    if (parts.length) return inspectDebugfs(file, parts, opts, io);
+  }
   const manifest = new Map<string, ManifestFile[]>();
   if (opts.extract !== undefined) {
     try {
@@ -105,4 +112,37 @@ export async function runInspect(file: string, opts: InspectCliOptions, io: Insp
   const faults = report.problems.filter(isFault);
   if (faults.length && !opts.json) io.stderr(`luo inspect: ${file}: ${faults.length} problem(s)\n`);
   return faults.length ? 1 : 0;
+}
+
+/** `luo inspect DIR` on a captured /sys/kernel/debug/kho: every FDT and sub-blob, one by one. */
+async function inspectDebugfs(dir: string, parts: string[], opts: InspectCliOptions, io: InspectIo): Promise<number> {
+  const reports = [];
+  const consumed: string[] = [];
+  for (const p of parts) {
+    // the incoming luo_ser: early boot reads it and frees its page (kho_restore_free), so a capture
+    // taken after boot shows whatever reused that memory: stale, not a fault
+    if (p === join('in', 'sub_fdts', 'LUO') && !Buffer.from(readFileSync(join(dir, p))).subarray(0, 7).equals(Buffer.from('luo-v5\0'))) {
+      consumed.push(p);
+      continue;
+    }
+    const report = await inspectPath(join(dir, p), {});
+    if (p === join('out', 'fdt')) {
+      // debugfs fixes out/fdt's size when the file is created; the FDT grows afterwards
+      report.problems = report.problems.map((x) => (x.message.includes('FDT_ERR_TRUNCATED')
+        ? { ...x, severity: 'info' as const, message: `${x.message} (debugfs keeps out/fdt at the size it had when created, and the FDT grew since: the bytes shown are the real first ones)` }
+        : x));
+    }
+    reports.push({ file: p, report });
+  }
+  const note = (_p: string) => `stale: the kernel that booted from this hand-over read this luo_ser in early boot and freed its page (kho_restore_free), so the capture shows whatever reused the memory; the real one is in a memory capture`;
+  const faults = reports.reduce((n, r) => n + r.report.problems.filter(isFault).length, 0);
+  if (opts.json) {
+    io.stdout(toJson({ debugfs: dir, files: reports, consumed: consumed.map((file) => ({ file, note: note(file) })) } as never));
+  } else {
+    io.stdout(`${dir}: a KHO debugfs capture (${parts.length} file(s)). It holds the root FDT and the sub-blobs, not the preserved memory: sessions, files and the tracker need a memory capture (a pages directory, an ELF core, a raw dump)\n`);
+    for (const r of reports) io.stdout(`\n== ${r.file}\n${toHuman(r.report)}`);
+    for (const c of consumed) io.stdout(`\n== ${c}\n${note(c)}\n`);
+  }
+  if (faults && !opts.json) io.stderr(`luo inspect: ${dir}: ${faults} problem(s)\n`);
+  return faults ? 1 : 0;
 }

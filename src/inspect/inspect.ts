@@ -15,7 +15,7 @@ import { type FileInfo, type InputKind, Problems, type Report, type SessionInfo,
 import { memfdData } from './memfd.ts';
 import { decodeRoot, memoryMapOf, rootCompatible, openCheckedFdt, scanForRoot } from './root.ts';
 import { Fdt } from '../fdt/ro.ts';
-import { type Input, openInput } from './sources.ts';
+import { type Input, openInput, PAGE_FILE } from './sources.ts';
 import { decodeKexecMetadata, decodeSubsystems, fdtCompatible, isFdtBlob, readFdtAt } from './subtrees.ts';
 import { walkChunks, walkRadix } from './tracker.ts';
 import { SUBSYSTEMS_SUBTREE } from '../luo/subsystems.ts';
@@ -148,7 +148,13 @@ function decodeLoneBlob(r: Report, blob: Uint8Array, path: string, kind: InputKi
     r.kexecMetadata = decodeKexecMetadata(ctx, blob, undefined, BigInt(blob.length), `kexec-metadata blob ${name}`) ?? null;
     return;
   }
-  problems.warn(`file ${name}`, `unrecognised blob of ${blob.length} byte(s): not an FDT, a luo_ser (LUO) or kexec-metadata; use --kind to read it as memory`);
+  const page = PAGE_FILE.exec(name);
+  if (page) {
+    // one page of a pages capture: what it points at lives in the other pages
+    problems.warn(`file ${name}`, `one page of a pages capture (${page[1]} at 0x${page[2]}): not an FDT, a luo_ser or kexec-metadata on its own; its pointers lead to the other pages, so inspect the directory that holds it`);
+    return;
+  }
+  problems.warn(`file ${name}`, `unrecognised blob of ${blob.length} byte(s): not an FDT, a luo_ser (LUO) or kexec-metadata; --kind raw reads a file as physical memory from address 0`);
 }
 
 /** Reads the FDT at `pa` (its header's totalsize), or reports why it cannot. */

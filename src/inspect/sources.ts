@@ -3,7 +3,7 @@
  * captured pages, else a raw blob) unless forced, and builds the physical memory view with any
  * boot metadata it carries (a luo image's root FDT address). Problems are reported, never thrown.
  */
-import { closeSync, fstatSync, openSync, readSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { IMAGE_MAGIC } from '../machine/image.ts';
 import { PhysicalMemory } from '../machine/memory.ts';
@@ -26,7 +26,19 @@ export interface Input {
 
 export const INPUT_KINDS: readonly InputKind[] = ['fdt', 'elf', 'image', 'pages', 'raw', 'blob'];
 const FDT_MAGIC = Uint8Array.of(0xd0, 0x0d, 0xfe, 0xed);
-const PAGE_FILE = /^(.*)@0x([0-9a-fA-F]+)\.bin$/;
+/** A page file of a pages capture: role@0xADDR.bin. */
+export const PAGE_FILE = /^(.*)@0x([0-9a-fA-F]+)\.bin$/;
+
+/** The files of a KHO debugfs capture (/sys/kernel/debug/kho: in/ and out/ with fdt and sub_fdts/), relative to `dir`; [] when it is not one. */
+export function debugfsFiles(dir: string): string[] {
+  const out: string[] = [];
+  for (const side of ['in', 'out']) {
+    if (existsSync(join(dir, side, 'fdt'))) out.push(join(side, 'fdt'));
+    const subs = join(dir, side, 'sub_fdts');
+    if (existsSync(subs) && statSync(subs).isDirectory()) for (const f of readdirSync(subs).sort()) out.push(join(side, 'sub_fdts', f));
+  }
+  return out;
+}
 
 const startsWith = (b: Uint8Array, m: Uint8Array): boolean => b.length >= m.length && m.every((x, i) => b[i] === x);
 

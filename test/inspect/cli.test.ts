@@ -115,3 +115,22 @@ test('luo inspect --extract DIR: each preserved file\'s logical content and a ma
   const j = JSON.parse(luo(['inspect', '--json', PAGES_DIR]).stdout) as { sessions: Array<{ files: Array<{ memfd: { sha256: string } }> }> };
   assert.equal(j.sessions[0]!.files[1]!.memfd.sha256, f2b.sha256);
 });
+
+test('a captured debugfs directory: every FDT and sub-blob decoded, its known quirks explained, exit 0', () => {
+  const r = luo(['inspect', join(FIX, 'debugfs/s2-after-finish')]);
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /a KHO debugfs capture \(5 file\(s\)\)\. It holds the root FDT and the sub-blobs, not the preserved memory/);
+  assert.match(r.stdout, /== in\/fdt\n.*\nKHO root FDT \(285 bytes, found by file\): compatible "kho-v4"/);
+  assert.match(r.stdout, /== in\/sub_fdts\/LUO\nstale: the kernel that booted from this hand-over read this luo_ser in early boot/);
+  assert.match(r.stdout, /kexec-metadata: version 1, previous_release "7\.3\.4", kexec_count 2/);
+  const s1 = luo(['inspect', join(FIX, 'debugfs/s1-boot')]);
+  assert.equal(s1.status, 0);
+  assert.match(s1.stdout, /info: .*FDT_ERR_TRUNCATED.*debugfs keeps out\/fdt at the size it had when created/);
+});
+
+test('a lone page of a pages capture: says so, and to inspect its directory', () => {
+  const r = luo(['inspect', join(PAGES_DIR, 'file-block.conf-session-a-0@0x3ef000.bin')]);
+  assert.equal(r.status, 1);
+  assert.match(r.stdout, /one page of a pages capture \(file-block\.conf-session-a-0 at 0x3ef000\).*inspect the directory that holds it/);
+  assert.doesNotMatch(r.stdout, /use --kind/);
+});
