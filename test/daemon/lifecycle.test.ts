@@ -6,13 +6,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { LuoClient } from '../../src/client/index.ts';
 import { defaultStateDir } from '../../src/daemon/wire.ts';
-import { cleanup, LUO_BIN, ROOT, runLuo, startDaemon, tempDir, until } from './helpers.ts';
+import { cleanup, memfdHolder, ROOT, runLuo, startDaemon, tempDir } from './helpers.ts';
+import { fdTokenArg } from '../../src/uapi/libliveupdate.ts';
 
 test('SIGTERM and luo stop remove the socket; a non-socket path is refused, a stale socket replaced', async () => {
   const dir = tempDir('life');
@@ -95,4 +96,25 @@ test('the shim says once, for the whole process tree, that LUO_SOCKET names no d
   assert.match(r.stderr, /luo-preload: no luo daemon answers on \/nonexistent\/luo\.sock \(LUO_SOCKET: no such socket\)/);
   const quiet = spawnSync(join(bin, 'lu_device'), [], { env: { ...env, LUO_PRELOAD_QUIET: '1' }, encoding: 'utf8' });
   assert.doesNotMatch(quiet.stderr, /luo-preload:/);
+});
+
+test('a preserved memfd that grew after PRESERVE_FD: the warning reaches luo kexec\'s output', async () => {
+  const dir = tempDir('life-grow');
+  try {
+    const d = await startDaemon(dir);
+    const c = await LuoClient.connect(d.socket);
+    const dev = await c.openDevice();
+    const s = await dev.createSession('grows');
+    const h = await memfdHolder('grows', Buffer.from('thirty-six bytes of guest memory ..'), 0);
+    await s.ioctl(0xba40, fdTokenArg(h.fd, 1), { source: { kind: 'fd', pid: h.pid, hiddenFd: h.hiddenFd, seals: h.seals } });
+    await h.cmd('write 100 6d6f7265');
+    const r = await runLuo(['kexec', '--socket', d.socket]);
+    h.stop();
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^luo kexec: daemon \d+ .* took over; image .*luo\.img \(\d+ bytes\)/);
+    assert.match(r.stderr, /^luo kexec: warning: memfd of pid \d+ fd \d+ is 104 bytes at kexec, 35 at preserve \(PRESERVE_FD froze its size\); handing over 35$/m);
+    await (await LuoClient.connect(d.socket)).shutdown();
+  } finally {
+    await cleanup(dir);
+  }
 });
