@@ -475,17 +475,12 @@ static void freeze_pos_2(int dev)
 static void errno_1(int dev)
 {
 	int s = lu_create_session(dev, "errno_session"), a = memfd_create("sparse", 0), b = memfd_create("faulted", MFD_ALLOW_SEALING);
-	struct liveupdate_session_preserve_fd *arg;
 
 	MUST(s >= 0 && a >= 0 && b >= 0, "setup");
 	MUST(ftruncate(a, 10 * LU_PAGE + 100) == 0 && pwrite(a, "three", 5, 3 * LU_PAGE) == 5, "sparse memfd");
 	MUST(lu_preserve_fd(s, a, 1) == 0, "preserve sparse");
 	MUST(ftruncate(b, LU_PAGE) == 0 && pwrite(b, "before", 6, 0) == 6, "memfd b");
-	arg = mmap(NULL, LU_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	MUST(arg != MAP_FAILED, "mmap");
-	arg->size = sizeof(*arg), arg->fd = b, arg->token = 2;
-	MUST(mprotect(arg, LU_PAGE, PROT_READ) == 0, "mprotect");
-	MUST(ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, arg) < 0 && errno == EFAULT, "PRESERVE_FD with a read-only struct: EFAULT");
+	MUST(lu_preserve_fd_readonly_arg(s, b, 2) == -EFAULT, "PRESERVE_FD with a read-only struct: EFAULT");
 	MUST(pwrite(b, "grow", 4, LU_PAGE) < 0 && errno == EPERM, "b is frozen after the faulted reply");
 	MUST(pwrite(b, "after!", 6, 0) == 6, "a write inside b");
 	close(a);

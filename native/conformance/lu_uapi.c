@@ -689,19 +689,13 @@ static void preserve_fd_reply_fault_keeps_it(void)
 {
 	for (int sealable = 0; sealable < 2; sealable++) {
 		int s = lu_create_session(lu_dev, "reply-fault"), m = memfd_create("m", sealable ? MFD_ALLOW_SEALING : 0);
-		struct liveupdate_session_preserve_fd *a;
 
 		REQUIRE(s >= 0 && m >= 0 && ftruncate(m, LU_PAGE) == 0, "setup");
-		a = mmap(NULL, LU_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		REQUIRE(a != MAP_FAILED, "mmap");
-		a->size = sizeof(*a), a->fd = m, a->token = 7;
-		REQUIRE(mprotect(a, LU_PAGE, PROT_READ) == 0, "mprotect");
-		CHECK(ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, a) < 0 && errno == EFAULT, "EFAULT from the copy-back");
+		CHECK_ERR(lu_preserve_fd_readonly_arg(s, m, 7), EFAULT);
 		CHECK(pwrite(m, "x", 1, LU_PAGE) < 0 && errno == EPERM, "frozen: a growing write is EPERM");
 		CHECK(fallocate(m, 0, 0, LU_PAGE) < 0 && errno == EPERM, "frozen: fallocate is EPERM");
 		CHECK_ERR(lu_preserve_fd(s, m, 8), EBUSY);
 		CHECK_ERR(lu_preserve_fd(s, memfd_create("other", 0), 7), EEXIST);
-		munmap(a, LU_PAGE);
 		close(s);
 		close(m);
 	}

@@ -110,6 +110,24 @@ static inline int lu_get_name(int s, char *out, size_t len)
 	return 0;
 }
 
+/*
+ * PRESERVE_FD with the argument struct in a read-only page: the kernel preserves the file, then
+ * its copy-back faults. Returns the ioctl's -errno (-EFAULT expected), or -ENOMEM if no page.
+ */
+static inline int lu_preserve_fd_readonly_arg(int s, int fd, uint64_t token)
+{
+	struct liveupdate_session_preserve_fd *a;
+	int r;
+
+	a = mmap(NULL, LU_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED)
+		return -ENOMEM;
+	a->size = sizeof(*a), a->fd = fd, a->token = token;
+	r = mprotect(a, LU_PAGE, PROT_READ) < 0 ? -errno : ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, a) < 0 ? -errno : 0;
+	munmap(a, LU_PAGE);
+	return r;
+}
+
 /* Raise RLIMIT_NOFILE to n + 32; -EPERM when not allowed (callers skip). */
 static inline int lu_raise_nofile(unsigned long n)
 {

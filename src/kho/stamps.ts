@@ -4,6 +4,7 @@
  * of (pfn, order) for all of them, looked up by binary search and cleared on restore, so that a
  * second restore or a restore of anything never preserved finds no stamp.
  */
+import { floorIn } from '../machine/ranges.ts';
 
 export class PageStamps {
   private cleared: Uint8Array | undefined;
@@ -53,17 +54,8 @@ export class PageStamps {
   /** Whether page `pfn` lies inside a stamped block (one not restored yet). */
   covers(pfn: number): boolean {
     // the last block starting at or below pfn; blocks do not overlap
-    let lo = 0;
-    let hi = this.count - 1;
-    let at = -1;
+    const at = floorIn(this.pfns.subarray(0, this.count), pfn);
     const p = this.pfns;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      if (p[mid]! <= pfn) {
-        at = mid;
-        lo = mid + 1;
-      } else hi = mid - 1;
-    }
     return at >= 0 && !this.cleared?.[at] && pfn < p[at]! + 2 ** this.orders[at]!;
   }
 

@@ -226,7 +226,7 @@ export class IntervalSet {
 }
 
 /** Index of the last start <= x in a sorted array, or -1. */
-function floorIn(starts: readonly number[], x: number): number {
+export function floorIn(starts: ArrayLike<number>, x: number): number {
   let lo = 0;
   let hi = starts.length - 1;
   let ans = -1;

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LuoDaemon } from '../../src/daemon/server.ts';
+import { type ErrnoName, LuoError } from '../../src/errno.ts';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const LUO_BIN = join(ROOT, 'bin', 'luo.mjs');
@@ -30,6 +31,17 @@ export function runLuo(args: string[]): Promise<LuoRun> {
     child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
     child.once('exit', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** The errno a promise rejects with ('ok' when it resolves); anything but a LuoError is rethrown. */
+export async function errnoOf(p: Promise<unknown>): Promise<ErrnoName | 'ok'> {
+  try {
+    await p;
+    return 'ok';
+  } catch (e) {
+    if (e instanceof LuoError) return e.errno;
+    throw e;
+  }
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -12,10 +12,9 @@ import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { LuoClient } from '../../src/client/index.ts';
-import { LuoError } from '../../src/errno.ts';
 import { openRegular } from '../../src/daemon/mirror.ts';
 import { encodeFrame, MSG, PayloadWriter } from '../../src/daemon/wire.ts';
-import { cleanup, type DaemonProc, startDaemon, tempDir } from './helpers.ts';
+import { cleanup, type DaemonProc, errnoOf, startDaemon, tempDir } from './helpers.ts';
 
 let dir: string;
 let d: DaemonProc;
@@ -40,15 +39,6 @@ function raw(path: string): Promise<Socket> {
 
 const hello = (seq: number) => encodeFrame(MSG.HELLO, seq, new PayloadWriter().u32(1).i32(process.pid).u32(0).u32(0).finish());
 
-async function errnoOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    if (e instanceof LuoError) return e.errno;
-    throw e;
-  }
-}
 
 test('openRegular refuses a FIFO without opening it (an open would wait for a writer)', () => {
   const fifo = join(dir, 'fifo-unit');

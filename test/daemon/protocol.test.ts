@@ -17,7 +17,7 @@ import { encodeFrame, FEATURE_IOCTL_NO_FD, MSG, MAX_PAYLOAD, ERROR_TYPE, Payload
 import { processesOf, type Process, RLIMIT_NOFILE } from '../../src/uapi/process.ts';
 import { O_RDWR } from '../../src/uapi/file.ts';
 import { LuoError, type ErrnoName } from '../../src/errno.ts';
-import { cleanup, ROOT, tempDir, until, memfdHolder } from './helpers.ts';
+import { cleanup, errnoOf, ROOT, tempDir, until, memfdHolder } from './helpers.ts';
 
 let dir: string;
 let socket: string;
@@ -38,15 +38,6 @@ after(async () => {
   await cleanup(dir);
 });
 
-async function errnoOf(p: Promise<unknown>): Promise<ErrnoName | 'ok'> {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    if (e instanceof LuoError) return e.errno;
-    throw e;
-  }
-}
 
 /** A fixture: the device open, closed (with every session) at the end. */
 async function withDevice(fn: (dev: LuoDevice, opened: LuoSession[]) => Promise<void>): Promise<void> {
