@@ -426,10 +426,13 @@ export class Kho {
     if (sub.pa < 0n || end > BigInt(this.opts.ramPages) << 12n) {
       throw new LuoError('EINVAL', `KHO subtree "${name}": blob 0x${sub.pa.toString(16)}+${sub.size} is not inside RAM`);
     }
-    for (let pfn = Number(sub.pa >> 12n); sub.size > 0 && pfn <= Number((end - 1n) >> 12n); pfn++) {
-      if (!this.magic.covers(pfn)) {
+    // block by block (a hostile blob-size over preserved memory costs one step per block)
+    for (let pfn = Number(sub.pa >> 12n); sub.size > 0 && pfn <= Number((end - 1n) >> 12n);) {
+      const next = this.magic.blockEnd(pfn);
+      if (next === undefined) {
         throw new LuoError('EINVAL', `KHO subtree "${name}": blob 0x${sub.pa.toString(16)}+${sub.size} reaches page 0x${(BigInt(pfn) << 12n).toString(16)}, which the previous kernel did not preserve`);
       }
+      pfn = next;
     }
     return sub;
   }

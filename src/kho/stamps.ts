@@ -51,12 +51,13 @@ export class PageStamps {
     return this.orders[i];
   }
 
-  /** Whether page `pfn` lies inside a stamped block (one not restored yet). */
-  covers(pfn: number): boolean {
+  /** The end pfn of the stamped block (not restored yet) that holds page `pfn`, or undefined. */
+  blockEnd(pfn: number): number | undefined {
     // the last block starting at or below pfn; blocks do not overlap
     const at = floorIn(this.pfns.subarray(0, this.count), pfn);
-    const p = this.pfns;
-    return at >= 0 && !this.cleared?.[at] && pfn < p[at]! + 2 ** this.orders[at]!;
+    if (at < 0 || this.cleared?.[at]) return undefined;
+    const end = this.pfns[at]! + 2 ** this.orders[at]!;
+    return pfn < end ? end : undefined;
   }
 
   /** Clears the stamp (a restore). Returns false if there was none. */
