@@ -472,12 +472,10 @@ static void warn_no_daemon(int e)
  * any new fd) and its conn_id, or -errno (EMFILE/ENFILE from socket(2) as they are; a daemon that
  * is not there is -ENOENT: no /dev/liveupdate).
  */
-static int connect_daemon(int cloexec, uint32_t *conn_id, ino_t *ino)
+/* A unix socket connected to the daemon's path, or -errno (socket(2)'s or connect(2)'s). */
+static int dial(int cloexec)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct reply rp;
-	struct stat st;
-	uint32_t hello[4] = { 1, (uint32_t)getpid(), 0, 0 };
 	int fd, e;
 
 	fd = socket(AF_UNIX, SOCK_STREAM | (cloexec ? SOCK_CLOEXEC : 0), 0);
@@ -490,10 +488,25 @@ static int connect_daemon(int cloexec, uint32_t *conn_id, ino_t *ino)
 		e = errno;
 		sys_close(fd);
 		DBG("connect %s: %s", sock_path, strerror(e));
-		if (e == ENOENT || e == ECONNREFUSED || e == ENOTDIR)
-			warn_no_daemon(e);
-		return e == ENOENT || e == ECONNREFUSED || e == ENOTDIR ? -ENOENT : -e;
+		return -e;
 	}
+	return fd;
+}
+
+static int connect_daemon(int cloexec, uint32_t *conn_id, ino_t *ino)
+{
+	struct reply rp;
+	struct stat st;
+	uint32_t hello[4] = { 1, (uint32_t)getpid(), 0, 0 };
+	int fd, e;
+
+	fd = dial(cloexec);
+	if (fd == -ENOENT || fd == -ECONNREFUSED || fd == -ENOTDIR) {
+		warn_no_daemon(-fd);
+		return -ENOENT;
+	}
+	if (fd < 0)
+		return fd;
 	e = request(fd, MSG_HELLO, hello, sizeof(hello), NULL, 0, NULL, 0, &rp);
 	if (e || rp.ret < 0 || rp.len < 16) {
 		if (!e)
@@ -692,6 +705,26 @@ static size_t readable(const void *p, void *buf, size_t n)
 	return 0;
 }
 
+/*
+ * The accessible prefix of [p, p + n) (process_vm_readv stops at the first fault), at least `min`
+ * bytes known readable: copied into buf, its length returned.
+ */
+static size_t readable_prefix(const void *p, void *buf, size_t n, size_t min)
+{
+	size_t lo = min, hi = n, got = readable(p, buf, n);
+
+	if (got == n)
+		return n;
+	while (lo < hi) {
+		size_t mid = (lo + hi + 1) / 2;
+		if (readable(p, buf, mid) == mid)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return readable(p, buf, lo);
+}
+
 /* Copy to user memory like copy_to_user: returns bytes not copied (0 = all). */
 static size_t to_user(void *p, const void *buf, size_t n)
 {
@@ -714,19 +747,7 @@ static uint32_t scan_tail(const uint8_t *arg, size_t from, size_t to, uint8_t *b
 {
 	while (from < to) {
 		size_t want = to - from < bufsz ? to - from : bufsz;
-		size_t got = readable(arg + from, buf, want);
-		if (got < want) {
-			/* the readable prefix of this chunk, byte range by halving */
-			size_t lo = 0, hi = want;
-			while (lo < hi) {
-				size_t mid = (lo + hi + 1) / 2;
-				if (readable(arg + from, buf, mid) == mid)
-					lo = mid;
-				else
-					hi = mid - 1;
-			}
-			got = readable(arg + from, buf, lo);
-		}
+		size_t got = readable_prefix(arg + from, buf, want, 0);
 		for (size_t i = 0; i < got; i++)
 			if (buf[i])
 				return IOCTL_TAIL_NONZERO;
@@ -973,19 +994,7 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 	} else if (have == 4) {
 		memcpy(&size, buf, 4);
 		size_t want = size < 4 ? 4 : size > MAX_ARG ? MAX_ARG : size;
-		have = readable(arg, buf, want);
-		if (have < want) {
-			/* process_vm_readv stops at the first fault: find the accessible prefix */
-			size_t lo = 4, hi = want;
-			while (lo < hi) {
-				size_t mid = (lo + hi + 1) / 2;
-				if (readable(arg, buf, mid) == mid)
-					lo = mid;
-				else
-					hi = mid - 1;
-			}
-			have = readable(arg, buf, lo);
-		}
+		have = readable_prefix(arg, buf, want, 4);
 	}
 	q.arg_len = (uint32_t)have;
 	/* a struct larger than we send: the kernel checks that its tail is zero (E2BIG, EFAULT) */
@@ -1336,23 +1345,31 @@ EXPORT int dup3(int fd, int fd2, int flags)
  * memfd_wait_for_pins gives up). The earlier refusals (no FMODE_WRITE, unknown bits, F_SEAL_SEAL)
  * are left to the real fcntl.
  */
+/* The seals F_ADD_SEALS of `seals` really adds: F_SEAL_EXEC on a file with exec bits implies
+ * SHRINK|GROW|WRITE|FUTURE_WRITE (mm/memfd.c memfd_add_seals). */
+static unsigned implied_seals(int fd, unsigned seals)
+{
+	struct stat st;
+
+	if ((seals & F_SEAL_EXEC) && fstat(fd, &st) == 0 && (st.st_mode & 0111))
+		seals |= F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
+	return seals;
+}
+
 static int adds_write_to_pinned(int fd, unsigned seals)
 {
 	struct preserved *p;
-	struct stat st;
 	int fl, cur, busy = 0;
 
 	if (seals & ~(unsigned)ALL_SEALS_)
 		return 0;
 	fl = sys_fcntl(fd, F_GETFL, 0);
-	if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY || fstat(fd, &st) < 0)
+	if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY)
 		return 0;
 	cur = sys_fcntl(fd, F_GET_SEALS, 0);
 	if (cur < 0 || (cur & F_SEAL_SEAL) || (cur & F_SEAL_WRITE))
 		return 0;
-	if ((seals & F_SEAL_EXEC) && (st.st_mode & 0111))
-		seals |= F_SEAL_WRITE;
-	if (!(seals & F_SEAL_WRITE))
+	if (!(implied_seals(fd, seals) & F_SEAL_WRITE))
 		return 0;
 	pthread_mutex_lock(&lock);
 	p = pres_of_fd(fd, 1);
@@ -1382,14 +1399,8 @@ static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, unsigned lo
 		return -1;
 	}
 	if (cmd == F_ADD_SEALS && nmasked) {
-		unsigned mine = (unsigned)arg;
-		struct stat st;
-		int r, saved;
-
-		/* F_SEAL_EXEC on a file with exec bits adds SHRINK|GROW|WRITE|FUTURE_WRITE (mm/memfd.c) */
-		if ((mine & F_SEAL_EXEC) && fstat(fd, &st) == 0 && (st.st_mode & 0111))
-			mine |= F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
-		r = real(fd, cmd, arg), saved = errno;
+		unsigned mine = implied_seals(fd, (unsigned)arg);
+		int r = real(fd, cmd, arg), saved = errno;
 		if (r == 0) {
 			/* seals the program adds itself (or implies) are its own from now on */
 			pthread_mutex_lock(&lock);
@@ -1489,18 +1500,26 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
  * (and its forks). A write is cut where shmem's per-page write_begin would refuse: the pages fully
  * inside the size are written, a first page that crosses the end is EPERM.
  */
-static struct preserved *guarded(int fd)
+
+/* Any memfd this process preserved and that is still preserved (sealable or not). */
+static struct preserved *frozen(int fd)
 {
 	struct preserved *p;
 
-	if (!nguards)
+	if (!nactive)
 		return NULL;
 	pthread_mutex_lock(&lock);
 	p = pres_of_fd(fd, 1);
-	if (p && !p->guard)
-		p = NULL;
 	pthread_mutex_unlock(&lock);
 	return p;
+}
+
+/* A preserved memfd the shim cannot seal (F_SEAL_SEAL): the one the libc guards below refuse for. */
+static struct preserved *guarded(int fd)
+{
+	struct preserved *p = nguards ? frozen(fd) : NULL;
+
+	return p && p->guard ? p : NULL;
 }
 
 /* How many of len bytes at off may be written (-1: none, EPERM). */
@@ -1537,19 +1556,6 @@ EXPORT int ftruncate64(int fd, off64_t len)
 		return -1;
 	}
 	return RESOLVE(ftruncate64)(fd, len);
-}
-
-/* Any memfd this process preserved and that is still preserved (sealable or not). */
-static struct preserved *frozen(int fd)
-{
-	struct preserved *p;
-
-	if (!nactive)
-		return NULL;
-	pthread_mutex_lock(&lock);
-	p = pres_of_fd(fd, 1);
-	pthread_mutex_unlock(&lock);
-	return p;
 }
 
 static int fallocate_guard(int fd, int mode, off64_t off, off64_t len)
@@ -1725,13 +1731,11 @@ __attribute__((constructor)) static void luo_preload_init(void)
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	/* at start, before the program forks its workers: one line for the whole process tree */
 	if (getenv("LUO_SOCKET") && !getenv("LUO_PRELOAD_QUIET") && !getenv("LUO_PRELOAD_WARNED")) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
-		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-			warn_no_daemon(errno);
+		int fd = dial(1);
 		if (fd >= 0)
 			sys_close(fd);
+		else if (fd != -EMFILE && fd != -ENFILE)
+			warn_no_daemon(-fd);
 	}
 }
 
