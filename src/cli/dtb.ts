@@ -8,7 +8,6 @@ import { checkFdt, type FdtProblem } from '../fdt/check.ts';
 import { toDts } from '../fdt/dts.ts';
 import { toJson } from '../fdt/json.ts';
 import { FdtError } from '../fdt/format.ts';
-import { headerProblems } from '../fdt/ro.ts';
 
 export interface DtbIo {
   stdout: (b: Uint8Array) => void;

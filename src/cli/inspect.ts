@@ -3,14 +3,13 @@
  * core dump, directory of captured pages) and print the whole tree, or --json. Exit 0 when there is
  * no problem, 1 when there are problems (everything decodable is still printed), 2 for usage errors.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspectPath } from '../inspect/inspect.ts';
 import { toHuman, toJson } from '../inspect/format.ts';
 import { isFault, type InputKind } from '../inspect/report.ts';
 import { debugfsFiles, INPUT_KINDS, PAGE_FILE } from '../inspect/sources.ts';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 
 export interface InspectCliOptions {
   json?: boolean;
@@ -33,12 +32,10 @@ const dirName = (name: string): string => {
 };
 
 /** Standard input as a file (artefacts are read by path: ELF cores and images are mapped in parts). */
-async function stdinToFile(): Promise<{ path: string; done: () => void }> {
-  const parts: Buffer[] = [];
-  for await (const c of process.stdin) parts.push(c as Buffer);
+function stdinToFile(): { path: string; done: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'luo-inspect-'));
   const path = join(dir, 'stdin');
-  writeFileSync(path, Buffer.concat(parts));
+  writeFileSync(path, readFileSync(0));
   return { path, done: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
@@ -79,7 +76,7 @@ export async function runInspect(file: string, opts: InspectCliOptions, io: Insp
       return 1;
     }
   }
-  const stdin = file === '-' ? await stdinToFile() : undefined;
+  const stdin = file === '-' ? stdinToFile() : undefined;
   let report;
   try {
     report = await inspectPath(stdin?.path ?? file, {
@@ -134,14 +131,14 @@ async function inspectDebugfs(dir: string, parts: string[], opts: InspectCliOpti
     }
     reports.push({ file: p, report });
   }
-  const note = (_p: string) => `stale: the kernel that booted from this hand-over read this luo_ser in early boot and freed its page (kho_restore_free), so the capture shows whatever reused the memory; the real one is in a memory capture`;
+  const note = 'stale: the kernel that booted from this hand-over read this luo_ser in early boot and freed its page (kho_restore_free), so the capture shows whatever reused the memory; the real one is in a memory capture';
   const faults = reports.reduce((n, r) => n + r.report.problems.filter(isFault).length, 0);
   if (opts.json) {
-    io.stdout(toJson({ debugfs: dir, files: reports, consumed: consumed.map((file) => ({ file, note: note(file) })) } as never));
+    io.stdout(toJson({ debugfs: dir, files: reports, consumed: consumed.map((file) => ({ file, note })) } as never));
   } else {
     io.stdout(`${dir}: a KHO debugfs capture (${parts.length} file(s)). It holds the root FDT and the sub-blobs, not the preserved memory: sessions, files and the tracker need a memory capture (a pages directory, an ELF core, a raw dump)\n`);
     for (const r of reports) io.stdout(`\n== ${r.file}\n${toHuman(r.report)}`);
-    for (const c of consumed) io.stdout(`\n== ${c}\n${note(c)}\n`);
+    for (const c of consumed) io.stdout(`\n== ${c}\n${note}\n`);
   }
   if (faults && !opts.json) io.stderr(`luo inspect: ${dir}: ${faults} problem(s)\n`);
   return faults ? 1 : 0;

@@ -3,8 +3,8 @@
  * Returns the process exit code (0 ok, 1 failure, 2 usage error: a short message, never the whole
  * help). Output to a closed pipe (`luo demo | head`) ends the command quietly.
  */
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { luoVersion } from '../version.ts';
 
 /** A reader that went away (EPIPE) is not an error: stop quietly, as the shell's own tools do. */
 function quietOnClosedPipe(): void {
@@ -16,15 +16,11 @@ function quietOnClosedPipe(): void {
   }
 }
 
-function version(): string {
-  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-}
-
 export async function main(argv: string[]): Promise<number> {
   quietOnClosedPipe();
   const program = new Command('luo')
     .description('Live Update Orchestrator and Kexec HandOver on a simulated machine')
-    .version(version(), '-V, --version', 'print the version')
+    .version(luoVersion(), '-V, --version', 'print the version')
     .exitOverride()
     .showHelpAfterError('(luo --help, or luo <command> --help, lists what it takes)')
     .showSuggestionAfterError(true)

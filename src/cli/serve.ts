@@ -2,13 +2,13 @@
  * `luo serve`: boots a machine (cold, or from a hand-over image) and serves its /dev/liveupdate
  * on a unix socket until SHUTDOWN, SIGTERM/SIGINT, or a kexec into a new daemon process.
  */
-import { appendFileSync, existsSync, lstatSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { isLuoError } from '../errno.ts';
 import { KernelPanic } from '../luo/core.ts';
 import { DEFAULT_CMDLINE, Machine } from '../kernel/machine.ts';
 import { IMAGE_NAME, loadHandover } from '../daemon/kexec.ts';
-import { LuoDaemon, signalReady } from '../daemon/server.ts';
+import { LuoDaemon, signalReady, socketPathState } from '../daemon/server.ts';
 import { defaultSocketPath, defaultStateDir } from '../daemon/wire.ts';
 
 export interface ServeOptions {
@@ -53,11 +53,8 @@ export async function runServe(opts: ServeOptions): Promise<number> {
     }
     return 1;
   };
-  try {
-    if (!lstatSync(socketPath).isSocket()) return fail(`${socketPath} exists and is not a socket: refusing to replace it (choose another --socket)`);
-  } catch {
-    /* nothing there yet */
-  }
+  // checked before the machine boots (listen() checks again, for library users)
+  if (socketPathState(socketPath) === 'not-a-socket') return fail(`${socketPath} exists and is not a socket: refusing to replace it (choose another --socket)`);
   let image = opts.fromImage;
   if (!image && opts.resume && existsSync(join(stateDir, IMAGE_NAME))) image = join(stateDir, IMAGE_NAME);
 

@@ -170,12 +170,14 @@ function generateStage(rng: Rng, count: number, afterKexec: boolean, used: Used)
   const ops: Op[] = [];
   const b = (n: number | bigint) => BigInt(n);
   const anySlot = () => rng.int(SLOTS);
+  /** The indexes of the slots that satisfy `pred`. */
+  const slotsWhere = (pred: (s: Slot) => boolean): number[] => slots.flatMap((s, i) => (pred(s) ? [i] : []));
   /** Where a new fd goes: an empty slot, mostly (overwriting a slot leaks its fd: the file stays open). */
   const destSlot = (): number => {
-    const xs = slots.map((s, i) => (s.kind === 'empty' || s.kind === 'unknown' ? i : -1)).filter((i) => i >= 0);
+    const xs = slotsWhere((s) => s.kind === 'empty' || s.kind === 'unknown');
     if (xs.length && rng.int(10)) return rng.pick(xs);
     // never over the device: a leaked device fd would keep it busy for the rest of the stage
-    const ys = slots.map((s, i) => (s.kind !== 'dev' ? i : -1)).filter((i) => i >= 0);
+    const ys = slotsWhere((s) => s.kind !== 'dev');
     return ys.length ? rng.pick(ys) : anySlot();
   };
   // What the generator expects to succeed (a guess that steers it; nothing depends on results).
@@ -185,7 +187,7 @@ function generateStage(rng: Rng, count: number, afterKexec: boolean, used: Used)
   /** A session slot: outgoing for PRESERVE_FD, incoming for RETRIEVE_FD and FINISH (mostly). */
   const sessionSlot = (dir: 'session' | 'incoming'): number => slotOf(rng.int(6) ? dir : dir === 'session' ? 'incoming' : 'session');
   const slotOf = (k: Kind): number => {
-    const xs = slots.map((s, i) => (s.kind === k ? i : -1)).filter((i) => i >= 0);
+    const xs = slotsWhere((s) => s.kind === k);
     return xs.length && rng.int(8) ? rng.pick(xs) : anySlot();
   };
   /**
@@ -195,7 +197,7 @@ function generateStage(rng: Rng, count: number, afterKexec: boolean, used: Used)
    */
   const memfdSlot = (anyOk = false): number => {
     if (anyOk && !rng.int(10)) return anySlot();
-    const xs = slots.map((s, i) => (s.kind === 'memfd' || (s.kind === 'empty' && !rng.int(4)) ? i : -1)).filter((i) => i >= 0);
+    const xs = slotsWhere((s) => s.kind === 'memfd' || (s.kind === 'empty' && !rng.int(4)));
     if (xs.length) return rng.pick(xs);
     const any = slots.findIndex((s) => s.kind === 'empty' || s.kind === 'memfd');
     if (any >= 0) return any;

@@ -5,7 +5,7 @@
  * kexec leaves in place; its meta the part of the boot protocol (kho_data, command line).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
@@ -13,6 +13,7 @@ import { ERRNO, isLuoError, LuoError } from '../errno.ts';
 import type { KhoBootData } from '../kho/incoming.ts';
 import type { BootParams } from '../kernel/kernel.ts';
 import { PhysicalMemory } from '../machine/memory.ts';
+import { luoVersion } from '../version.ts';
 import type { LuoDaemon } from './server.ts';
 
 export const IMAGE_NAME = 'luo.img';
@@ -40,13 +41,6 @@ export type KexecResult =
 
 const hex = (v: bigint): string => `0x${v.toString(16)}`;
 
-export function luoVersion(): string {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-}
 
 /** bin/luo.mjs of this build. */
 export const THIS_BUILD = fileURLToPath(new URL('../../bin/luo.mjs', import.meta.url));

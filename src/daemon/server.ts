@@ -129,14 +129,9 @@ export class LuoDaemon {
     const dir = dirname(this.socketPath);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     // Never replace anything but a socket; a socket nobody answers on is a stale one, replaced.
-    let existing;
-    try {
-      existing = lstatSync(this.socketPath);
-    } catch {
-      existing = undefined;
-    }
-    if (existing && !existing.isSocket()) throw new LuoError('EEXIST', `${this.socketPath} exists and is not a socket: refusing to replace it`);
-    if (existing && !(await LuoDaemon.alive(this.socketPath))) this.print('info', `replacing a stale socket at ${this.socketPath} (its daemon has exited)`);
+    const existing = socketPathState(this.socketPath);
+    if (existing === 'not-a-socket') throw new LuoError('EEXIST', `${this.socketPath} exists and is not a socket: refusing to replace it`);
+    if (existing === 'socket' && !(await LuoDaemon.alive(this.socketPath))) this.print('info', `replacing a stale socket at ${this.socketPath} (its daemon has exited)`);
     const tmp = `${this.socketPath}.${process.pid}.new`;
     try {
       unlinkSync(tmp);
@@ -683,6 +678,15 @@ export class LuoDaemon {
       /* already gone */
     }
     this.finish(0);
+  }
+}
+
+/** What is at a socket path a daemon is to serve on: nothing yet, a socket, or something else. */
+export function socketPathState(path: string): 'free' | 'socket' | 'not-a-socket' {
+  try {
+    return lstatSync(path).isSocket() ? 'socket' : 'not-a-socket';
+  } catch {
+    return 'free';
   }
 }
 

@@ -40,12 +40,6 @@ test(`property: ${TRIALS} random corruptions of a real hand-over end in a panic 
   for (const o of ['early-panic', 'panic', 'no-handover', 'no-liveupdate', 'restored'] as const) assert.ok((seen.get(o) ?? 0) > 0, `${o}: ${JSON.stringify(Object.fromEntries(seen))}`);
 });
 
-function bootWith(policy: 'panic' | 'disable', edit: (h: ReturnType<typeof makeHandover>) => Parameters<typeof bootAndUse>[1]) {
-  const h = makeHandover(policy);
-  const params = edit(h);
-  return { h, outcome: bootAndUse(h, params), log: () => h.machine.kernel.log.text() };
-}
-
 const le64 = (v: bigint) => {
   const b = new Uint8Array(8);
   new DataView(b.buffer).setBigUint64(0, v, true);
