@@ -106,7 +106,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('--json', 'print the results as JSON')
     .option('-v, --verbose', 'also print the kernel console and the agent log')
     .option('--schema', 'print the scenario file format')
-    .action(async (file: string | undefined, opts: { json?: boolean; verbose?: boolean; schema?: boolean }) => {
+    .option('--json-schema', 'print the format as JSON Schema (draft 2020-12), for editors')
+    .action(async (file: string | undefined, opts: { json?: boolean; verbose?: boolean; schema?: boolean; jsonSchema?: boolean }) => {
       const { runScenarioCli } = await import('./scenario.ts');
       code = await runScenarioCli(file, opts);
     });

@@ -1,16 +1,17 @@
 /**
  * `luo scenario FILE.yaml`: runs a scripted live-update scenario (schema: src/scenario/schema.ts,
- * `--schema` prints it) and reports pass/fail per step with the reason. Exit status: 0 when every
+ * `--schema` prints its documentation, `--json-schema` the JSON Schema) and reports pass/fail per step with the reason. Exit status: 0 when every
  * step passed, 1 when a step failed, 2 when the file cannot be read or is not a valid scenario
  * (each problem named with file:line:column and the field).
  */
 import { readFileSync } from 'node:fs';
-import { parseScenario, runScenario, ScenarioSyntaxError, type StepResult } from '../scenario/index.ts';
+import { parseScenario, runScenario, scenarioJsonSchema, ScenarioSyntaxError, type StepResult } from '../scenario/index.ts';
 
 export interface ScenarioCliOptions {
   readonly json?: boolean;
   readonly verbose?: boolean;
   readonly schema?: boolean;
+  readonly jsonSchema?: boolean;
 }
 
 export interface CliIo {
@@ -48,6 +49,10 @@ const plain = (_k: string, v: unknown): unknown => (typeof v === 'bigint' ? `0x$
 export async function runScenarioCli(file: string | undefined, opts: ScenarioCliOptions, io: CliIo = defaultIo): Promise<number> {
   if (opts.schema) {
     io.out(schemaText());
+    return 0;
+  }
+  if (opts.jsonSchema) {
+    io.out(JSON.stringify(scenarioJsonSchema(), null, 2));
     return 0;
   }
   if (!file) {

@@ -1,5 +1,6 @@
-/** Scripted live-update scenarios: the YAML schema (schema.ts), the runner, fault injection. */
+/** Scripted live-update scenarios: the schema (schema.ts, values.ts), reading files (parse.ts), the runner, fault injection. */
 export * from './schema.ts';
+export { parseScenario, scenarioJsonSchema } from './parse.ts';
 export * from './runner.ts';
 export * from './faults.ts';
 export * from './data.ts';

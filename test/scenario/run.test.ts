@@ -157,6 +157,12 @@ test('luo scenario --schema prints the documented format', async () => {
   assert.equal(code, 0);
   assert.match(out, /\| `agent-update` \|/);
   assert.match(out, /expect-errno: EEXIST/);
+  let json = '';
+  assert.equal(await runScenarioCli(undefined, { jsonSchema: true }, { out: (s) => (json += s), err: () => {} }), 0);
+  const schema = JSON.parse(json) as { $schema: string; required: string[]; properties: Record<string, unknown> };
+  assert.equal(schema.$schema, 'https://json-schema.org/draft/2020-12/schema');
+  assert.deepEqual(schema.required, ['steps']);
+  assert.deepEqual(Object.keys(schema.properties), ['name', 'description', 'machine', 'steps']);
 });
 
 test('data specs past the machine RAM are invalid (exit 2, line and field); huge verifies stream in bounded memory', () => {

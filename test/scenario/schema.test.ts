@@ -141,3 +141,41 @@ test('schema: the error message is file:line:col: path: message, one per line', 
     ].join('\n'));
   }
 });
+
+test('schema: the exported JSON Schema accepts the example scenarios and refuses what the parser refuses', async () => {
+  const { Ajv2020 } = await import('ajv/dist/2020.js');
+  const { readdirSync, readFileSync } = await import('node:fs');
+  const { parse } = await import('yaml');
+  const { scenarioJsonSchema } = await import('../../src/scenario/index.ts');
+  const validate = new Ajv2020({ strict: false, allErrors: true }).compile(scenarioJsonSchema());
+  const dir = new URL('../../examples/scenarios/', import.meta.url);
+  const examples = readdirSync(dir).filter((f) => f.endsWith('.yaml'));
+  assert.ok(examples.length >= 4);
+  for (const f of examples) {
+    const text = readFileSync(new URL(f, dir), 'utf8');
+    parseScenario(text, f);
+    assert.ok(validate(parse(text)), `${f}: ${JSON.stringify(validate.errors)}`);
+  }
+  const bad = [
+    'steps: []\n',
+    'name: x\n',
+    'steps: [kexek]\n',
+    'steps: [close]\n',
+    'steps: [inject-fault]\n',
+    'steps: [kernel-log]\n',
+    'steps:\n  - preserve: { session: s, fd: m }\n',
+    'steps:\n  - preserve: { session: s, fd: m, token: abc }\n',
+    'steps:\n  - memfd: { as: m, seals: [glue] }\n',
+    'steps:\n  - memfd: { as: m, size: 8 GB }\n',
+    'steps:\n  - memfd: { as: m, data: [{ fill: 1, length: 3, colour: red }] }\n',
+    'steps:\n  - open-device:\n    expect-errno: ENOPE\n',
+    'steps:\n  - kexec: { expect: boom }\n',
+    'steps:\n  - create-session: s\n    repeat: 0\n',
+    'steps:\n  - {}\n',
+    'nme: x\nsteps: [kexec]\n',
+  ];
+  for (const text of bad) {
+    assert.throws(() => parseScenario(text, 't.yaml'), ScenarioSyntaxError, text);
+    assert.equal(validate(parse(text)), false, `the JSON Schema accepted ${JSON.stringify(text)}`);
+  }
+});
