@@ -90,6 +90,7 @@ enum {
 #define IOCTL_NO_FD 2u          /* the new fd could not be reserved (protocol 5.6) */
 #define IOCTL_TAIL_ZERO 4u      /* bytes [arg_len, size) are accessible zeros (protocol 4.3) */
 #define IOCTL_TAIL_NONZERO 8u   /* past arg_len a nonzero byte comes before any fault */
+#define HELLO_ENDS_AT_KEXEC 1u /* HELLO flag: whoever holds this connection belongs to the old kernel */
 #define FEATURE_IOCTL_NO_FD 1u  /* HELLO reply features: the daemon understands IOCTL_NO_FD */
 #define FEATURE_IOCTL_TAIL 2u   /* ... and IOCTL_TAIL_ZERO / IOCTL_TAIL_NONZERO */
 #define TMPFS_MAGIC_ 0x01021994
@@ -497,7 +498,8 @@ static int connect_daemon(int cloexec, uint32_t *conn_id, ino_t *ino)
 {
 	struct reply rp;
 	struct stat st;
-	uint32_t hello[4] = { 1, (uint32_t)getpid(), 0, 0 };
+	/* a program run through the shim is a process of the running kernel: a kexec ends it */
+	uint32_t hello[4] = { 1, (uint32_t)getpid(), HELLO_ENDS_AT_KEXEC, 0 };
 	int fd, e;
 
 	fd = dial(cloexec);

@@ -77,8 +77,9 @@ export async function main(argv: string[]): Promise<number> {
     .option('--socket <path>', 'socket path')
     .option('--build <path>', 'another luo build: a directory with bin/luo.mjs, or the luo.mjs script')
     .option('--cmdline <text>', 'command line of the new kernel')
+    .option('--keep-clients', "leave the old kernel's client processes (shim programs holding sessions) running")
     .option('--json', 'print the result as JSON')
-    .action(async (opts: { socket?: string; build?: string; cmdline?: string; json?: boolean }) => {
+    .action(async (opts: { socket?: string; build?: string; cmdline?: string; keepClients?: boolean; json?: boolean }) => {
       const { runKexec } = await import('./kexec.ts');
       code = await runKexec(opts);
     });

@@ -38,8 +38,8 @@ export class Connection {
     }));
   }
 
-  /** Connects and says HELLO with `pid`. */
-  static async open(path: string, pid: number): Promise<Connection> {
+  /** Connects and says HELLO with `pid` (and HELLO `flags`, e.g. HELLO_ENDS_AT_KEXEC). */
+  static async open(path: string, pid: number, flags = 0): Promise<Connection> {
     const sock = await new Promise<Socket>((resolve, reject) => {
       const s = createConnection(path);
       s.once('connect', () => {
@@ -53,7 +53,7 @@ export class Connection {
       });
     });
     const c = new Connection(sock, path);
-    const rep = decodeHelloReply(await c.request(MSG.HELLO, new PayloadWriter().u32(PROTOCOL_VERSION).i32(pid).u32(0).u32(0).finish()));
+    const rep = decodeHelloReply(await c.request(MSG.HELLO, new PayloadWriter().u32(PROTOCOL_VERSION).i32(pid).u32(flags).u32(0).finish()));
     if (rep.ret < 0) {
       c.destroy();
       throw errnoError(rep.errno, `HELLO refused by ${path}`);

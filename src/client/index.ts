@@ -11,7 +11,7 @@ import { LuoError } from '../errno.ts';
 import { O_RDWR } from '../uapi/file.ts';
 import type { DaemonStatus } from '../daemon/status.ts';
 import {
-  decodeIoctlReply, decodePrefix, defaultSocketPath, encodeIoctl, IOCTL_ARG_FAULT, IOCTL_NO_FD, type IoctlReply, MAX_READ, MSG, PayloadReader, PayloadWriter,
+  decodeIoctlReply, decodePrefix, defaultSocketPath, encodeIoctl, IOCTL_ARG_FAULT, IOCTL_NO_FD, HELLO_ENDS_AT_KEXEC, type IoctlReply, KEXEC_KEEP_CLIENTS, MAX_READ, MSG, PayloadReader, PayloadWriter,
   SEALS_UNKNOWN, SRC,
 } from '../daemon/wire.ts';
 import { Connection, errnoError } from './connection.ts';
@@ -23,6 +23,11 @@ export { defaultSocketPath } from '../daemon/wire.ts';
 export interface ClientOptions {
   /** The pid stated in HELLO (default process.pid; synthetic pids act as other processes). */
   readonly pid?: number;
+  /**
+   * This client is a process of the running kernel, as the shim's programs are: a kexec ends the
+   * processes holding its connections (HELLO_ENDS_AT_KEXEC) unless the kexec keeps clients.
+   */
+  readonly endsAtKexec?: boolean;
 }
 
 export interface RawIoctlOptions {
@@ -123,7 +128,7 @@ abstract class LuoFileHandle {
 export class LuoDevice extends LuoFileHandle {
   private async sessionIoctl(cmd: number, name: string): Promise<LuoSession> {
     // The fd is reserved first, as the kernel does (EMFILE before any work).
-    const reservation = await Connection.open(this.client.socketPath, this.client.pid);
+    const reservation = await this.client.rawConnection();
     try {
       await this.ioctl(cmd, nameArg(name), { newConn: reservation.connId, what: `${cmd === LIVEUPDATE_IOCTL.CREATE_SESSION ? 'CREATE_SESSION' : 'RETRIEVE_SESSION'} "${name}"` });
     } catch (e) {
@@ -221,12 +226,13 @@ export interface KexecReply {
 
 /** A client process of the daemon: its control connection plus the files it opens. */
 export class LuoClient {
-  private constructor(readonly socketPath: string, readonly pid: number, readonly control: Connection) {}
+  private constructor(readonly socketPath: string, readonly pid: number, private readonly helloFlags: number, readonly control: Connection) {}
 
   /** Connects to the daemon (default path: $XDG_RUNTIME_DIR/luo/luo.sock or /tmp/luo-$UID/luo.sock). */
   static async connect(socketPath: string = defaultSocketPath(), opts: ClientOptions = {}): Promise<LuoClient> {
     const pid = opts.pid ?? process.pid;
-    return new LuoClient(socketPath, pid, await Connection.open(socketPath, pid));
+    const flags = opts.endsAtKexec ? HELLO_ENDS_AT_KEXEC : 0;
+    return new LuoClient(socketPath, pid, flags, await Connection.open(socketPath, pid, flags));
   }
 
   /** Connects, retrying while the socket is missing or refused (e.g. during a kexec). */
@@ -257,7 +263,7 @@ export class LuoClient {
 
   /** open("/dev/liveupdate", O_RDWR): EBUSY while open elsewhere, ENOENT without LUO. */
   async openDevice(flags = O_RDWR): Promise<LuoDevice> {
-    const conn = await Connection.open(this.socketPath, this.pid);
+    const conn = await this.rawConnection();
     const r = decodePrefix(await conn.request(MSG.OPEN_DEVICE, new PayloadWriter().u32(flags).u32(0).finish()));
     if (r.ret < 0) {
       await conn.end();
@@ -268,7 +274,7 @@ export class LuoClient {
 
   /** A fresh connection of this process (for raw protocol use). */
   rawConnection(): Promise<Connection> {
-    return Connection.open(this.socketPath, this.pid);
+    return Connection.open(this.socketPath, this.pid, this.helloFlags);
   }
 
   async status(): Promise<DaemonStatus> {
@@ -280,12 +286,13 @@ export class LuoClient {
   /**
    * Kexec into a new daemon process (optionally another luo build, a new command line). Resolves
    * once the new daemon owns the socket; this client's connections are gone then (reconnect).
+   * Processes of the old kernel (shim clients) are ended unless `keepClients`.
    */
-  async kexec(opts: { build?: string; cmdline?: string } = {}): Promise<KexecReply> {
+  async kexec(opts: { build?: string; cmdline?: string; keepClients?: boolean } = {}): Promise<KexecReply> {
     const enc = new TextEncoder();
     const build = enc.encode(opts.build ?? '');
     const cmdline = enc.encode(opts.cmdline ?? '');
-    const p = await this.control.request(MSG.KEXEC, new PayloadWriter().u32(0).u32(build.length).u32(cmdline.length).u32(0).bytes(build).bytes(cmdline).finish());
+    const p = await this.control.request(MSG.KEXEC, new PayloadWriter().u32(opts.keepClients ? KEXEC_KEEP_CLIENTS : 0).u32(build.length).u32(cmdline.length).u32(0).bytes(build).bytes(cmdline).finish());
     const r = new PayloadReader(p, 'KEXEC reply');
     const ret = r.i32();
     const errno = r.u32();

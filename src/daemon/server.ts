@@ -19,9 +19,10 @@ import { LIVEUPDATE_DEV, LuoDeviceFile, SessionFile } from '../uapi/luo-files.ts
 import { NR_OPEN, type Process, processesOf, RLIMIT_NOFILE } from '../uapi/process.ts';
 import type { OpenFile } from '../uapi/file.ts';
 import { MirrorTable } from './mirror.ts';
+import { peerHolders, socketInode } from './peers.ts';
 import { buildStatus, type DaemonStatus } from './status.ts';
 import {
-  DAEMON_FEATURES, decodeIoctl, E, encodeFrame, encodeHelloReply, encodeIoctlReply, ERROR_TYPE, FrameError, FrameReader, IOCTL_NO_FD, IOCTL_TAIL_NONZERO, IOCTL_TAIL_ZERO, type IoctlReply,
+  DAEMON_FEATURES, decodeIoctl, E, encodeFrame, encodeHelloReply, encodeIoctlReply, ERROR_TYPE, FrameError, FrameReader, HELLO_ENDS_AT_KEXEC, IOCTL_NO_FD, IOCTL_TAIL_NONZERO, IOCTL_TAIL_ZERO, type IoctlReply, KEXEC_KEEP_CLIENTS,
   isKnownType, MAX_INLINE, MAX_READ, MSG, PayloadReader, PayloadWriter, prefixReply, PROTOCOL_VERSION, REPLY, SRC, STATUS_MACHINE,
 } from './wire.ts';
 import type { UserBuffer } from '../uapi/usercopy.ts';
@@ -55,6 +56,8 @@ export class Conn {
   scheduled = false;
   /** Reading is paused until the client reads its replies. */
   paused = false;
+  /** HELLO_ENDS_AT_KEXEC: the processes holding the client's end are the running kernel's. */
+  endsAtKexec = false;
   constructor(readonly id: number, readonly sock: Socket) {}
 }
 
@@ -320,7 +323,7 @@ export class LuoDaemon {
     const flags = r.u32();
     const reserved = r.u32();
     r.end();
-    if (flags !== 0 || reserved !== 0) throw new FrameError(E.EPROTO, 'HELLO: flags and reserved must be 0', seq);
+    if ((flags & ~HELLO_ENDS_AT_KEXEC) !== 0 || reserved !== 0) throw new FrameError(E.EPROTO, `HELLO: unknown flags 0x${flags.toString(16)} or nonzero reserved`, seq);
     if (pid <= 0) throw new FrameError(E.EPROTO, `HELLO: pid ${pid} is not a process id`, seq);
     const base = { version: PROTOCOL_VERSION, connId: c.id, generation: this.generation, liveupdateNum: this.liveupdateNum, daemonPid: process.pid, features: DAEMON_FEATURES };
     if (version !== PROTOCOL_VERSION) {
@@ -337,6 +340,7 @@ export class LuoDaemon {
     cp.conns.add(c);
     c.client = cp;
     c.pid = pid;
+    c.endsAtKexec = (flags & HELLO_ENDS_AT_KEXEC) !== 0;
     c.state = 'fresh';
     this.reply(c, MSG.HELLO, seq, encodeHelloReply({ ...base, ret: 0, errno: 0 }));
   }
@@ -622,7 +626,7 @@ export class LuoDaemon {
 
   private kexecRequest(c: Conn, seq: number, p: Buffer): void {
     const r = new PayloadReader(p, 'KEXEC', seq);
-    r.u32();
+    const flags = r.u32();
     const buildLen = r.u32();
     const cmdlineLen = r.u32();
     r.u32();
@@ -630,14 +634,47 @@ export class LuoDaemon {
     const build = dec.decode(r.bytes(buildLen));
     const cmdline = dec.decode(r.bytes(cmdlineLen));
     r.end();
+    if (flags & ~KEXEC_KEEP_CLIENTS) return this.reply(c, MSG.KEXEC, seq, prefixReply(-1, ERRNO.EINVAL, new TextEncoder().encode(`unknown KEXEC flags 0x${flags.toString(16)}`)));
     if (this.kexecing) return this.reply(c, MSG.KEXEC, seq, prefixReply(-1, ERRNO.EBUSY, new TextEncoder().encode('a kexec is already in progress')));
-    void this.runKexec(c, seq, { build: build || undefined, cmdline: cmdline || undefined });
+    void this.runKexec(c, seq, { build: build || undefined, cmdline: cmdline || undefined, keepClients: (flags & KEXEC_KEEP_CLIENTS) !== 0 });
   }
 
-  private async runKexec(c: Conn, seq: number, opts: { build: string | undefined; cmdline: string | undefined }): Promise<void> {
+  /**
+   * A kexec ends the old kernel's processes: SIGKILL to every process holding the client end of a
+   * connection that said HELLO_ENDS_AT_KEXEC and holds a LUO file (holders as the kernel reports
+   * them; never this daemon, nor a holder of the KEXEC caller's connection).
+   */
+  private endOldClients(caller: Conn): { ended: number[]; warnings: string[] } {
+    const targets = [...this.conns.values()].filter((o) => o !== caller && o.endsAtKexec && o.state === 'file');
+    if (!targets.length) return { ended: [], warnings: [] };
+    const inodes = new Map<Conn, number>();
+    for (const o of [caller, ...targets]) {
+      const ino = socketInode(o.sock);
+      if (ino !== undefined) inodes.set(o, ino);
+    }
+    const holders = peerHolders([...inodes.values()]);
+    if (typeof holders === 'string') return { ended: [], warnings: [`${holders}; the old kernel's client processes keep running`] };
+    const spare = new Set([process.pid, ...(holders.get(inodes.get(caller) ?? -1) ?? [])]);
+    const ended = new Set<number>();
+    for (const o of targets) {
+      for (const pid of holders.get(inodes.get(o) ?? -1) ?? []) {
+        if (spare.has(pid) || ended.has(pid)) continue;
+        try {
+          process.kill(pid, 'SIGKILL');
+          ended.add(pid);
+        } catch {
+          /* already gone */
+        }
+      }
+    }
+    if (ended.size) this.print('info', `kexec: ended the old kernel's client processes ${[...ended].join(', ')}`);
+    return { ended: [...ended].sort((a, b) => a - b), warnings: [] };
+  }
+
+  private async runKexec(c: Conn, seq: number, opts: { build: string | undefined; cmdline: string | undefined; keepClients: boolean }): Promise<void> {
     const { kexecIntoNewProcess } = await import('./kexec.ts');
     this.kexecing = true;
-    const result = await kexecIntoNewProcess(this, { ...opts, childArgs: this.childArgs });
+    const result = await kexecIntoNewProcess(this, { build: opts.build, cmdline: opts.cmdline, childArgs: this.childArgs });
     if (!result.ok && !result.committed) {
       // Refused before anything changed (LUO's reboot path failed): keep serving.
       this.kexecing = false;
@@ -645,8 +682,11 @@ export class LuoDaemon {
       this.resumeAll();
       return;
     }
+    const clients = opts.keepClients ? { ended: [], warnings: [] } : this.endOldClients(c);
     const payload = result.ok
-      ? new PayloadWriter().i32(0).u32(0).u32(result.pid).u32(0).u64(result.generation).bytes(new TextEncoder().encode(JSON.stringify(result.stats))).finish()
+      ? new PayloadWriter().i32(0).u32(0).u32(result.pid).u32(0).u64(result.generation)
+        .bytes(new TextEncoder().encode(JSON.stringify({ ...result.stats, endedClients: clients.ended, keptClients: opts.keepClients, warnings: [...(result.stats['warnings'] as string[]), ...clients.warnings] })))
+        .finish()
       : prefixReply(-1, result.errno, new TextEncoder().encode(result.message));
     // Only the KEXEC caller hears back; every other process dies with this kernel.
     for (const o of [...this.conns.values()]) if (o !== c) o.sock.destroy();

@@ -51,8 +51,14 @@ export const IOCTL_TAIL_NONZERO = 8;
 export const FEATURE_IOCTL_NO_FD = 1;
 /** The daemon understands IOCTL_TAIL_ZERO / IOCTL_TAIL_NONZERO. */
 export const FEATURE_IOCTL_TAIL = 2;
+/** The daemon understands HELLO_ENDS_AT_KEXEC and KEXEC_KEEP_CLIENTS. */
+export const FEATURE_END_AT_KEXEC = 4;
 /** What this daemon understands beyond version 1 as first published. */
-export const DAEMON_FEATURES = FEATURE_IOCTL_NO_FD | FEATURE_IOCTL_TAIL;
+export const DAEMON_FEATURES = FEATURE_IOCTL_NO_FD | FEATURE_IOCTL_TAIL | FEATURE_END_AT_KEXEC;
+/** HELLO flag: this client is a process of the running kernel; a kexec ends whoever holds its end. */
+export const HELLO_ENDS_AT_KEXEC = 1;
+/** KEXEC flag: leave the old kernel's client processes running (a kexec ends them by default). */
+export const KEXEC_KEEP_CLIENTS = 1;
 export const REPLY_FILE = 1;
 export const REPLY_AGAIN = 2;
 export const SRC = { NONE: 0, PROC_FD: 1, PATH: 2, BUFFER: 3 } as const;

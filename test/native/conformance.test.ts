@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildNative, Daemon, parseTap, ROOT, runShimmed, type RunResult } from './harness.ts';
+import { until } from '../daemon/helpers.ts';
 
 const REAL_LOG = readFileSync(join(ROOT, 'test/fixtures/real-kernel/logs/fixtures-serial.log'), 'latin1')
   .split('\n')
@@ -146,9 +147,20 @@ describe('native: C programs through the LD_PRELOAD shim', () => {
     }
   });
 
-  it('kexec: the daemon hands over to a new process', async () => {
+  it('kexec: the daemon hands over to a new process and ends every stage-1 holder (forked after connecting)', async () => {
     const k = await daemon.kexec();
     assert.ok(k.newPid > 0);
+    assert.ok(holders.length > 1);
+    // SIGKILLed by the old daemon before it replied (stats name them): gone, or a zombie not reaped yet
+    assert.deepEqual([...(JSON.parse(k.stats) as { endedClients: number[] }).endedClients].sort(), [...holders].sort());
+    const state = (pid: number): string => {
+      try {
+        return /\) (\S) /.exec(readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1] ?? 'gone';
+      } catch {
+        return 'gone';
+      }
+    };
+    for (const pid of holders) await until(() => ['gone', 'Z'].includes(state(pid)), `holder ${pid} to die`);
   });
 
   let stage2Probe: RunResult | null = null;
