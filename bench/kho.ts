@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { isMainThread, Worker, workerData } from 'node:worker_threads';
 import { PAGE_SIZE } from '../src/abi/kho.ts';
 import { Machine } from '../src/kernel/machine.ts';
+import { khoProfileOf } from '../src/kernel/build.ts';
 import { khoMemoryInit } from '../src/kho/incoming.ts';
 import { walkIncomingTree } from '../src/kho/radix.ts';
 import { readIncomingRoot } from '../src/kho/root-fdt.ts';
@@ -215,14 +216,14 @@ async function scenario(): Promise<void> {
   // ---------------------------------------------------------------- kexec
   // walk + checks + stamps alone (what kho_memory_init does before memblock), on the same tracker.
   const populated = {
-    root: readIncomingRoot(machine.memory.page(kho0.fdtPfn), k0.build.khoProfile),
+    root: readIncomingRoot(machine.memory.page(kho0.fdtPfn), k0.build.abi.kho.compatible),
     fdtPa: kho0.rootFdtPa,
     scratchPa: 0n,
     scratch: [...k0.scratch],
   };
   let stamped = 0;
   const initMs = timeBest(3, () => {
-    stamped = khoMemoryInit(machine.memory, machine.memory.nrPages, populated, k0.build.khoProfile, (_l, m) => {
+    stamped = khoMemoryInit(machine.memory, machine.memory.nrPages, populated, khoProfileOf(k0.build), (_l, m) => {
       throw new Error(`khoMemoryInit: ${m}`);
     })?.magic.size ?? -1;
   });

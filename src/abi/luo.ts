@@ -11,12 +11,24 @@ export const LUO_ABI_COMPATIBLE = 'luo-v5';
 /** sizeof("luo-v5") = 7, rounded up to a multiple of 8. */
 export const LUO_ABI_COMPAT_LEN = 8;
 
-export const LuoSer = defineStruct('luo_ser', 'le', {
-  compatible: cstr(LUO_ABI_COMPAT_LEN),
-  liveupdate_num: u64,
-  sessions_pa: u64,
-  flbs_pa: u64,
-}, 32);
+/** `sizeof` of a compatible string with its NUL, rounded up to 8 (LUO_ABI_COMPAT_LEN; KHO_COMPAT_ALIGN in abi/compat.h). */
+export const compatLen = (compatible: string): number => Math.ceil((new TextEncoder().encode(compatible).length + 1) / 8) * 8;
+
+const serLayouts = new Map<string, ReturnType<typeof defineLuoSer>>();
+const defineLuoSer = (len: number) => defineStruct('luo_ser', 'le', { compatible: cstr(len), liveupdate_num: u64, sessions_pa: u64, flbs_pa: u64 }, len + 24);
+
+/**
+ * struct luo_ser for a raw LUO compatible: the string's storage, then three u64 (32 bytes for
+ * "luo-v5"; 40 for the granular RFC's "luo-v5;block-v1", linux-mm @a6d96598).
+ */
+export function luoSerLayout(compatible: string): ReturnType<typeof defineLuoSer> {
+  const len = compatLen(compatible);
+  let l = serLayouts.get(String(len));
+  if (!l) serLayouts.set(String(len), (l = defineLuoSer(len)));
+  return l;
+}
+
+export const LuoSer = luoSerLayout(LUO_ABI_COMPATIBLE);
 
 /** Header of every linked serialization block (abi/block.h). */
 export const KhoBlockHeader = defineStruct('kho_block_header_ser', 'le', { next: u64, count: u64 }, 16);

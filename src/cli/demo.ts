@@ -9,6 +9,7 @@
  */
 import { Machine } from '../kernel/machine.ts';
 import type { Kernel } from '../kernel/kernel.ts';
+import { abiLabel } from '../kernel/build.ts';
 import { SEEK_CUR } from '../handlers/memfd-file.ts';
 import { toDts } from '../fdt/dts.ts';
 import { LiveUpdateAgent, type FileView, type Phase, type UpdateOptions, type UpdateReport } from '../agent/index.ts';
@@ -218,7 +219,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<number> {
   step('booting a 64 GiB host');
   const m = new Machine({ ramSize: 64n * GiB });
   let k = m.kernel;
-  out(`booted ${k.build.release} (${k.build.khoProfile}, luo-v5) with "${k.cmdline.raw}"`);
+  out(`booted ${k.build.release} (${abiLabel(k.build.abi)}) with "${k.cmdline.raw}"`);
   out(`KHO scratch areas: ${k.scratch.map((s) => `0x${s.addr.toString(16)}+${fmtBytes(Number(s.size))}`).join(', ')}`);
   await publish({ kind: 'booted', machine: m, update: 0, message: `booted ${k.build.release} (cold)` });
   step('starting three VMs; the agent preserves their memfds');

@@ -95,7 +95,7 @@ export async function kexecIntoNewProcess(d: LuoDaemon, opts: { build?: string |
   const meta: HandoverMeta = {
     format: HANDOVER_FORMAT,
     luoVersion: luoVersion(),
-    from: { release: k.build.release, khoProfile: k.build.khoProfile, pid: process.pid, generation: hex(d.generation) },
+    from: { release: k.build.release, khoProfile: k.build.abi.kho.compatible, pid: process.pid, generation: hex(d.generation) },
     socket: resolve(d.socketPath),
     cmdline: handover.params.cmdline,
     kho: kho ? { fdtAddr: hex(kho.fdtAddr), fdtSize: hex(kho.fdtSize), scratchAddr: hex(kho.scratchAddr), scratchSize: hex(kho.scratchSize) } : null,

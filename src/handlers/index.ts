@@ -25,7 +25,7 @@ export function memfdContextOf(k: HandlerKernel, opts: Omit<MemfdContext, 'mem' 
 }
 
 /** A memfd-v2 handler bound to a running kernel (which must have KHO). */
-export function memfdHandlerOf(k: HandlerKernel, opts: { memfd?: Omit<MemfdContext, 'mem' | 'alloc'>; log?: MemfdLog } = {}): FileHandler {
+export function memfdHandlerOf(k: HandlerKernel, opts: { memfd?: Omit<MemfdContext, 'mem' | 'alloc'>; log?: MemfdLog; compatible?: string } = {}): FileHandler {
   if (!k.kho) throw new LuoError('EOPNOTSUPP', 'memfd handler: the kernel runs without KHO');
-  return createMemfdHandler({ kho: k.kho, mem: k.machine.memory, alloc: k.alloc, memfd: memfdContextOf(k, opts.memfd), ...(opts.log ? { log: opts.log } : {}) });
+  return createMemfdHandler({ kho: k.kho, mem: k.machine.memory, alloc: k.alloc, memfd: memfdContextOf(k, opts.memfd), ...(opts.log ? { log: opts.log } : {}), ...(opts.compatible ? { compatible: opts.compatible } : {}) });
 }

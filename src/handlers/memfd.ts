@@ -95,6 +95,8 @@ export type MemfdLog = (level: 'info' | 'warn' | 'err', msg: string) => void;
 
 /** What the handler needs from the running kernel. */
 export interface MemfdHandlerContext {
+  /** The handler's compatible string (default "memfd-v2"; the granular RFC's "memfd-v2;vmalloc-v1"). */
+  readonly compatible?: string;
   readonly kho: Kho;
   readonly mem: KhoMemory & MemfdMemory & { readonly nrPages: number };
   readonly alloc: KhoAllocator;
@@ -407,7 +409,7 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
   };
 
   return {
-    compatible: MEMFD_LUO_COMPATIBLE,
+    compatible: ctx.compatible ?? MEMFD_LUO_COMPATIBLE,
     ops: {
       canPreserve: (_h, file) => file instanceof MemfdFile && file.kind === 'memfd' && file.inode.nlink === 0,
       preserve,

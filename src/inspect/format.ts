@@ -64,6 +64,7 @@ export function toHuman(r: Report): string {
   } else if (r.subtrees.length) {
     for (const s of r.subtrees) L.push(`FDT ${q(s.name)}: compatible ${q(s.compatible ?? '')}`);
   }
+  if (r.writtenBy) L.push(`written by: ${r.writtenBy.length ? `release ${r.writtenBy.join(', release ')} (luo releases)` : 'no release luo knows (luo releases): its ABI strings do not go together'}`);
   if (r.tracker) {
     const t = r.tracker;
     L.push(`tracker (${t.format === 'radix' ? 'radix tree' : 'kho-v1 bitmap chunks'} @${hex(t.rootPa)}): ${t.nodes} ${t.format === 'radix' ? 'node' : 'chunk/bitmap page'}(s), ${t.blocks} preserved block(s), ${t.totalBytes} bytes (${bytesHuman(t.totalBytes)}) preserved`);

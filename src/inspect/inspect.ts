@@ -9,6 +9,7 @@ import { PAGE_SIZE } from '../abi/kho.ts';
 import { KEXEC_METADATA_NAME } from '../abi/kho.ts';
 import { LUO_SUBTREE_NAME } from '../abi/luo.ts';
 import { Ctx } from './context.ts';
+import { writtenBy } from './releases.ts';
 import { decodeFlbs, decodeLuoSer, decodeSessions } from './luo.ts';
 import { MAX_READ, type PhysView, SegmentView, tryRead } from './phys.ts';
 import { type FileInfo, type InputKind, Problems, type Report, type SessionInfo, type SubtreeInfo, hex } from './report.ts';
@@ -62,7 +63,7 @@ function emptyReport(kind: InputKind, path: string, description: string): Report
   return {
     input: { kind, path, description, ranges: [] },
     root: null, subtrees: [], tracker: null, kexecMetadata: null, luo: null,
-    sessionBlocks: [], sessions: [], flbs: null, subsystems: null, problems: [],
+    sessionBlocks: [], sessions: [], flbs: null, subsystems: null, writtenBy: null, problems: [],
   };
 }
 
@@ -103,6 +104,7 @@ export function inspectInput(input: Input, opts: InspectOptions, problems: Probl
     // A decoder bug must not hide what was found so far.
     problems.error('inspect', `internal error: ${(e as Error).stack ?? String(e)}`);
   }
+  r.writtenBy = writtenBy(r);
   r.problems = problems.finish();
   return r;
 }

@@ -1,13 +1,14 @@
 /**
- * The LUO hand-over (luo-v5): struct luo_ser, the session block chain, each session's file block
+ * The LUO hand-over (luo-v5, and the granular RFC's luo-v5;block-v1): struct luo_ser, the session block chain, each session's file block
  * chain, each file (handler compatible, token, data; memfd descriptors decoded) and the FLB page,
  * validated as luo_session/luo_file/luo_flb deserialization would, plus duplicate and count checks.
  */
 import { PAGE_SIZE } from '../abi/kho.ts';
 import {
-  LUO_ABI_COMPATIBLE, LUO_FLB_MAX, LUO_SESSION_NAME_LENGTH, LuoFileSer, LuoFlbHeaderSer, LuoFlbSer, LuoSer, LuoSessionSer,
+  LUO_ABI_COMPATIBLE, LUO_FLB_MAX, LUO_SESSION_NAME_LENGTH, LuoFileSer, LuoFlbHeaderSer, LuoFlbSer, LuoSessionSer, luoSerLayout,
   MEMFD_LUO_COMPATIBLE, MEMFD_LUO_COMPATIBLE_V1,
 } from '../abi/luo.ts';
+import { RELEASES } from '../abi/releases.ts';
 import { readCString } from '../bytes/cursor.ts';
 import type { Ctx } from './context.ts';
 import { walkChain } from './chain.ts';
@@ -28,24 +29,31 @@ export function showBytes(b: Uint8Array): string {
   return s;
 }
 
+/** Raw luo_ser compatibles of the catalogue whose sessions and files are in blocks (luo-v5 and its composite). */
+const BLOCK_LUO_COMPATS = new Set(RELEASES.flatMap((r) => (r.abi.luo.format === 'raw' && r.abi.luo.files === 'blocks' ? [r.abi.luo.compatible] : [])));
+
 /**
- * Decodes the luo_ser blob `bytes` found at `pa` (blob-size `size`). Returns undefined when it is
- * not a luo-v5 luo_ser (reported), so nothing it points to is followed.
+ * Decodes the luo_ser blob `bytes` found at `pa` (blob-size `size`): "luo-v5" (32 bytes) or the
+ * granular RFC's "luo-v5;block-v1" (40). Returns undefined when it is not one (reported), so nothing
+ * it points to is followed.
  */
 export function decodeLuoSer(ctx: Ctx, bytes: Uint8Array, pa: bigint | undefined, size: bigint, where: string): LuoSerInfo | undefined {
   if (bytes.length >= 4 && FDT_MAGIC.every((x, i) => bytes[i] === x)) {
     ctx.problems.error(where, `the LUO blob is an FDT (the luo-v1 era format), not a ${LUO_ABI_COMPATIBLE} luo_ser; not decoded further`);
     return undefined;
   }
+  const named = cstr(bytes, Math.min(bytes.length, 32)).s;
+  const LuoSer = luoSerLayout(BLOCK_LUO_COMPATS.has(named) ? named : LUO_ABI_COMPATIBLE);
+  const clen = LuoSer.size - 24;
   if (bytes.length < LuoSer.size) {
     ctx.problems.error(where, `blob of ${bytes.length} byte(s) is too small for struct luo_ser (${LuoSer.size})`);
     return undefined;
   }
   if (size !== BigInt(LuoSer.size)) ctx.problems.warn(where, `blob-size ${size} is not sizeof(struct luo_ser) = ${LuoSer.size}`);
   const s = LuoSer.decode(bytes);
-  const c = cstr(bytes, 8);
-  if (c.s !== LUO_ABI_COMPATIBLE || !c.terminated) {
-    ctx.problems.error(where, `compatible "${showBytes(bytes.subarray(0, 8))}" is not "${LUO_ABI_COMPATIBLE}": not a luo-v5 luo_ser (the kernel panics on it); not decoded further`);
+  const c = cstr(bytes, clen);
+  if (!BLOCK_LUO_COMPATS.has(c.s) || !c.terminated) {
+    ctx.problems.error(where, `compatible "${showBytes(bytes.subarray(0, clen))}" is not ${[...BLOCK_LUO_COMPATS].map((x) => `"${x}"`).join(' or ')}: not a luo_ser luo decodes (a kernel of another LUO version panics on it); not decoded further`);
     return undefined;
   }
   return { ...(pa !== undefined ? { pa } : {}), size, compatible: s.compatible, liveupdateNum: s.liveupdate_num, sessionsPa: s.sessions_pa, flbsPa: s.flbs_pa };
@@ -93,8 +101,9 @@ function decodeFiles(ctx: Ctx, s: SessionInfo, where: string, opts: MemfdOptions
     if (dup !== undefined) ctx.problems.error(fw, `token ${hex(v.token)} repeats file ${dup}'s`);
     else tokens.set(v.token, i);
     const f: FileInfo = { index: i, slotPa: e.pa, compatible: c.s, token: v.token, data: v.data };
-    if (c.s === MEMFD_LUO_COMPATIBLE || c.s === MEMFD_LUO_COMPATIBLE_V1) {
-      const m = decodeMemfd(ctx, v.data, c.s, fw, opts);
+    const base = c.s.split(';')[0]!;
+    if (base === MEMFD_LUO_COMPATIBLE || base === MEMFD_LUO_COMPATIBLE_V1) {
+      const m = decodeMemfd(ctx, v.data, base, fw, opts);
       if (m) f.memfd = m;
     } else {
       ctx.problems.error(fw, `unknown handler compatible "${showBytes(e.bytes.subarray(0, Math.max(1, c.s.length)))}": no file handler claims it, so the session cannot be restored`);

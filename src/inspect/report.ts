@@ -130,6 +130,8 @@ export interface Report {
   sessions: SessionInfo[];
   flbs: FlbInfo | null;
   subsystems: Record<string, bigint> | null;
+  /** Releases of the catalogue (luo releases) whose ABI strings match what was decoded; null: nothing to match. */
+  writtenBy: string[] | null;
   problems: Problem[];
 }
 

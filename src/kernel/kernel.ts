@@ -6,7 +6,8 @@
  * kernel/kexec_core.c at the level live update needs.
  */
 import { LuoError } from '../errno.ts';
-import { KhoScratch, type KhoProfile, PAGE_SIZE } from '../abi/kho.ts';
+import { KhoScratch, PAGE_SIZE } from '../abi/kho.ts';
+import { abiLabel, type KernelBuild, khoProfileOf, unsupportedAbi } from './build.ts';
 import { Kho, type ScratchArea } from '../kho/kho.ts';
 import { type KhoBootData, khoMemoryInit, khoPopulate, type Populated } from '../kho/incoming.ts';
 import type { PageStamps } from '../kho/stamps.ts';
@@ -19,17 +20,7 @@ import { boolParam, parseCmdline, type Cmdline } from './cmdline.ts';
 import { KernelLog, type LogLevel } from './log.ts';
 import type { Machine } from './machine.ts';
 
-/** How a kernel was built: what the running code speaks. */
-export interface KernelBuild {
-  readonly release: string;
-  readonly khoProfile: KhoProfile;
-  /** CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT (the selftests' config sets it). */
-  readonly khoEnableDefault: boolean;
-  /** Bytes of the kernel image (text, data, bss) reserved at boot. */
-  readonly imageSize: number;
-}
-
-export const DEFAULT_BUILD: KernelBuild = { release: '7.3.4-luo', khoProfile: 'kho-v4', khoEnableDefault: true, imageSize: 32 << 20 };
+export { DEFAULT_BUILD, type KernelBuild } from './build.ts';
 
 /** What the boot protocol hands a kernel. */
 export interface BootParams {
@@ -114,7 +105,7 @@ export class Kernel {
     const t0 = performance.now();
     this.log = new KernelLog(echo);
     this.cmdline = parseCmdline(params.cmdline);
-    this.print('notice', `Linux version ${build.release} (luo simulated kernel, ${build.khoProfile})`);
+    this.print('notice', `Linux version ${build.release} (luo simulated kernel, ${abiLabel(build.abi)})`);
     this.print('info', `Command line: ${this.cmdline.raw}`);
     const mem = machine.memory;
     const ramPages = mem.nrPages;
@@ -126,7 +117,7 @@ export class Kernel {
     mb.reserve(0n, 0x100000n); // the first 1 MiB (real-mode and BIOS areas on x86)
     let populated: Populated | undefined;
     if (khoOn && params.kho) {
-      populated = khoPopulate(mem, ramPages, params.kho, build.khoProfile, (l, m) => this.print(l, `KHO: ${m}`));
+      populated = khoPopulate(mem, ramPages, params.kho, build.abi.kho, (l, m) => this.print(l, `KHO: ${m}`));
       if (populated) {
         mb.markScratch(populated.scratch);
         mb.reserve(params.kho.scratchAddr, params.kho.scratchSize);
@@ -152,7 +143,7 @@ export class Kernel {
     let scratch: ScratchArea[] = [];
     if (populated) {
       scratch = populated.scratch;
-      incoming = khoMemoryInit(mem, ramPages, populated, build.khoProfile, (l, m) => this.print(l, `KHO: ${m}`));
+      incoming = khoMemoryInit(mem, ramPages, populated, khoProfileOf(build), (l, m) => this.print(l, `KHO: ${m}`));
       if (incoming) {
         // memblock_reserve + memblock_reserved_mark_noinit for every preserved block.
         mb.reservePageBlocks(incoming.magic.pfns, incoming.magic.orders, incoming.magic.count, MEMBLOCK_RSRV_NOINIT);
@@ -185,7 +176,7 @@ export class Kernel {
     let kho: Kho | undefined;
     try {
       kho = khoOn && scratch.length > 0
-        ? new Kho(mem, this.alloc, { profile: build.khoProfile, scratch, release: build.release, ramPages, log: (l, m) => this.print(l, `KHO: ${m}`) },
+        ? new Kho(mem, this.alloc, { profile: khoProfileOf(build), compatible: build.abi.kho.compatible, scratch, release: build.release, ramPages, log: (l, m) => this.print(l, `KHO: ${m}`) },
           populated && incoming ? { root: populated.root, fdtPa: populated.fdtPa, scratchPa: populated.scratchPa, magic: incoming.magic, blocks: incoming.blocks } : undefined)
         : undefined;
     } catch (e) {
@@ -202,12 +193,12 @@ export class Kernel {
     const policyArg = this.cmdline.params.get('luo.restore_fail');
     const policy: RestoreFailPolicy = policyArg === 'disable' ? 'disable' : 'panic';
     this.luo = luoOn
-      ? new Luo(this.kho, mem, { enabled: true, policy, ramPages, log: (l, m) => this.print(l, m) })
+      ? new Luo(this.kho, mem, { enabled: true, policy, ramPages, compatible: build.abi.luo.compatible, log: (l, m) => this.print(l, m) })
       : undefined;
     if (this.luo?.enabled) {
       this.onReboot(() => this.luo!.reboot());
       // mm/memfd_luo.c registers its handler in a late initcall.
-      this.luo.registerFileHandler(memfdHandlerOf(this, { log: (l, m) => this.print(l, `memfd_luo: ${m}`) }));
+      this.luo.registerFileHandler(memfdHandlerOf(this, { compatible: build.abi.memfd, log: (l, m) => this.print(l, `memfd_luo: ${m}`) }));
     }
     this.memfd = memfdContextOf(this);
     this.bootTimeMs = performance.now() - t0;
@@ -215,6 +206,8 @@ export class Kernel {
 
   /** Boots a kernel on `machine` (a cold boot when `params.kho` is absent). */
   static boot(machine: Machine, build: KernelBuild, params: BootParams, echo?: (l: string) => void): Kernel {
+    const missing = unsupportedAbi(build.abi);
+    if (missing) throw new LuoError('EOPNOTSUPP', `cannot boot ${build.release}: ${missing} (see luo releases)`);
     return new Kernel(machine, build, params, echo);
   }
 
@@ -248,6 +241,9 @@ export class Kernel {
   kexecLoad(opts: { build?: KernelBuild; cmdline?: string } = {}): KexecImage {
     this.assertRunning();
     const build = opts.build ?? this.build;
+    // kexec_file_load of a kernel luo cannot run yet: refused before anything changes
+    const missing = unsupportedAbi(build.abi);
+    if (missing) throw new LuoError('EOPNOTSUPP', `kexec_file_load: ${build.release}: ${missing} (see luo releases)`);
     const size = BigInt(build.imageSize);
     const areas = this.scratch.filter((s) => s.size > 0n);
     let image: { addr: bigint; size: bigint } | undefined;
@@ -263,7 +259,7 @@ export class Kernel {
       image = { addr: COLD_IMAGE_ADDR, size };
     }
     this.loaded = { build, cmdline: opts.cmdline ?? this.cmdline.raw, image, ...(seg ? { scratchSeg: seg } : {}) };
-    this.print('info', `kexec_file: loaded ${build.release} (${build.khoProfile}) at 0x${image.addr.toString(16)}`);
+    this.print('info', `kexec_file: loaded ${build.release} (${abiLabel(build.abi)}) at 0x${image.addr.toString(16)}`);
     return this.loaded;
   }
 

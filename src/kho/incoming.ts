@@ -31,12 +31,12 @@ export interface Populated {
 const MAX_SCRATCH_AREAS = 1026; // nodes (MAX_NUMNODES 1024) + 2
 
 /** kho_populate: undefined (after logging why) when the hand-over cannot be used. */
-export function khoPopulate(mem: KhoMemory, ramPages: number, boot: KhoBootData, profile: KhoProfile, log: KhoLog): Populated | undefined {
+export function khoPopulate(mem: KhoMemory, ramPages: number, boot: KhoBootData, kho: { readonly compatible: string }, log: KhoLog): Populated | undefined {
   try {
     const fdtPfn = pfnIn(boot.fdtAddr, ramPages, 'FDT');
     if (boot.fdtSize !== BigInt(PAGE_SIZE)) throw new LuoError('EINVAL', `FDT size ${boot.fdtSize} is not one page`);
     if (boot.fdtAddr % BigInt(PAGE_SIZE) !== 0n) throw new LuoError('EINVAL', `FDT address 0x${boot.fdtAddr.toString(16)} is not page aligned`);
-    const root = readIncomingRoot(mem.page(fdtPfn), profile);
+    const root = readIncomingRoot(mem.page(fdtPfn), kho.compatible);
     const n = boot.scratchSize / BigInt(KhoScratch.size);
     if (boot.scratchSize % BigInt(KhoScratch.size) !== 0n || n === 0n || n > BigInt(MAX_SCRATCH_AREAS)) {
       throw new LuoError('EINVAL', `scratch array size ${boot.scratchSize} is not 1..${MAX_SCRATCH_AREAS} entries of ${KhoScratch.size} bytes`);

@@ -51,6 +51,8 @@ export type KhoLog = (level: 'info' | 'warn' | 'err', msg: string) => void;
 
 export interface KhoOptions {
   readonly profile: KhoProfile;
+  /** The root compatible string (default: the profile's own; a release may write a composite one). */
+  readonly compatible?: string;
   readonly scratch: readonly ScratchArea[];
   /** The release string written into kexec-metadata (uname -r). */
   readonly release: string;
@@ -115,7 +117,7 @@ export class Kho {
     // kho_init (fs_initcall): tracker root (v4), the root FDT page, then kexec-metadata.
     this.tracker = this.profile === 'kho-v4' ? new RadixTracker(mem, alloc) : new BitmapTracker(mem, alloc);
     this.fdtPfn = paToPfn(this.allocPreserve(PAGE_SIZE));
-    buildRootFdt(this.mem.page(this.fdtPfn), this.profile, this.tracker instanceof RadixTracker ? this.tracker.rootPa : 0n);
+    buildRootFdt(this.mem.page(this.fdtPfn), this.profile, this.tracker instanceof RadixTracker ? this.tracker.rootPa : 0n, opts.compatible);
     if (this.profile === 'kho-v4') this.initKexecMetadata();
     this.debugfsFdtSize = this.fdtTotalSize();
   }

@@ -25,11 +25,11 @@ const le64 = (v: bigint): Uint8Array => {
 };
 
 /** kho_out_fdt_setup: root "" with compatible and preserved-memory-map (native-endian u64). */
-export function buildRootFdt(page: Uint8Array, profile: KhoProfile, memMapPa: bigint): void {
+export function buildRootFdt(page: Uint8Array, profile: KhoProfile, memMapPa: bigint, compatible: string = KHO_FDT_COMPATIBLE[profile]): void {
   const sw = new FdtSw(PAGE_SIZE);
   sw.finishReservemap();
   sw.beginNode('');
-  sw.propertyString('compatible', KHO_FDT_COMPATIBLE[profile]);
+  sw.propertyString('compatible', compatible);
   sw.property(PROP_PRESERVED_MEMORY_MAP, le64(memMapPa));
   sw.endNode();
   page.set(sw.finish().subarray(0, PAGE_SIZE));
@@ -109,17 +109,17 @@ export interface IncomingRoot {
 }
 
 /**
- * kho_populate's checks on the root the previous kernel left: header, compatible for our profile,
- * a non-zero 8-byte preserved-memory-map. Throws LuoError(EINVAL) saying which check failed.
+ * kho_populate's checks on the root the previous kernel left: header, this kernel's `compat` (an
+ * exact string: "kho-v4" does not match "kho-v4;radix-v1;vmalloc-v1"), a non-zero 8-byte
+ * preserved-memory-map. Throws LuoError(EINVAL) saying which check failed.
  */
-export function readIncomingRoot(page: Uint8Array, profile: KhoProfile): IncomingRoot {
+export function readIncomingRoot(page: Uint8Array, compat: string): IncomingRoot {
   let fdt: Fdt;
   try {
     fdt = Fdt.open(page);
   } catch (e) {
     throw new LuoError('EINVAL', `handover FDT is invalid: ${e instanceof Error ? e.message : String(e)}`);
   }
-  const compat = KHO_FDT_COMPATIBLE[profile];
   if (!fdt.nodeCheckCompatible(0, compat)) {
     let found = '';
     try { found = fdt.getPropStrings(0, 'compatible').join(', '); } catch { found = '(none)'; }

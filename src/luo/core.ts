@@ -6,7 +6,7 @@
  */
 import { LuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
-import { LUO_ABI_COMPAT_LEN, LUO_ABI_COMPATIBLE, LUO_SUBTREE_NAME, LuoFlbHeaderSer, LuoSer } from '../abi/luo.ts';
+import { compatLen, LUO_ABI_COMPATIBLE, LUO_SUBTREE_NAME, LuoFlbHeaderSer, luoSerLayout } from '../abi/luo.ts';
 import type { Kho } from '../kho/kho.ts';
 import type { KhoMemory } from '../kho/memory.ts';
 import type { FileHandler, KernelFile } from './file-handler.ts';
@@ -31,6 +31,8 @@ export interface LuoOptions {
   readonly policy: RestoreFailPolicy;
   readonly ramPages: number;
   readonly log: (level: 'info' | 'warn' | 'err', msg: string) => void;
+  /** The raw LUO compatible this kernel writes and accepts (default "luo-v5"). */
+  readonly compatible?: string;
 }
 
 export class Luo {
@@ -103,6 +105,11 @@ export class Luo {
     if (this.enabledFlag) this.lateInit();
   }
 
+  /** The raw LUO compatible of this kernel's code. */
+  get compatible(): string {
+    return this.opts.compatible ?? LUO_ABI_COMPATIBLE;
+  }
+
   get enabled(): boolean {
     return this.enabledFlag;
   }
@@ -119,19 +126,21 @@ export class Luo {
       }
       throw e;
     }
+    const LuoSer = luoSerLayout(this.compatible);
     if (sub.size < LuoSer.size) throw new LuoError('EINVAL', `"LUO" blob is ${sub.size} bytes, struct luo_ser needs ${LuoSer.size}`);
     if (sub.pa % 8n !== 0n || sub.pa >> 12n >= BigInt(this.opts.ramPages)) throw new LuoError('EINVAL', `"LUO" blob address 0x${sub.pa.toString(16)} is not inside RAM`);
     const page = this.mem.page(Number(sub.pa >> 12n));
     const off = Number(sub.pa % BigInt(PAGE_SIZE));
     if (off + LuoSer.size > PAGE_SIZE) throw new LuoError('EINVAL', `"LUO" blob at 0x${sub.pa.toString(16)} crosses a page`);
-    const compat = page.subarray(off, off + LUO_ABI_COMPAT_LEN);
-    const want = new TextEncoder().encode(LUO_ABI_COMPATIBLE);
+    const len = compatLen(this.compatible);
+    const compat = page.subarray(off, off + len);
+    const want = new TextEncoder().encode(this.compatible);
     // strncmp over LUO_ABI_COMPAT_LEN bytes: equal up to and including the first NUL.
-    for (let i = 0; i < LUO_ABI_COMPAT_LEN; i++) {
+    for (let i = 0; i < len; i++) {
       const w = want[i] ?? 0;
       if (compat[i] !== w) {
         const found = new TextDecoder('latin1').decode(compat).replace(/\0.*$/s, '');
-        throw new LuoError('EINVAL', `"LUO" blob compatible is "${found}", this kernel speaks "${LUO_ABI_COMPATIBLE}"`);
+        throw new LuoError('EINVAL', `"LUO" blob compatible is "${found}", this kernel speaks "${this.compatible}"`);
       }
       if (w === 0) break;
     }
@@ -164,6 +173,7 @@ export class Luo {
   /** Late initcall: the outgoing luo_ser and FLB page, the "LUO" subtree, the device. */
   private lateInit(): void {
     const kho = this.kho!;
+    const LuoSer = luoSerLayout(this.compatible);
     this.outSerPa = kho.allocPreserve(LuoSer.size);
     this.flbPagePa = kho.allocPreserve(PAGE_SIZE);
     LuoFlbHeaderSer.encode({ pgcnt: 1n, count: 0n }, this.mem.page(Number(this.flbPagePa >> 12n)));
@@ -173,8 +183,8 @@ export class Luo {
   }
 
   private writeSer(sessionsPa: bigint): void {
-    LuoSer.encode(
-      { compatible: LUO_ABI_COMPATIBLE, liveupdate_num: BigInt(this.incomingNum + 1), sessions_pa: sessionsPa, flbs_pa: this.flbPagePa },
+    luoSerLayout(this.compatible).encode(
+      { compatible: this.compatible, liveupdate_num: BigInt(this.incomingNum + 1), sessions_pa: sessionsPa, flbs_pa: this.flbPagePa },
       this.mem.page(Number(this.outSerPa >> 12n)),
     );
   }

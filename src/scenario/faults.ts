@@ -6,7 +6,6 @@
  */
 import { type ErrnoName, LuoError } from '../errno.ts';
 import type { Kernel } from '../kernel/kernel.ts';
-import { MEMFD_LUO_COMPATIBLE } from '../abi/luo.ts';
 import type { FileHandlerOps } from '../luo/file-handler.ts';
 
 export const FAULT_OPS = ['preserve', 'freeze', 'retrieve', 'finish', 'unpreserve'] as const;
@@ -35,7 +34,7 @@ export interface InjectedFault {
 
 /** Wraps one op of a registered handler of `k`. Throws ENOENT if LUO or the handler is missing. */
 export function injectFault(k: Kernel, spec: FaultSpec): InjectedFault {
-  const compat = spec.handler ?? MEMFD_LUO_COMPATIBLE;
+  const compat = spec.handler ?? k.build.abi.memfd;
   const h = k.luo?.enabled ? k.luo.fileHandlers.find((x) => x.compatible === compat) : undefined;
   if (!h) throw new LuoError('ENOENT', `no registered LUO file handler "${compat}" in this kernel${k.luo?.enabled ? '' : ' (live update is disabled)'}`);
   const ops = h.ops as FileHandlerOps;

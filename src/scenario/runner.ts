@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { type ErrnoName, errnoName, LuoError } from '../errno.ts';
 import { withParam } from '../kernel/cmdline.ts';
 import { DEFAULT_BUILD, type Kernel, type KernelBuild } from '../kernel/kernel.ts';
+import { abiLabel, buildForRelease, withKhoProfile } from '../kernel/build.ts';
 import { Machine } from '../kernel/machine.ts';
 import { KernelPanic } from '../luo/core.ts';
 import { MFD_ALLOW_SEALING, SEEK_CUR, SEEK_SET } from '../handlers/memfd-file.ts';
@@ -82,9 +83,12 @@ function subst<T>(v: T, i: number): T {
   return v;
 }
 
-function buildOf(base: KernelBuild, b: BuildSpec | undefined): KernelBuild | undefined {
-  if (!b) return undefined;
-  return { ...base, ...(b.release ? { release: b.release } : {}), ...(b.kho ? { khoProfile: b.kho } : {}) };
+/** The build a step asks for: a catalogue release (else `base`), with the `build` overrides on top. */
+function buildOf(base: KernelBuild, b: BuildSpec | undefined, release?: string): KernelBuild | undefined {
+  if (release) base = buildForRelease(release);
+  if (!b) return release ? base : undefined;
+  const named = b.release ? { ...base, release: b.release } : base;
+  return b.kho ? withKhoProfile(named, b.kho) : named;
 }
 
 function appendParams(cmdline: string, append: string): string {
@@ -107,7 +111,7 @@ export function describeStep(a: StepArgs): string {
     case 'unpreserve': return `unpreserve ${a.session}`;
     case 'inject-fault': return `inject-fault ${a.fault.errno} into ${a.fault.handler ?? 'memfd-v2'} ${a.fault.op}`;
     case 'corrupt': return `corrupt ${a.what} at the next kexec`;
-    case 'kexec': return `kexec${a.build?.release ? ` into ${a.build.release}` : ''}${a.append ? ` (+${a.append})` : ''}${a.cmdline ? ` (cmdline "${a.cmdline}")` : ''}${a.expect === 'panic' ? ', expecting a panic' : ''}`;
+    case 'kexec': return `kexec${a.release ?? a.build?.release ? ` into ${a.release ?? a.build?.release}` : ''}${a.append ? ` (+${a.append})` : ''}${a.cmdline ? ` (cmdline "${a.cmdline}")` : ''}${a.expect === 'panic' ? ', expecting a panic' : ''}`;
     case 'cold-boot': return 'cold-boot';
     case 'retrieve-session': return `retrieve-session ${JSON.stringify(a.name)}${a.as && a.as !== a.name ? ` as ${a.as}` : ''}`;
     case 'retrieve': return `retrieve token ${hex(a.token)} from ${a.session} as ${a.as}`;
@@ -115,7 +119,7 @@ export function describeStep(a: StepArgs): string {
     case 'finish': return `finish ${a.session}`;
     case 'kernel-log': return `kernel-log ${a.absent ? 'lacks' : 'has'} ${a.contains !== undefined ? JSON.stringify(a.contains) : `/${a.matches}/`}`;
     case 'agent-adopt': return `agent-adopt ${a.workload} (${a.files.length} file(s))`;
-    case 'agent-update': return `agent-update${a.build?.release ? ` into ${a.build.release}` : ''}${a.append ? ` (+${a.append})` : ''}, expecting ${a.expect}`;
+    case 'agent-update': return `agent-update${a.release ?? a.build?.release ? ` into ${a.release ?? a.build?.release}` : ''}${a.append ? ` (+${a.append})` : ''}, expecting ${a.expect}`;
   }
 }
 
@@ -130,7 +134,7 @@ class Runner {
   private panicStep = 0;
 
   constructor(private readonly sc: Scenario, private readonly opts: RunOptions) {
-    const build = buildOf(DEFAULT_BUILD, sc.machine.build) ?? DEFAULT_BUILD;
+    const build = buildOf(DEFAULT_BUILD, sc.machine.build, sc.machine.release) ?? DEFAULT_BUILD;
     this.machine = new Machine({ ramSize: BigInt(sc.machine.ram), build, ...(sc.machine.cmdline !== undefined ? { cmdline: sc.machine.cmdline } : {}), ...(opts.console ? { console: opts.console } : {}) });
     this.kernel = this.machine.kernel;
     this.proc = processesOf(this.kernel).spawn();
@@ -299,7 +303,7 @@ class Runner {
       case 'kexec': {
         const cur = this.kernel;
         const cmdline = a.cmdline ?? (a.append ? appendParams(cur.cmdline.raw, a.append) : undefined);
-        const build = buildOf(cur.build, a.build);
+        const build = buildOf(cur.build, a.build, a.release);
         let k: Kernel;
         try {
           k = this.machine.kexec({ ...(build ? { build } : {}), ...(cmdline !== undefined ? { cmdline } : {}) });
@@ -315,10 +319,10 @@ class Runner {
         this.sync('a kexec');
         if (a.expect === 'panic') throw new CheckFailure(`expected a panic, but ${k.build.release} booted`);
         const luo = k.luo;
-        return { text: `booted ${k.build.release} (${k.build.khoProfile}); ${luo ? (luo.enabled ? `live update #${luo.incomingNum}` : 'live update disabled') : 'no LUO (liveupdate off)'}` };
+        return { text: `booted ${k.build.release} (${abiLabel(k.build.abi)}); ${luo ? (luo.enabled ? `live update #${luo.incomingNum}` : 'live update disabled') : 'no LUO (liveupdate off)'}` };
       }
       case 'cold-boot': {
-        const build = buildOf(this.kernel.build, a.build);
+        const build = buildOf(this.kernel.build, a.build, a.release);
         const k = this.machine.coldBoot({ ...(build ? { build } : {}), ...(a.cmdline !== undefined ? { cmdline: a.cmdline } : {}) });
         this.sync('a cold boot');
         return { text: `booted ${k.build.release} from scratch` };
@@ -436,7 +440,7 @@ class Runner {
       },
     };
     const cmdline = a.cmdline ?? (a.append ? appendParams(cur.cmdline.raw, a.append) : undefined);
-    const build = buildOf(cur.build, a.build);
+    const build = buildOf(cur.build, a.build, a.release);
     const r = agent.update({ ...(build ? { build } : {}), ...(cmdline !== undefined ? { cmdline } : {}) });
     agent.hooks = {};
     this.sync(r.to.coldBooted ? 'the agent\'s fall-back cold boot' : 'the agent\'s kexec');

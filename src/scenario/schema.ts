@@ -8,6 +8,7 @@ import * as z from 'zod';
 import type { ErrnoName } from '../errno.ts';
 import type { KhoProfile } from '../abi/kho.ts';
 import { KHO_FDT_COMPATIBLE } from '../abi/kho.ts';
+import { RELEASES } from '../abi/releases.ts';
 import { FAULT_OPS, type FaultOp } from './faults.ts';
 import { type DataSpec, MEMFD_FLAG_NAMES, SEAL_NAMES } from './data.ts';
 import { bool, data, delegate, errno, fields, flags, int, listOf, MISSING, oneOf, requiredKeys, show, size, text, token, withShape } from './values.ts';
@@ -20,6 +21,8 @@ export interface BuildSpec {
 export interface MachineSpec {
   readonly ram: number;
   readonly cmdline?: string;
+  /** A release of the catalogue (luo releases): the ABI the kernel speaks. */
+  readonly release?: string;
   readonly build?: BuildSpec;
 }
 
@@ -55,8 +58,8 @@ export type StepArgs =
   | { readonly kind: 'unpreserve'; readonly session: string }
   | { readonly kind: 'inject-fault'; readonly fault: FaultArgs }
   | { readonly kind: 'corrupt'; readonly what: Corruption }
-  | { readonly kind: 'kexec'; readonly cmdline?: string; readonly append?: string; readonly build?: BuildSpec; readonly expect: 'ok' | 'panic' }
-  | { readonly kind: 'cold-boot'; readonly cmdline?: string; readonly build?: BuildSpec }
+  | { readonly kind: 'kexec'; readonly cmdline?: string; readonly append?: string; readonly release?: string; readonly build?: BuildSpec; readonly expect: 'ok' | 'panic' }
+  | { readonly kind: 'cold-boot'; readonly cmdline?: string; readonly release?: string; readonly build?: BuildSpec }
   | { readonly kind: 'retrieve-session'; readonly name: string; readonly as?: string }
   | { readonly kind: 'retrieve'; readonly session: string; readonly token: bigint; readonly as: string }
   | { readonly kind: 'verify'; readonly fd: string; readonly size?: number; readonly pos?: number; readonly seals?: number; readonly data: DataSpec[]; readonly sha256?: string }
@@ -67,6 +70,7 @@ export type StepArgs =
     readonly kind: 'agent-update';
     readonly cmdline?: string;
     readonly append?: string;
+    readonly release?: string;
     readonly build?: BuildSpec;
     readonly inject: FaultArgs[];
     readonly corrupt?: Corruption;
@@ -135,6 +139,9 @@ const issue = (ctx: z.RefinementCtx, message: string, path: PropertyKey[] = [], 
 const name = () => text({ nonEmpty: true });
 const opt = <T extends Record<string, unknown>>(o: T): Partial<T> => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 
+/** A release of the catalogue, by name or uname. */
+const release = (): z.ZodType<string> => oneOf(RELEASES.flatMap((r) => [r.name, r.uname]));
+
 function buildSpec(): z.ZodType<BuildSpec> {
   return fields({ release: name().optional(), kho: oneOf(Object.keys(KHO_FDT_COMPATIBLE) as KhoProfile[]).optional() }).transform((m) => opt(m) as BuildSpec);
 }
@@ -179,15 +186,18 @@ function kinds(ramLimit: number): { readonly [K in StepKind]: KindSpec<K> } {
     'inject-fault': { shape: fields({ fault: faultSpec() }), build: (m) => ({ kind: 'inject-fault', fault: m.fault as FaultArgs }) },
     corrupt: { shape: fields({ what: oneOf(CORRUPTIONS) }), shorthand: 'what', build: (m) => ({ kind: 'corrupt', what: m.what as Corruption }) },
     kexec: {
-      shape: fields({ cmdline: text().optional(), append: text().optional(), build: buildSpec().optional(), expect: oneOf(['ok', 'panic'] as const).optional() }),
+      shape: fields({ cmdline: text().optional(), append: text().optional(), release: release().optional(), build: buildSpec().optional(), expect: oneOf(['ok', 'panic'] as const).optional() }),
       build: (m, ctx) => {
         cmdlineOrAppend(m, ctx);
-        return { kind: 'kexec', ...opt({ cmdline: m.cmdline as string | undefined, append: m.append as string | undefined, build: m.build as BuildSpec | undefined }), expect: (m.expect as 'ok' | 'panic' | undefined) ?? 'ok' };
+        return {
+          kind: 'kexec', ...opt({ cmdline: m.cmdline as string | undefined, append: m.append as string | undefined, release: m.release as string | undefined, build: m.build as BuildSpec | undefined }),
+          expect: (m.expect as 'ok' | 'panic' | undefined) ?? 'ok',
+        };
       },
     },
     'cold-boot': {
-      shape: fields({ cmdline: text().optional(), build: buildSpec().optional() }),
-      build: (m) => ({ kind: 'cold-boot', ...opt({ cmdline: m.cmdline as string | undefined, build: m.build as BuildSpec | undefined }) }),
+      shape: fields({ cmdline: text().optional(), release: release().optional(), build: buildSpec().optional() }),
+      build: (m) => ({ kind: 'cold-boot', ...opt({ cmdline: m.cmdline as string | undefined, release: m.release as string | undefined, build: m.build as BuildSpec | undefined }) }),
     },
     'retrieve-session': { shape: fields({ name: text(), as: name().optional() }), shorthand: 'name', build: (m) => ({ kind: 'retrieve-session', name: m.name as string, ...opt({ as: m.as as string | undefined }) }) },
     retrieve: { shape: fields({ session: name(), token, as: name() }), build: (m) => ({ kind: 'retrieve', session: m.session as string, token: m.token as bigint, as: m.as as string }) },
@@ -217,13 +227,13 @@ function kinds(ramLimit: number): { readonly [K in StepKind]: KindSpec<K> } {
     },
     'agent-update': {
       shape: fields({
-        cmdline: text().optional(), append: text().optional(), build: buildSpec().optional(), inject: listOf(faultSpec()).optional(), corrupt: oneOf(CORRUPTIONS).optional(),
+        cmdline: text().optional(), append: text().optional(), release: release().optional(), build: buildSpec().optional(), inject: listOf(faultSpec()).optional(), corrupt: oneOf(CORRUPTIONS).optional(),
         expect: oneOf(AGENT_OUTCOMES).optional(), restart: listOf(text()).optional(), reason: fields({ step: text().optional(), errno: errno.optional() }).optional(),
       }),
       build: (m, ctx) => {
         cmdlineOrAppend(m, ctx);
         return {
-          kind: 'agent-update', ...opt({ cmdline: m.cmdline as string | undefined, append: m.append as string | undefined, build: m.build as BuildSpec | undefined }),
+          kind: 'agent-update', ...opt({ cmdline: m.cmdline as string | undefined, append: m.append as string | undefined, release: m.release as string | undefined, build: m.build as BuildSpec | undefined }),
           inject: (m.inject as FaultArgs[] | undefined) ?? [], ...opt({ corrupt: m.corrupt as Corruption | undefined }), expect: (m.expect as Args<'agent-update'>['expect'] | undefined) ?? 'updated',
           ...opt({ restart: m.restart as string[] | undefined, reason: m.reason === undefined ? undefined : opt(m.reason as Record<string, unknown>) as Args<'agent-update'>['reason'] }),
         };
@@ -349,10 +359,10 @@ export interface ScenarioBody {
 
 /** The machine a scenario starts on. */
 function machineSpec(): z.ZodType<MachineSpec> {
-  return fields({ ram: size.optional(), cmdline: text().optional(), build: buildSpec().optional() }).transform((m, ctx): MachineSpec => {
+  return fields({ ram: size.optional(), cmdline: text().optional(), release: release().optional(), build: buildSpec().optional() }).transform((m, ctx): MachineSpec => {
     if (m.ram !== undefined && m.ram < 64 << 20) issue(ctx, 'at least 64MiB', ['ram']);
     if (m.ram !== undefined && m.ram % 4096 !== 0) issue(ctx, 'must be a whole number of 4KiB pages', ['ram']);
-    return { ram: m.ram ?? DEFAULT_RAM, ...opt({ cmdline: m.cmdline, build: m.build }) };
+    return { ram: m.ram ?? DEFAULT_RAM, ...opt({ cmdline: m.cmdline, release: m.release, build: m.build }) };
   }) as unknown as z.ZodType<MachineSpec>;
 }
 

@@ -366,7 +366,7 @@ export function machineView(m: Machine, opts: { maxSegments?: number } = {}): Ma
   const luo = k.luo;
   return {
     release: k.build.release,
-    profile: k.build.khoProfile,
+    profile: k.kho?.profile ?? k.build.abi.kho.family,
     cmdline: k.cmdline.raw,
     ramSize: hex(m.memory.size),
     state: m.panic ? 'panic' : k.state,

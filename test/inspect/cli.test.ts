@@ -46,7 +46,7 @@ test('luo inspect --json: a stable structure, u64 values as hex strings', () => 
   const r = luo(['inspect', '--json', PAGES_DIR]);
   assert.equal(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout);
-  assert.deepEqual(Object.keys(j), ['input', 'root', 'subtrees', 'tracker', 'kexecMetadata', 'luo', 'sessionBlocks', 'sessions', 'flbs', 'subsystems', 'problems']);
+  assert.deepEqual(Object.keys(j), ['input', 'root', 'subtrees', 'tracker', 'kexecMetadata', 'luo', 'sessionBlocks', 'sessions', 'flbs', 'subsystems', 'writtenBy', 'problems']);
   assert.equal(j.root.pa, '0x1f0000');
   assert.equal(j.tracker.blocks, 23);
   assert.equal(j.luo.sessionsPa, '0x3f83d000');

@@ -9,6 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Machine } from '../../src/kernel/machine.ts';
 import { DEFAULT_BUILD } from '../../src/kernel/kernel.ts';
+import { withKhoProfile } from '../../src/kernel/build.ts';
 import { F_SEAL_GROW, F_SEAL_SHRINK, F_SEAL_WRITE, MFD_ALLOW_SEALING, SEEK_SET, memfdCreate } from '../../src/handlers/memfd-file.ts';
 import { inspectInput, inspectPath } from '../../src/inspect/inspect.ts';
 import { memfdData } from '../../src/inspect/memfd.ts';
@@ -136,7 +137,7 @@ test('memfd contents: --memfd-contents gives each folio\'s first bytes', async (
 });
 
 test('kho-v1: a finalized chunk-list tracker decodes (blocks per order, total); LUO is absent', async () => {
-  const build = { ...DEFAULT_BUILD, khoProfile: 'kho-v1' as const };
+  const build = withKhoProfile(DEFAULT_BUILD, 'kho-v1');
   const m = new Machine({ ramSize: GiB, build });
   const k = m.kernel;
   const kho = k.kho!;
@@ -160,7 +161,7 @@ test('kho-v1: a finalized chunk-list tracker decodes (blocks per order, total); 
 });
 
 test('kho-v1 without finalize: preserved-memory-map 0 is reported', () => {
-  const m = new Machine({ ramSize: GiB, build: { ...DEFAULT_BUILD, khoProfile: 'kho-v1' } });
+  const m = new Machine({ ramSize: GiB, build: withKhoProfile(DEFAULT_BUILD, 'kho-v1') });
   const cap = captureAtKexec(m);
   const core = openElfCore(writeElfCore(cap.segs), new Problems());
   const r = inspectInput({ kind: 'elf', path: 'v1.elf', view: core.view, close: core.close }, { fdtAddr: cap.fdtAddr });

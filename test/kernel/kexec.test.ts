@@ -4,13 +4,14 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Machine } from '../../src/kernel/machine.ts';
 import { DEFAULT_BUILD, type Kernel } from '../../src/kernel/kernel.ts';
+import { withKhoProfile } from '../../src/kernel/build.ts';
 import { isPoisoned } from '../../src/machine/memory.ts';
 import { isLuoError } from '../../src/errno.ts';
 import { vmalloc, vmRead, vmWrite } from '../../src/kho/vmalloc.ts';
 import { KexecMetadata } from '../../src/abi/kho.ts';
 
 const GiB = 1n << 30n;
-const v1Build = { ...DEFAULT_BUILD, khoProfile: 'kho-v1' as const };
+const v1Build = withKhoProfile(DEFAULT_BUILD, 'kho-v1');
 
 function fillPattern(seed: number, len: number): Uint8Array {
   const b = new Uint8Array(len);

@@ -1,0 +1,163 @@
+/**
+ * Kernel releases and their hand-over ABIs: for each stage of LUO/KHO history (spec kernel-abi.md
+ * sections 0, 1, 4.4, 6.1-6.3), what its KHO, LUO and memfd code write and what they accept, its uAPI
+ * and its limits. A live update always runs from one release to another; whether the new one can take
+ * the old one's hand-over follows from these facts (src/releases/plan.ts). Pure data.
+ */
+import { blockCapacity, compatLen } from './luo.ts';
+
+/** How KHO records preserved memory and describes subtrees. */
+export type KhoFamily = 'kho-v1' | 'kho-v2' | 'kho-v3' | 'kho-v4';
+
+export interface KhoAbi {
+  readonly family: KhoFamily;
+  /** The root node's compatible string, matched exactly by the next kernel (fdt_node_check_compatible). */
+  readonly compatible: string;
+}
+
+/** The LUO state under the KHO subtree "LUO". */
+export type LuoAbi =
+  | {
+    /** An FDT: root `compatible`, `liveupdate-number`, a `luo-session` node (16-page session array, 2-page file arrays). */
+    readonly format: 'fdt';
+    readonly compatible: 'luo-v1';
+    readonly sessionCompatible: 'luo-session-v2';
+    /** A `luo-flb` node ("luo-flb-v1"). */
+    readonly flb: boolean;
+  }
+  | {
+    /** The transient FDT whose `luo-abi-header` points at {liveupdate_num, sessions_pa, flbs_pa}. */
+    readonly format: 'fdt-header';
+    readonly compatible: 'luo-v2';
+  }
+  | {
+    /** A raw `struct luo_ser` blob with its compatible inside. */
+    readonly format: 'raw';
+    readonly compatible: string;
+    /** Sessions and files: the FDT era's fixed arrays, or linked blocks. */
+    readonly sessions: 'array' | 'blocks';
+    readonly files: 'array' | 'blocks';
+    /** Pages per linked block (1 in every release; the linked-block patch of the seeds used 2). */
+    readonly blockPages: number;
+  };
+
+export interface UapiAbi {
+  /** LIVEUPDATE_SESSION_GET_NAME (0x43). */
+  readonly getName: boolean;
+  /** Session ioctls refused on the wrong direction (outgoing/incoming), names validated. */
+  readonly directionChecks: boolean;
+}
+
+export interface ReleaseLimits {
+  /** Outgoing sessions before CREATE_SESSION fails. */
+  readonly sessions: number;
+  readonly sessionsErrno: 'ENOMEM' | 'ENOSPC';
+  /** Files per session before PRESERVE_FD fails with ENOSPC. */
+  readonly filesPerSession: number;
+}
+
+export interface ReleaseAbi {
+  readonly kho: KhoAbi;
+  readonly luo: LuoAbi;
+  /** The memfd handler's compatible string. */
+  readonly memfd: string;
+  readonly uapi: UapiAbi;
+  readonly limits: ReleaseLimits;
+}
+
+export interface Release {
+  /** Kernel version where the sources show one, else the ABI. */
+  readonly name: string;
+  /** `uname -r` of the simulated kernel (kexec-metadata's previous_release). */
+  readonly uname: string;
+  readonly summary: string;
+  /** Where the layouts come from (repository @ commit, or the mailing-list series). */
+  readonly sources: readonly string[];
+  readonly abi: ReleaseAbi;
+}
+
+const FDT_ERA_LIMITS: ReleaseLimits = {
+  // LUO_SESSION_PGCNT 16 pages: (16 * 4096 - 8) / 80 (luo_session.c @7f790dd); LUO_FILE_PGCNT 2: 8192 / 64
+  sessions: Math.floor((16 * 4096 - 8) / 80), sessionsErrno: 'ENOMEM', filesPerSession: (2 * 4096) / 64,
+};
+const BLOCK_LIMITS: ReleaseLimits = {
+  // KHO_MAX_BLOCKS 10000 blocks of one page (kho_block.c @637315cb)
+  sessions: blockCapacity(80) * 10000, sessionsErrno: 'ENOSPC', filesPerSession: blockCapacity(64) * 10000,
+};
+const OLD_UAPI: UapiAbi = { getName: false, directionChecks: false };
+const NEW_UAPI: UapiAbi = { getName: true, directionChecks: true };
+const fdtLuo = (flb: boolean): LuoAbi => ({ format: 'fdt', compatible: 'luo-v1', sessionCompatible: 'luo-session-v2', flb });
+const rawLuo = (compatible: string, sessions: 'array' | 'blocks', files: 'array' | 'blocks', blockPages = 1): LuoAbi => ({ format: 'raw', compatible, sessions, files, blockPages });
+
+/** Every release luo knows, oldest first. */
+export const RELEASES: readonly Release[] = [
+  {
+    name: '6.19', uname: '6.19.0-luo',
+    summary: 'the first merged LUO: 3 session ioctls, FDT "luo-v1" with a session array, KHO bitmaps finalized by LUO',
+    sources: ['torvalds/linux @cc4adab (abi/luo.h)', 'torvalds/linux @7f790dd (luo_session.c)', 'torvalds/linux @dd03dd6 (kexec_handover.c)', 'sjp38/linux @ec4967c2 (memfd_luo.c)'],
+    abi: { kho: { family: 'kho-v1', compatible: 'kho-v1' }, luo: fdtLuo(false), memfd: 'memfd-v1', uapi: OLD_UAPI, limits: FDT_ERA_LIMITS },
+  },
+  {
+    name: '7.0', uname: '7.0.0-luo',
+    summary: 'FLB: a "luo-flb" node in the LUO FDT; memfd-v2 keeps seals',
+    sources: ['ColinIanKing/linux-next @6ab3af58 (luo-flb node)', 'torvalds/linux @cab056f2 (luo_core.c, luo_flb.c)', 'gregkh/linux @1d3ad694 (memfd-v2)'],
+    abi: { kho: { family: 'kho-v1', compatible: 'kho-v1' }, luo: fdtLuo(true), memfd: 'memfd-v2', uapi: OLD_UAPI, limits: FDT_ERA_LIMITS },
+  },
+  {
+    name: 'kho-v2', uname: '7.1.0-kho-v2',
+    summary: 'KHO tracks preserved memory in a radix tree; subtrees by "preserved-data"',
+    sources: ['torvalds/linux @c17ee635 (abi/kexec_handover.h)'],
+    abi: { kho: { family: 'kho-v2', compatible: 'kho-v2' }, luo: fdtLuo(true), memfd: 'memfd-v2', uapi: OLD_UAPI, limits: FDT_ERA_LIMITS },
+  },
+  {
+    name: 'kho-v3', uname: '7.1.0-kho-v3',
+    summary: 'raw KHO subtrees ("blob-size"); KHO finalize is gone',
+    sources: ['linux-mm @65660710 (kexec_handover.c)'],
+    abi: { kho: { family: 'kho-v3', compatible: 'kho-v3' }, luo: fdtLuo(true), memfd: 'memfd-v2', uapi: OLD_UAPI, limits: FDT_ERA_LIMITS },
+  },
+  {
+    name: 'luo-v2', uname: '7.2.0-luo-v2',
+    summary: 'transient (v7 series patch 3): the LUO FDT root "luo-v2" points at a 24-byte header by "luo-abi-header"',
+    sources: ['mailing list 2026-06-03, [PATCH v7] patch 3 (kernel-abi.md 1, 4.4)'],
+    abi: { kho: { family: 'kho-v3', compatible: 'kho-v3' }, luo: { format: 'fdt-header', compatible: 'luo-v2' }, memfd: 'memfd-v2', uapi: OLD_UAPI, limits: FDT_ERA_LIMITS },
+  },
+  {
+    name: 'luo-v3', uname: '7.2.0-luo-v3',
+    summary: 'the LUO state becomes a raw luo_ser blob with its compatible inside; GET_NAME; direction checks',
+    sources: ['mailing list 2026-06-03, [PATCH v7] patches 4, 9, 10 (kernel-abi.md 1)', 'linux-mm @d3b55a6a (kho-v4)'],
+    abi: { kho: { family: 'kho-v4', compatible: 'kho-v4' }, luo: rawLuo('luo-v3', 'array', 'array'), memfd: 'memfd-v2', uapi: NEW_UAPI, limits: FDT_ERA_LIMITS },
+  },
+  {
+    name: 'luo-v4', uname: '7.2.0-luo-v4',
+    summary: 'sessions in linked blocks (files still in per-session arrays)',
+    sources: ['mailing list 2026-06-03, [PATCH v7] (kernel-abi.md 1)'],
+    abi: { kho: { family: 'kho-v4', compatible: 'kho-v4' }, luo: rawLuo('luo-v4', 'blocks', 'array'), memfd: 'memfd-v2', uapi: NEW_UAPI, limits: { ...BLOCK_LIMITS, filesPerSession: FDT_ERA_LIMITS.filesPerSession } },
+  },
+  {
+    name: '7.3.4', uname: '7.3.4-luo',
+    summary: 'files in linked blocks too: luo-v5 on kho-v4 (what a real 7.3.4 wrote under QEMU)',
+    sources: ['torvalds/linux @637315cb, @b2128290', 'include/linux/kho/abi/luo.h, block.h, kexec_handover.h'],
+    abi: { kho: { family: 'kho-v4', compatible: 'kho-v4' }, luo: rawLuo('luo-v5', 'blocks', 'blocks'), memfd: 'memfd-v2', uapi: NEW_UAPI, limits: BLOCK_LIMITS },
+  },
+  {
+    name: 'mm-granular', uname: '7.4.0-rc1-mm',
+    summary: 'the granular-compatibility RFC: composite strings, luo_ser of 40 bytes',
+    sources: ['linux-mm @8c8e7930 (abi/compat.h)', 'linux-mm @a6d96598 (abi/luo.h "luo-v5;block-v1")', 'linux-mm @873e8b59 (abi/radix_tree.h, abi/vmalloc.h)'],
+    abi: {
+      kho: { family: 'kho-v4', compatible: 'kho-v4;radix-v1;vmalloc-v1' }, luo: rawLuo('luo-v5;block-v1', 'blocks', 'blocks'), memfd: 'memfd-v2;vmalloc-v1',
+      uapi: NEW_UAPI, limits: BLOCK_LIMITS,
+    },
+  },
+  {
+    name: 'seed-2page-blocks', uname: '7.3.0-blocks2',
+    summary: "the linked-block patch as the seeds show it: LUO_BLOCK_PGCNT 2 under the same compatible strings as 7.3.4",
+    sources: ['the linked-block patch as the seeds quote it (LUO_BLOCK_PGCNT 2)'],
+    abi: { kho: { family: 'kho-v4', compatible: 'kho-v4' }, luo: rawLuo('luo-v5', 'blocks', 'blocks', 2), memfd: 'memfd-v2', uapi: NEW_UAPI, limits: BLOCK_LIMITS },
+  },
+];
+
+export const DEFAULT_RELEASE = '7.3.4';
+
+export function findRelease(name: string): Release | undefined {
+  return RELEASES.find((r) => r.name === name || r.uname === name);
+}

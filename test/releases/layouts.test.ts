@@ -1,0 +1,103 @@
+/**
+ * Each runnable release's write side, byte for byte: the root FDT as dtc decodes it (its compatible),
+ * the luo_ser (its size and compatible storage), the file entries' handler string; the inspector
+ * decodes the hand-over and names the release(s) that could have written it. And the catalogue and
+ * `luo plan` facts that do not need a boot.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { findRelease, RELEASES } from '../../src/abi/releases.ts';
+import { compatLen, luoSerLayout } from '../../src/abi/luo.ts';
+import { buildForRelease, unsupportedAbi } from '../../src/kernel/build.ts';
+import { Machine } from '../../src/kernel/machine.ts';
+import { memfdCreate } from '../../src/handlers/memfd-file.ts';
+import { chainOf, plan } from '../../src/releases/plan.ts';
+import { inspectInput } from '../../src/inspect/inspect.ts';
+import { captureAtKexec, memInput, tmp } from '../inspect/helpers.ts';
+
+const rel = (n: string) => findRelease(n)!;
+
+test('mm-granular writes the composite strings: kho-v4;radix-v1;vmalloc-v1 root, a 40-byte "luo-v5;block-v1" luo_ser, "memfd-v2;vmalloc-v1" files', () => {
+  const m = new Machine({ ramSize: 1n << 30n, build: buildForRelease('mm-granular') });
+  const k = m.kernel;
+  const luo = k.luo!;
+  luo.open();
+  const s = luo.createSession('vm-1');
+  const f = memfdCreate(k.memfd, 'ram', 0);
+  f.pwrite(new Uint8Array(10000).fill(7), 0);
+  luo.sessions.preserveFile(s, 0x42n, f);
+  const serPa = luo.outgoingSerPa;
+  const cap = captureAtKexec(m);
+  const find = (pa: bigint, n: number): Uint8Array => {
+    const seg = cap.segs.find((x) => pa >= x.pa && pa + BigInt(n) <= x.pa + BigInt(x.bytes.length))!;
+    return seg.bytes.subarray(Number(pa - seg.pa), Number(pa - seg.pa) + n);
+  };
+  // the root FDT, decoded by dtc
+  const dir = tmp();
+  writeFileSync(join(dir, 'root.dtb'), find(cap.fdtAddr, 4096));
+  const dts = spawnSync('dtc', ['-q', '-I', 'dtb', '-O', 'dts', join(dir, 'root.dtb')], { encoding: 'utf8' });
+  assert.equal(dts.status, 0, dts.stderr);
+  assert.match(dts.stdout, /compatible = "kho-v4;radix-v1;vmalloc-v1";/);
+  assert.match(dts.stdout, /LUO \{[^}]*blob-size = <0x28000000 0x00>;/s, 'blob-size 40, native-endian u64');
+  // the luo_ser: "luo-v5;block-v1" NUL-padded to 16 bytes, then liveupdate_num, sessions_pa, flbs_pa
+  assert.equal(compatLen('luo-v5;block-v1'), 16);
+  assert.equal(luoSerLayout('luo-v5;block-v1').size, 40);
+  const ser = find(serPa, 40);
+  assert.deepEqual([...ser.subarray(0, 16)], [...new TextEncoder().encode('luo-v5;block-v1'), 0]);
+  const v = new DataView(ser.buffer, ser.byteOffset, 40);
+  assert.equal(v.getBigUint64(16, true), 1n, 'liveupdate_num at offset 16');
+  assert.notEqual(v.getBigUint64(24, true), 0n, 'sessions_pa at offset 24');
+  assert.notEqual(v.getBigUint64(32, true), 0n, 'flbs_pa at offset 32');
+  // the inspector decodes it all and attributes it
+  const r = inspectInput(memInput(cap.segs), {});
+  assert.deepEqual(r.problems.filter((p) => p.severity !== 'info'), []);
+  assert.equal(r.luo?.compatible, 'luo-v5;block-v1');
+  assert.equal(r.sessions[0]?.files[0]?.compatible, 'memfd-v2;vmalloc-v1');
+  assert.equal(r.sessions[0]?.files[0]?.memfd?.size, 10000n);
+  assert.deepEqual(r.writtenBy, ['mm-granular']);
+});
+
+test('the catalogue: every release named, each layer described, the first one with the FDT-era limits', () => {
+  assert.ok(RELEASES.length >= 9);
+  assert.equal(new Set(RELEASES.map((r) => r.name)).size, RELEASES.length);
+  assert.equal(rel('6.19').abi.limits.sessions, 819);
+  assert.equal(rel('6.19').abi.limits.filesPerSession, 128);
+  assert.equal(rel('7.3.4').abi.limits.sessions, 510000);
+  assert.equal(rel('7.3.4').abi.limits.filesPerSession, 630000);
+  assert.equal(unsupportedAbi(rel('7.3.4').abi), undefined);
+  assert.match(unsupportedAbi(rel('luo-v3').abi) ?? '', /not modelled yet/);
+});
+
+test('plan: each layer that can refuse, with its reason', () => {
+  const v = (a: string, b: string) => plan(rel(a), rel(b)).verdict;
+  assert.equal(v('7.3.4', '7.3.4').kind, 'live-update');
+  assert.deepEqual([v('7.3.4', 'mm-granular').kind, (v('7.3.4', 'mm-granular') as { layer: string }).layer], ['no-handover', 'KHO']);
+  assert.deepEqual(v('kho-v3', '7.3.4').kind, 'no-handover');
+  // same KHO, another LUO version: the raw luo_ser's compatible differs (EINVAL at early startup)
+  const l = v('luo-v4', '7.3.4');
+  assert.deepEqual([l.kind, (l as { errno: string }).errno], ['restore-failed', 'EINVAL']);
+  // the FLB node the new kernel insists on (luo_flb.c @cab056f2 returns ENOENT without it)
+  const flb = v('6.19', '7.0');
+  assert.deepEqual([flb.kind, (flb as { errno: string }).errno, (flb as { log: string }).log], ['restore-failed', 'ENOENT', 'Unable to get FLB node [luo-flb]']);
+  // back from 7.0 to 6.19: the FDTs agree, the memfd handler does not
+  assert.deepEqual([v('7.0', '6.19').kind, (v('7.0', '6.19') as { layer: string }).layer], ['open-failed', 'files']);
+  // the seeds' 2-page blocks under 7.3.4's strings: nothing can notice
+  assert.equal(v('7.3.4', 'seed-2page-blocks').kind, 'undefined');
+  assert.ok(plan(rel('7.3.4'), rel('6.19')).notes.some((n) => /GET_NAME/.test(n)));
+});
+
+test('plan: the chain is the hop itself when it works, null when no release in between helps', () => {
+  assert.deepEqual(plan(rel('7.3.4'), rel('7.3.4')).chain, ['7.3.4', '7.3.4']);
+  assert.equal(plan(rel('6.19'), rel('7.3.4')).chain, null);
+  // a made-up catalogue where a middle release bridges two others
+  const a = rel('7.3.4');
+  const mid = { ...a, name: 'mid' };
+  const b = { ...a, name: 'b', abi: { ...a.abi, kho: { ...a.abi.kho, compatible: 'kho-v9' } } };
+  const midB = { ...b, name: 'mid-b' };
+  assert.deepEqual(chainOf(a, b, [a, mid, b]), null);
+  // b accepts only kho-v9: no chain from a (kho-v4) unless some release changes KHO, which no hop can
+  assert.deepEqual(chainOf(b, midB, [b, midB]), ['b', 'mid-b']);
+});
