@@ -2,11 +2,11 @@
 import { isLuoError } from '../errno.ts';
 import { connectDaemon } from './daemon-client.ts';
 
-export async function runKexec(opts: { socket?: string; build?: string; cmdline?: string; keepClients?: boolean; json?: boolean }): Promise<number> {
+export async function runKexec(opts: { socket?: string; build?: string; cmdline?: string; release?: string; keepClients?: boolean; json?: boolean }): Promise<number> {
   const c = await connectDaemon('kexec', opts.socket);
   if (!c) return 1;
   try {
-    const r = await c.kexec({ ...(opts.build ? { build: opts.build } : {}), ...(opts.cmdline ? { cmdline: opts.cmdline } : {}), keepClients: opts.keepClients === true });
+    const r = await c.kexec({ ...(opts.build ? { build: opts.build } : {}), ...(opts.cmdline ? { cmdline: opts.cmdline } : {}), ...(opts.release ? { release: opts.release } : {}), keepClients: opts.keepClients === true });
     if (opts.json) process.stdout.write(`${JSON.stringify({ pid: r.pid, generation: `0x${r.generation.toString(16)}`, stats: r.stats })}\n`);
     else {
       process.stdout.write(`luo kexec: daemon ${r.pid} (generation 0x${r.generation.toString(16)}) took over; image ${String(r.stats['image'])} (${String(r.stats['imageBytes'])} bytes), ${String(r.stats['preservedPages'])} preserved page(s), ${Number(r.stats['totalMs']).toFixed(1)} ms\n`);

@@ -34,6 +34,25 @@ export async function main(argv: string[]): Promise<number> {
       code = await runDemo();
     });
   program
+    .command('releases')
+    .description('list the kernel releases luo knows: their hand-over ABIs, uAPI, limits, and which ones run')
+    .option('--json', 'print them as JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const { runReleases } = await import('./releases.ts');
+      code = runReleases(opts);
+    });
+  program
+    .command('plan')
+    .description('can a live update go from release FROM to release TO? if not, which layer refuses, why, and a chain of hops that can')
+    .argument('<from>', 'the running release (luo releases)')
+    .argument('<to>', 'the release to update to')
+    .option('--json', 'print the plan as JSON')
+    .addHelpText('after', '\nExit codes: 0 the hop live-updates, 1 it does not (the output says why), 2 usage.')
+    .action(async (from: string, to: string, opts: { json?: boolean }) => {
+      const { runPlan } = await import('./releases.ts');
+      code = runPlan(from, to, opts);
+    });
+  program
     .command('dtb')
     .description('decompile a flattened device tree blob to DTS (as dtc -I dtb -O dts prints it) or JSON')
     .argument('<file>', 'the blob, or - for stdin')
@@ -67,6 +86,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--resume', 'boot from <state-dir>/luo.img when it exists, else cold')
     .option('--takeover', 'started by a kexec: report readiness on fd 3')
     .option('--log <file>', 'append the console to a file instead of stdout')
+    .option('--release <name>', 'the kernel release to boot (luo releases; default 7.3.4)')
     .action(async (opts: import('./serve.ts').ServeOptions) => {
       const { runServe } = await import('./serve.ts');
       code = await runServe(opts);
@@ -77,9 +97,10 @@ export async function main(argv: string[]): Promise<number> {
     .option('--socket <path>', 'socket path')
     .option('--build <path>', 'another luo build: a directory with bin/luo.mjs, or the luo.mjs script')
     .option('--cmdline <text>', 'command line of the new kernel')
+    .option('--release <name>', 'kexec into another kernel release (luo releases, luo plan; default: the running one)')
     .option('--keep-clients', "leave the old kernel's client processes (shim programs holding sessions) running")
     .option('--json', 'print the result as JSON')
-    .action(async (opts: { socket?: string; build?: string; cmdline?: string; keepClients?: boolean; json?: boolean }) => {
+    .action(async (opts: { socket?: string; build?: string; cmdline?: string; release?: string; keepClients?: boolean; json?: boolean }) => {
       const { runKexec } = await import('./kexec.ts');
       code = await runKexec(opts);
     });

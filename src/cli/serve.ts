@@ -7,6 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { isLuoError } from '../errno.ts';
 import { KernelPanic } from '../luo/core.ts';
 import { DEFAULT_CMDLINE, Machine } from '../kernel/machine.ts';
+import { buildForRelease, DEFAULT_BUILD, type KernelBuild } from '../kernel/build.ts';
 import { IMAGE_NAME, loadHandover } from '../daemon/kexec.ts';
 import { LuoDaemon, signalReady, socketPathState } from '../daemon/server.ts';
 import { defaultSocketPath, defaultStateDir } from '../daemon/wire.ts';
@@ -20,6 +21,8 @@ export interface ServeOptions {
   resume?: boolean;
   takeover?: boolean;
   log?: string;
+  /** The kernel release to boot (luo releases; default 7.3.4). */
+  release?: string;
 }
 
 /** "4G", "512MiB", "0x100000000", "1073741824" -> bytes. */
@@ -60,6 +63,12 @@ export async function runServe(opts: ServeOptions): Promise<number> {
 
   let machine: Machine;
   let handover: Record<string, unknown> | undefined;
+  let build: KernelBuild = DEFAULT_BUILD;
+  try {
+    if (opts.release) build = buildForRelease(opts.release);
+  } catch (e) {
+    return fail(isLuoError(e) ? e.detail : (e as Error).message);
+  }
   try {
     if (image) {
       let h;
@@ -73,14 +82,14 @@ export async function runServe(opts: ServeOptions): Promise<number> {
       if (!opts.fromImage && h.meta.socket && h.meta.socket !== resolve(socketPath)) {
         return fail(`refusing image ${image}: it was written by the daemon on ${h.meta.socket}, not ${resolve(socketPath)} (two daemons never boot each other's image)`);
       }
-      machine = new Machine({ ramSize: h.memory.size, memory: h.memory, boot: h.params, console: out, ...(opts.cmdline ? { cmdline: opts.cmdline } : {}) });
+      machine = new Machine({ ramSize: h.memory.size, memory: h.memory, boot: h.params, build, console: out, ...(opts.cmdline ? { cmdline: opts.cmdline } : {}) });
       handover = { image, ...h.meta.stats, from: h.meta.from, luoVersion: h.meta.luoVersion, bootMs: machine.kernel.bootTimeMs };
     } else {
-      machine = new Machine({ ramSize: parseSize(opts.ram ?? '4G'), cmdline: opts.cmdline ?? DEFAULT_CMDLINE, console: out });
+      machine = new Machine({ ramSize: parseSize(opts.ram ?? '4G'), cmdline: opts.cmdline ?? DEFAULT_CMDLINE, build, console: out });
     }
   } catch (e) {
     if (e instanceof KernelPanic) return fail(e.message);
-    return fail((e as Error).message);
+    return fail(isLuoError(e) ? e.detail : (e as Error).message);
   }
 
   if (!opts.takeover && (await LuoDaemon.alive(socketPath))) return fail(`a daemon already serves ${socketPath}`);

@@ -286,13 +286,18 @@ export class LuoClient {
   /**
    * Kexec into a new daemon process (optionally another luo build, a new command line). Resolves
    * once the new daemon owns the socket; this client's connections are gone then (reconnect).
-   * Processes of the old kernel (shim clients) are ended unless `keepClients`.
+   * `release` picks another kernel release (luo releases). Processes of the old kernel (shim
+   * clients) are ended unless `keepClients`.
    */
-  async kexec(opts: { build?: string; cmdline?: string; keepClients?: boolean } = {}): Promise<KexecReply> {
+  async kexec(opts: { build?: string; cmdline?: string; release?: string; keepClients?: boolean } = {}): Promise<KexecReply> {
     const enc = new TextEncoder();
     const build = enc.encode(opts.build ?? '');
     const cmdline = enc.encode(opts.cmdline ?? '');
-    const p = await this.control.request(MSG.KEXEC, new PayloadWriter().u32(opts.keepClients ? KEXEC_KEEP_CLIENTS : 0).u32(build.length).u32(cmdline.length).u32(0).bytes(build).bytes(cmdline).finish());
+    const release = enc.encode(opts.release ?? '');
+    const p = await this.control.request(
+      MSG.KEXEC,
+      new PayloadWriter().u32(opts.keepClients ? KEXEC_KEEP_CLIENTS : 0).u32(build.length).u32(cmdline.length).u32(release.length).bytes(build).bytes(cmdline).bytes(release).finish(),
+    );
     const r = new PayloadReader(p, 'KEXEC reply');
     const ret = r.i32();
     const errno = r.u32();

@@ -12,6 +12,7 @@ import type { Readable } from 'node:stream';
 import { ERRNO, isLuoError, LuoError } from '../errno.ts';
 import type { KhoBootData } from '../kho/incoming.ts';
 import type { BootParams } from '../kernel/kernel.ts';
+import { buildForRelease, DEFAULT_BUILD, type KernelBuild } from '../kernel/build.ts';
 import { PhysicalMemory } from '../machine/memory.ts';
 import { luoVersion } from '../version.ts';
 import type { LuoDaemon } from './server.ts';
@@ -63,12 +64,16 @@ function crashPoint(phase: string): void {
   if (process.env['LUO_DAEMON_CRASH_AT'] === phase) process.kill(process.pid, 'SIGKILL');
 }
 
-export async function kexecIntoNewProcess(d: LuoDaemon, opts: { build?: string | undefined; cmdline?: string | undefined; childArgs: readonly string[] }): Promise<KexecResult> {
+export async function kexecIntoNewProcess(
+  d: LuoDaemon, opts: { build?: string | undefined; cmdline?: string | undefined; release?: string | undefined; childArgs: readonly string[] },
+): Promise<KexecResult> {
   const t0 = performance.now();
   const k = d.kernel;
   let bin: string;
+  let target: KernelBuild | undefined;
   try {
     bin = resolveBuild(opts.build);
+    if (opts.release !== undefined) target = buildForRelease(opts.release);
     mkdirSync(d.stateDir, { recursive: true, mode: 0o700 });
   } catch (e) {
     const err = isLuoError(e) ? e : new LuoError('EIO', (e as Error).message);
@@ -81,7 +86,8 @@ export async function kexecIntoNewProcess(d: LuoDaemon, opts: { build?: string |
   let handover;
   try {
     captured = d.mirrors.captureAll();
-    if (opts.cmdline !== undefined || !k.kexecLoaded) k.kexecLoad(opts.cmdline !== undefined ? { cmdline: opts.cmdline } : {});
+    // kexec_file_load of the new release (refused, changing nothing, when luo cannot run it)
+    if (opts.cmdline !== undefined || target || !k.kexecLoaded) k.kexecLoad({ ...(opts.cmdline !== undefined ? { cmdline: opts.cmdline } : {}), ...(target ? { build: target } : {}) });
     handover = k.prepareKexec();
   } catch (e) {
     const err = isLuoError(e) ? e : new LuoError('EIO', (e as Error).message);
@@ -119,7 +125,11 @@ export async function kexecIntoNewProcess(d: LuoDaemon, opts: { build?: string |
   d.print('info', `kexec: image ${imgPath} (${imageBytes} bytes, ${handover.keep.length} ranges) written; starting ${bin}`);
 
   const logged = opts.childArgs.includes('--log');
-  const child = spawn(process.execPath, [bin, 'serve', '--from-image', imgPath, '--socket', d.socketPath, '--state-dir', d.stateDir, '--takeover', ...opts.childArgs], {
+  // the new kernel is the loaded image's release (the running one unless --release chose another);
+  // the default release is not named, so an older luo build without --release can still be the target
+  const release = (k.kexecLoaded?.build ?? k.build).release;
+  const releaseArgs = release === DEFAULT_BUILD.release ? [] : ['--release', release];
+  const child = spawn(process.execPath, [bin, 'serve', '--from-image', imgPath, '--socket', d.socketPath, '--state-dir', d.stateDir, '--takeover', ...releaseArgs, ...opts.childArgs], {
     detached: true,
     stdio: ['ignore', logged ? 'ignore' : 'inherit', logged ? 'ignore' : 'inherit', 'pipe'],
   });

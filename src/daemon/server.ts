@@ -629,14 +629,15 @@ export class LuoDaemon {
     const flags = r.u32();
     const buildLen = r.u32();
     const cmdlineLen = r.u32();
-    r.u32();
+    const releaseLen = r.u32();
     const dec = new TextDecoder();
     const build = dec.decode(r.bytes(buildLen));
     const cmdline = dec.decode(r.bytes(cmdlineLen));
+    const release = dec.decode(r.bytes(releaseLen));
     r.end();
     if (flags & ~KEXEC_KEEP_CLIENTS) return this.reply(c, MSG.KEXEC, seq, prefixReply(-1, ERRNO.EINVAL, new TextEncoder().encode(`unknown KEXEC flags 0x${flags.toString(16)}`)));
     if (this.kexecing) return this.reply(c, MSG.KEXEC, seq, prefixReply(-1, ERRNO.EBUSY, new TextEncoder().encode('a kexec is already in progress')));
-    void this.runKexec(c, seq, { build: build || undefined, cmdline: cmdline || undefined, keepClients: (flags & KEXEC_KEEP_CLIENTS) !== 0 });
+    void this.runKexec(c, seq, { build: build || undefined, cmdline: cmdline || undefined, release: release || undefined, keepClients: (flags & KEXEC_KEEP_CLIENTS) !== 0 });
   }
 
   /**
@@ -671,10 +672,10 @@ export class LuoDaemon {
     return { ended: [...ended].sort((a, b) => a - b), warnings: [] };
   }
 
-  private async runKexec(c: Conn, seq: number, opts: { build: string | undefined; cmdline: string | undefined; keepClients: boolean }): Promise<void> {
+  private async runKexec(c: Conn, seq: number, opts: { build: string | undefined; cmdline: string | undefined; release: string | undefined; keepClients: boolean }): Promise<void> {
     const { kexecIntoNewProcess } = await import('./kexec.ts');
     this.kexecing = true;
-    const result = await kexecIntoNewProcess(this, { build: opts.build, cmdline: opts.cmdline, childArgs: this.childArgs });
+    const result = await kexecIntoNewProcess(this, { build: opts.build, cmdline: opts.cmdline, release: opts.release, childArgs: this.childArgs });
     if (!result.ok && !result.committed) {
       // Refused before anything changed (LUO's reboot path failed): keep serving.
       this.kexecing = false;
