@@ -91,3 +91,14 @@ export const MemfdLuoSerV1 = defineStruct('memfd_luo_ser_v1', 'le', {
   folios_flags: u16,
   folios_order: u16,
 }, 40);
+
+// ---- the FDT era: "luo-v1" (abi/luo.h @cc4adab, luo_session.c @7f790dd, luo_flb.c @cab056f2) ----
+/** The "LUO" subtree is one page holding an FDT. */
+export const LUO_FDT_COMPATIBLE_V1 = 'luo-v1';
+export const LUO_FDT_LIVEUPDATE_NUM = 'liveupdate-number';
+export const LUO_FDT_SESSION_NODE = 'luo-session';
+export const LUO_FDT_SESSION_COMPATIBLE = 'luo-session-v2';
+export const LUO_FDT_SESSION_HEADER = 'luo-session-header';
+export const LUO_FDT_FLB_NODE = 'luo-flb';
+export const LUO_FDT_FLB_COMPATIBLE = 'luo-flb-v1';
+export const LUO_FDT_FLB_HEADER = 'luo-flb-header';

@@ -50,7 +50,9 @@ function describe(p: Plan): string[] {
       ? 'the new kernel boots as after a cold boot; every session is lost'
       : v.kind === 'restore-failed'
         ? `LUO's early startup fails with ${v.errno}: the kernel panics (with luo.restore_fail=disable it boots without /dev/liveupdate)`
-        : `opening /dev/liveupdate fails with ${v.errno} once a file was preserved`;
+        : v.kind === 'files-lost'
+          ? `the sessions come back, but RETRIEVE_FD of those files fails with ${v.errno}`
+          : `opening /dev/liveupdate fails with ${v.errno} once a file was preserved`;
     out.push(`${red('live update: no')} — refused by ${bold(v.layer)}: ${v.reason}`);
     out.push(`  then: ${what}`);
     out.push(`  the new kernel logs: ${v.log}`);

@@ -8,10 +8,12 @@ import { PAGE_SHIFT, PAGE_SIZE } from '../abi/kho.ts';
 import {
   MEMFD_FOLIO_PFN_BITS,
   MEMFD_LUO_COMPATIBLE,
+  MEMFD_LUO_COMPATIBLE_V1,
   MEMFD_LUO_FOLIO_DIRTY,
   MEMFD_LUO_FOLIO_UPTODATE,
   MemfdLuoFolioSer,
   MemfdLuoSer,
+  MemfdLuoSerV1,
 } from '../abi/luo.ts';
 import type { FileHandler, FileOpArgs, KernelFile } from '../luo/file-handler.ts';
 import type { Kho } from '../kho/kho.ts';
@@ -64,6 +66,22 @@ export function decodeMemfdSer(bytes: Uint8Array, off = 0): MemfdSer {
     pos: s.pos, size: s.size, seals: s.seals, flags: s.flags, nr_folios: s.nr_folios,
     folios: { first: s.folios_first, total_pages: s.folios_total_pages, flags: s.folios_flags, order: s.folios_order },
   };
+}
+
+/** memfd-v1's 40-byte struct (no seals, no flags: sjp38/linux @ec4967c2). */
+export function decodeMemfdSerV1(bytes: Uint8Array, off = 0): MemfdSer {
+  const s = MemfdLuoSerV1.decode(bytes, off);
+  return {
+    pos: s.pos, size: s.size, seals: 0, flags: 0, nr_folios: s.nr_folios,
+    folios: { first: s.folios_first, total_pages: s.folios_total_pages, flags: s.folios_flags, order: s.folios_order },
+  };
+}
+
+export function encodeMemfdSerV1(s: MemfdSer): Uint8Array {
+  return MemfdLuoSerV1.encode({
+    pos: s.pos, size: s.size, nr_folios: s.nr_folios,
+    folios_first: s.folios.first, folios_total_pages: s.folios.total_pages, folios_flags: s.folios.flags, folios_order: s.folios.order,
+  });
 }
 
 export function encodeMemfdSer(s: MemfdSer, buf?: Uint8Array, off = 0): Uint8Array {
@@ -124,7 +142,11 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
     return file;
   };
 
-  const writeSer = (pa: bigint, s: MemfdSer): void => mem.write(pa, encodeMemfdSer(s));
+  // memfd-v1 (6.19 era) hands over no seals: 40 bytes, and the new memfd is created unsealable
+  const v1 = (ctx.compatible ?? MEMFD_LUO_COMPATIBLE).split(';')[0] === MEMFD_LUO_COMPATIBLE_V1;
+  const serSize = v1 ? MemfdLuoSerV1.size : MemfdLuoSer.size;
+  const decodeSer = (b: Uint8Array): MemfdSer => (v1 ? decodeMemfdSerV1(b) : decodeMemfdSer(b));
+  const writeSer = (pa: bigint, s: MemfdSer): void => mem.write(pa, v1 ? encodeMemfdSerV1(s) : encodeMemfdSer(s));
   const where = (pa: bigint): string => `memfd_luo_ser @${hex(pa)}`;
 
   /** memfd_luo_preserve_folios: pin, preserve each folio, build and preserve the array. */
@@ -163,9 +185,9 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
     inode.frozen = true;
     let serPa: bigint | undefined;
     try {
-      serPa = kho.allocPreserve(MemfdLuoSer.size);
+      serPa = kho.allocPreserve(serSize);
       const seals = inode.seals;
-      if (seals & ~MEMFD_LUO_ALL_SEALS) throw new LuoError('EOPNOTSUPP', `memfd preserve: seals ${hex(seals)} include ones memfd-v2 cannot carry (${hex(seals & ~MEMFD_LUO_ALL_SEALS)})`);
+      if (!v1 && seals & ~MEMFD_LUO_ALL_SEALS) throw new LuoError('EOPNOTSUPP', `memfd preserve: seals ${hex(seals)} include ones memfd-v2 cannot carry (${hex(seals & ~MEMFD_LUO_ALL_SEALS)})`);
       const pages = Math.ceil(inode.size / PAGE_SIZE);
       if (pages > UINT_MAX) throw new LuoError('EFBIG', `memfd preserve: ${pages} pages exceed UINT_MAX (memfd_pin_folios' limit)`);
       const { folios, area, desc } = preserveFolios(file);
@@ -199,7 +221,7 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
       log('warn', `memfd unpreserve: ${where(args.serializedData)} has no preserve state (unpreserved twice?)`);
       return;
     }
-    const ser = decodeMemfdSer(mem.read(args.serializedData, MemfdLuoSer.size));
+    const ser = decodeSer(mem.read(args.serializedData, serSize));
     priv.inode.frozen = false;
     if (ser.nr_folios > 0n) {
       kho.unpreserveVmalloc(ser.folios);
@@ -216,10 +238,10 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
   /** The ser at `pa`, checked enough to be read safely: EINVAL names what is wrong. */
   const readSer = (pa: bigint): MemfdSer => {
     if (pa === 0n) throw new LuoError('EINVAL', 'memfd retrieve: serialized data is 0');
-    if (pa % BigInt(PAGE_SIZE) !== 0n || pa + BigInt(MemfdLuoSer.size) > BigInt(mem.nrPages) * BigInt(PAGE_SIZE)) {
+    if (pa % BigInt(PAGE_SIZE) !== 0n || pa + BigInt(serSize) > BigInt(mem.nrPages) * BigInt(PAGE_SIZE)) {
       throw new LuoError('EINVAL', `${where(pa)}: not a page inside RAM (${mem.nrPages} pages)`);
     }
-    return decodeMemfdSer(mem.read(pa, MemfdLuoSer.size));
+    return decodeSer(mem.read(pa, serSize));
   };
 
   /**
@@ -351,15 +373,18 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
     let entries: MemfdFolioSer[] | undefined;
     let inserting = false;
     try {
-      if (ser.seals & ~MEMFD_LUO_ALL_SEALS) throw new LuoError('EOPNOTSUPP', `${where(pa)}: seals ${hex(ser.seals)} are not all supported by memfd-v2`);
+      if (!v1 && ser.seals & ~MEMFD_LUO_ALL_SEALS) throw new LuoError('EOPNOTSUPP', `${where(pa)}: seals ${hex(ser.seals)} are not all supported by memfd-v2`);
       if (ser.size > BigInt(MEMFD_MAX_BYTES)) throw new LuoError('EINVAL', `${where(pa)}: size ${ser.size} is beyond the maximum file size`);
       const size = Number(ser.size);
       const maxFolios = BigInt(Math.ceil(size / PAGE_SIZE));
       if (ser.nr_folios > maxFolios) throw new LuoError('EINVAL', `${where(pa)}: nr_folios ${ser.nr_folios} is more than the ${maxFolios} page(s) of a ${size}-byte file`);
       const nr = Number(ser.nr_folios);
       if (nr > 0) checkArray(pa, ser, nr);
-      file = memfdAllocFile(ctx.memfd, '', MFD_ALLOW_SEALING);
-      file.addSeals(ser.seals);
+      if (v1) file = memfdAllocFile(ctx.memfd, '', 0);
+      else {
+        file = memfdAllocFile(ctx.memfd, '', MFD_ALLOW_SEALING);
+        file.addSeals(ser.seals);
+      }
       // vfs_setpos's result is ignored by the kernel: an offset it refuses leaves f_pos at 0.
       if (ser.pos <= BigInt(MEMFD_MAX_BYTES)) file.pos = Number(ser.pos);
       else if (ser.pos < 1n << 63n) throw new LuoError('EINVAL', `${where(pa)}: position ${ser.pos} is beyond what luo can represent`);

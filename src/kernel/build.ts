@@ -50,10 +50,10 @@ export function khoProfileOf(b: KernelBuild): KhoProfile {
 export function unsupportedAbi(abi: ReleaseAbi): string | undefined {
   if (abi.kho.family !== 'kho-v1' && abi.kho.family !== 'kho-v4') return `KHO ${abi.kho.family} (${abi.kho.compatible}) is not modelled yet`;
   const l = abi.luo;
-  if (l.format !== 'raw') return `LUO ${l.compatible} (${l.format === 'fdt' ? 'an FDT with session arrays' : 'an FDT with luo-abi-header'}) is not modelled yet`;
+  if (l.format === 'fdt') return abi.kho.family === 'kho-v1' ? undefined : `LUO ${l.compatible} on ${abi.kho.family} is not modelled yet`;
+  if (l.format !== 'raw') return `LUO ${l.compatible} (an FDT with luo-abi-header) is not modelled yet`;
   if (l.sessions !== 'blocks' || l.files !== 'blocks') return `LUO ${l.compatible} (sessions in ${l.sessions === 'blocks' ? 'blocks' : 'an array'}, files in ${l.files === 'blocks' ? 'blocks' : 'arrays'}) is not modelled yet`;
   if (l.blockPages !== 1) return `LUO blocks of ${l.blockPages} pages are not modelled yet`;
-  if (!abi.memfd.startsWith('memfd-v2')) return `the ${abi.memfd} memfd handler is not modelled yet`;
   return undefined;
 }
 

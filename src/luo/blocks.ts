@@ -8,6 +8,7 @@ import { LuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
 import { blockCapacity, KHO_MAX_BLOCKS, KhoBlockHeader } from '../abi/luo.ts';
 import type { KhoMemory } from '../kho/memory.ts';
+import type { EntryStore } from './entry-store.ts';
 
 /** The KHO services a block set needs (a subset of Kho). */
 export interface BlockKho {
@@ -61,7 +62,7 @@ class Slot implements EntrySlot {
   }
 }
 
-export class BlockSet {
+export class BlockSet implements EntryStore {
   readonly countPerBlock: number;
   /** Physical addresses of the blocks, in chain order. */
   private blocks: bigint[] = [];
@@ -208,6 +209,9 @@ export class BlockSet {
       throw err;
     }
   }
+
+  /** Entries are written in place, block counts included: nothing to copy out. */
+  sync(_count: number): void {}
 
   /** Number of entries the chain holds (sum of counts). */
   entryCount(): number {

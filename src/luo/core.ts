@@ -8,6 +8,8 @@ import { LuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
 import { compatLen, LUO_ABI_COMPATIBLE, LUO_SUBTREE_NAME, LuoFlbHeaderSer, luoSerLayout } from '../abi/luo.ts';
 import type { Kho } from '../kho/kho.ts';
+import type { LuoAbi } from '../abi/releases.ts';
+import { readLuoFdtV1, writeLuoFdtV1 } from './fdt-v1.ts';
 import type { KhoMemory } from '../kho/memory.ts';
 import type { FileHandler, KernelFile } from './file-handler.ts';
 import type { FileContext } from './file.ts';
@@ -31,9 +33,11 @@ export interface LuoOptions {
   readonly policy: RestoreFailPolicy;
   readonly ramPages: number;
   readonly log: (level: 'info' | 'warn' | 'err', msg: string) => void;
-  /** The raw LUO compatible this kernel writes and accepts (default "luo-v5"). */
-  readonly compatible?: string;
+  /** The LUO format this kernel writes and accepts (default: a raw "luo-v5" luo_ser). */
+  readonly abi?: LuoAbi;
 }
+
+const LUO_V5: LuoAbi = { format: 'raw', compatible: LUO_ABI_COMPATIBLE, sessions: 'blocks', files: 'blocks', blockPages: 1 };
 
 export class Luo {
   private readonly handlers: FileHandler[] = [];
@@ -51,12 +55,17 @@ export class Luo {
   private outSerPa = 0n;
   private flbPagePa = 0n;
   readonly restoreFailure: LuoError | undefined;
+  /** The LUO format of this kernel's code. */
+  readonly abi: LuoAbi;
 
   constructor(private readonly kho: Kho | undefined, private readonly mem: KhoMemory, private readonly opts: LuoOptions) {
-    this.enabledFlag = opts.enabled && kho !== undefined && kho.profile !== 'kho-v1';
+    this.abi = opts.abi ?? LUO_V5;
+    // a raw luo_ser needs raw KHO subtrees (blob-size), which kho-v1 roots cannot describe;
+    // the FDT era's LUO is a sub-FDT, which they can
+    const fits = kho !== undefined && (this.abi.format === 'fdt') === (kho.profile === 'kho-v1');
+    this.enabledFlag = opts.enabled && fits;
     if (opts.enabled && !kho) opts.log('warn', 'luo: KHO is disabled, disabling live update');
-    // luo-v5 stores luo_ser as a raw KHO blob (blob-size), which kho-v1 roots cannot describe.
-    if (opts.enabled && kho?.profile === 'kho-v1') opts.log('warn', 'luo: luo-v5 needs raw KHO subtrees (kho-v3 or later); live update disabled');
+    if (opts.enabled && kho && !fits) opts.log('warn', `luo: ${this.abi.compatible} ${this.abi.format === 'raw' ? 'needs raw KHO subtrees (kho-v3 or later)' : 'is an FDT for kho-v1 roots'}; live update disabled`);
     let subsystemData = new Map<string, bigint>();
     this.flbs = new FlbRegistry(() => this.enabledFlag, (h) => this.handlers.includes(h));
     const ctx: FileContext = {
@@ -71,6 +80,7 @@ export class Luo {
       preservedIds: new Map<unknown, KernelFile>(),
       flb: this.flbs,
       log: (m) => opts.log('warn', `luo: ${m}`),
+      format: this.abi.format === 'fdt' ? 'fdt' : 'blocks',
     };
     this.sessions = new SessionManager(ctx);
     let num = 0;
@@ -105,9 +115,9 @@ export class Luo {
     if (this.enabledFlag) this.lateInit();
   }
 
-  /** The raw LUO compatible of this kernel's code. */
+  /** The LUO compatible of this kernel's code. */
   get compatible(): string {
-    return this.opts.compatible ?? LUO_ABI_COMPATIBLE;
+    return this.abi.compatible;
   }
 
   get enabled(): boolean {
@@ -116,6 +126,7 @@ export class Luo {
 
   /** luo_early_startup: ENOENT from KHO means a cold boot; anything else wrong is a failure. */
   private earlyStartup(): { num: number; flbs: bigint } {
+    if (this.abi.format === 'fdt') return this.earlyStartupFdt();
     let sub: { pa: bigint; size: number };
     try {
       sub = this.kho!.retrieveSubtree(LUO_SUBTREE_NAME);
@@ -153,6 +164,26 @@ export class Luo {
     return { num: Number(ser.liveupdate_num), flbs: ser.flbs_pa };
   }
 
+  /** luo_early_startup of the FDT era: the "LUO" sub-FDT, its session node and (7.0 on) its FLB node. */
+  private earlyStartupFdt(): { num: number; flbs: bigint } {
+    let sub: { pa: bigint; size: number };
+    try {
+      sub = this.kho!.retrieveSubtree(LUO_SUBTREE_NAME);
+    } catch (e) {
+      if (e instanceof LuoError && e.errno === 'ENOENT') {
+        this.opts.log('info', 'luo: no incoming live-update state (cold boot)');
+        return { num: 0, flbs: 0n };
+      }
+      throw e;
+    }
+    if (sub.pa % BigInt(PAGE_SIZE) !== 0n || sub.pa >> 12n >= BigInt(this.opts.ramPages)) throw new LuoError('EINVAL', `"LUO" FDT address 0x${sub.pa.toString(16)} is not a page inside RAM`);
+    const v = readLuoFdtV1(this.mem.page(Number(sub.pa >> 12n)), this.abi.format === 'fdt' && this.abi.flb);
+    if (v.liveupdateNum > BigInt(Number.MAX_SAFE_INTEGER)) throw new LuoError('EINVAL', `liveupdate-number ${v.liveupdateNum} is impossible`);
+    this.opts.log('info', `luo: Retrieved live update data, liveupdate number: ${v.liveupdateNum}`);
+    this.sessions.setupIncoming(v.sessionHeaderPa);
+    return { num: Number(v.liveupdateNum), flbs: v.flbHeaderPa ?? 0n };
+  }
+
   /** The incoming "subsystems" subtree: absent is fine, broken is a restore failure. */
   private readSubsystems(): Map<string, bigint> {
     let sub: { pa: bigint; size: number };
@@ -173,6 +204,19 @@ export class Luo {
   /** Late initcall: the outgoing luo_ser and FLB page, the "LUO" subtree, the device. */
   private lateInit(): void {
     const kho = this.kho!;
+    if (this.abi.format === 'fdt') {
+      // luo_fdt_setup: the FDT page, the session array, the FLB page (from 7.0), then the subtree
+      this.outSerPa = kho.allocPreserve(PAGE_SIZE);
+      const sessionHeaderPa = this.sessions.allocateOutgoingArray();
+      if (this.abi.flb) {
+        this.flbPagePa = kho.allocPreserve(PAGE_SIZE);
+        LuoFlbHeaderSer.encode({ pgcnt: 1n, count: 0n }, this.mem.page(Number(this.flbPagePa >> 12n)));
+      }
+      writeLuoFdtV1(this.mem.page(Number(this.outSerPa >> 12n)), { liveupdateNum: BigInt(this.incomingNum + 1), sessionHeaderPa, ...(this.abi.flb ? { flbHeaderPa: this.flbPagePa } : {}) });
+      kho.addSubtree(LUO_SUBTREE_NAME, this.outSerPa, PAGE_SIZE);
+      this.deviceRegistered = true;
+      return;
+    }
     const LuoSer = luoSerLayout(this.compatible);
     this.outSerPa = kho.allocPreserve(LuoSer.size);
     this.flbPagePa = kho.allocPreserve(PAGE_SIZE);
@@ -268,6 +312,17 @@ export class Luo {
     } catch (e) {
       this.subsystems.cancel();
       throw e;
+    }
+    if (this.abi.format === 'fdt') {
+      // liveupdate_reboot of the FDT era: the FLBs, then LUO asks KHO to finalize (its failure is EAGAIN)
+      if (this.flbPagePa !== 0n) this.flbs.serialize(this.mem.page(Number(this.flbPagePa >> 12n)));
+      try {
+        this.kho!.finalize();
+      } catch (e) {
+        this.opts.log('err', `luo: kho_finalize failed ${e instanceof LuoError ? e.errno : String(e)}`);
+        throw new LuoError('EAGAIN', `kho_finalize failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+      }
+      return;
     }
     this.writeSer(sessionsPa);
     this.flbs.serialize(this.mem.page(Number(this.flbPagePa >> 12n)));

@@ -5,9 +5,11 @@
  * file, sticky errors), finish in reverse order after every can_finish agreed.
  */
 import { LuoError } from '../errno.ts';
-import { LuoFileSer } from '../abi/luo.ts';
+import { LuoFileSer, LuoSessionSer } from '../abi/luo.ts';
 import type { KhoMemory } from '../kho/memory.ts';
 import { type BlockKho, BlockSet } from './blocks.ts';
+import { EntryArray, FILE_ARRAY, SESSION_ARRAY } from './entry-array.ts';
+import type { EntryStore } from './entry-store.ts';
 import { decodeFileEntry, encodeFileEntry } from './entry-codec.ts';
 import type { FileHandler, FileOpArgs, KernelFile } from './file-handler.ts';
 
@@ -28,6 +30,14 @@ export interface FileContext {
   readonly preservedIds: Map<unknown, KernelFile>;
   readonly flb: FlbHooks;
   readonly log: (msg: string) => void;
+  /** How entries are kept: linked blocks (luo-v5), or the FDT era's fixed arrays (luo-v1). */
+  readonly format: 'blocks' | 'fdt';
+}
+
+/** A store for the entries of sessions or of one session's files, in the context's format. */
+export function newStore(ctx: FileContext, kind: 'sessions' | 'files'): EntryStore {
+  if (ctx.format === 'fdt') return new EntryArray(ctx.kho, ctx.mem, kind === 'sessions' ? SESSION_ARRAY : FILE_ARRAY);
+  return new BlockSet(ctx.kho, ctx.mem, kind === 'sessions' ? LuoSessionSer.size : LuoFileSer.size);
 }
 
 /** One preserved file (struct luo_file). */
@@ -57,10 +67,10 @@ export class FileSet {
    * most sets are small or empty.
    */
   private byToken: Map<bigint, LuoFile> | undefined;
-  readonly blocks: BlockSet;
+  readonly blocks: EntryStore;
 
   constructor(private readonly ctx: FileContext) {
-    this.blocks = new BlockSet(ctx.kho, ctx.mem, LuoFileSer.size);
+    this.blocks = newStore(ctx, 'files');
   }
 
   get count(): number {
@@ -75,6 +85,11 @@ export class FileSet {
    */
   preserve(token: bigint, file: KernelFile | undefined): void {
     if (this.byToken?.has(token)) throw new LuoError('EEXIST', `token 0x${token.toString(16)} is already used in this session`);
+    if (this.blocks instanceof EntryArray) {
+      // luo_preserve_file of the FDT era: a full array (ENOSPC), then the fd (EBADF), then the array's memory
+      this.blocks.checkRoom(this.files.length + 1);
+      if (!file) throw new LuoError('EBADF', 'not an open file descriptor');
+    }
     this.blocks.grow(this.files.length + 1);
     let stage = 0;
     let handler: FileHandler | undefined;
@@ -153,6 +168,7 @@ export class FileSet {
         throw e;
       }
     }
+    this.blocks.sync(this.files.length);
     return { files: this.blocks.headPa, count: BigInt(this.files.length) };
   }
 
@@ -171,9 +187,12 @@ export class FileSet {
 
   /**
    * luo_file_deserialize from {files, count}: the chain is checked, every entry's handler must
-   * be registered (ENOENT) and the entries must add up to `count` (EINVAL).
+   * be registered (ENOENT) and the entries must add up to `count` (EINVAL). The FDT era read
+   * `count` entries of the array and stopped at the first without a handler, keeping the ones before
+   * (its caller ignored the error: the session is restored without the rest).
    */
   deserialize(filesPa: bigint, count: bigint, where: string): void {
+    if (this.ctx.format === 'fdt') return this.deserializeArray(filesPa, count, where);
     if (filesPa === 0n) {
       if (count !== 0n) throw new LuoError('EINVAL', `${where}: no file blocks but a count of ${count}`);
       return;
@@ -190,6 +209,21 @@ export class FileSet {
       this.push({ handler, token: ser.token, file: undefined, serializedData: ser.data, privateData: undefined, retrieveStatus: 0 });
     }
     if (n !== count) throw new LuoError('EINVAL', `${where}: file blocks hold ${n > count ? 'more than' : n} entries, the session says ${count}`);
+  }
+
+  private deserializeArray(filesPa: bigint, count: bigint, where: string): void {
+    if (filesPa === 0n) return;
+    this.blocks.restore(filesPa, this.ctx.ramPages, `${where} file array`, count);
+    const it = this.blocks.iterator();
+    for (let slot = it.readEntry(); slot; slot = it.readEntry()) {
+      const ser = decodeFileEntry(slot.page, slot.offset);
+      const handler = this.ctx.handlers().find((h) => h.compatible === ser.compatible);
+      if (!handler) {
+        this.ctx.log(`${where}: No registered handler for compatible '${ser.compatible}'`);
+        return;
+      }
+      this.push({ handler, token: ser.token, file: undefined, serializedData: ser.data, privateData: undefined, retrieveStatus: 0 });
+    }
   }
 
   /** luo_retrieve_file: ENOENT for an unknown token; a failed retrieve stays failed. */
@@ -217,7 +251,10 @@ export class FileSet {
 
   /** luo_file_finish: EBUSY (nothing changes) unless every can_finish agrees; then reverse order. */
   finish(): void {
-    if (this.files.length === 0) return;
+    if (this.files.length === 0) {
+      this.blocks.destroy();
+      return;
+    }
     for (const lf of this.files) {
       if (lf.handler.ops.canFinish && !lf.handler.ops.canFinish(args(lf))) {
         throw new LuoError('EBUSY', `file token 0x${lf.token.toString(16)} (${lf.handler.compatible}) cannot finish yet`);

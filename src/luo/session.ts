@@ -8,10 +8,11 @@ import { LuoError } from '../errno.ts';
 import { LIVEUPDATE_SESSION_NAME_LENGTH } from '../abi/uapi.ts';
 import { LuoSessionSer } from '../abi/luo.ts';
 import { stringBytes } from '../bytes/cursor.ts';
-import { BlockSet } from './blocks.ts';
+import { EntryArray } from './entry-array.ts';
+import type { EntryStore } from './entry-store.ts';
 import { decodeSessionEntry, encodeSessionEntry } from './entry-codec.ts';
 import type { KernelFile } from './file-handler.ts';
-import { type FileContext, FileSet } from './file.ts';
+import { type FileContext, FileSet, newStore } from './file.ts';
 
 export type SessionDirection = 'outgoing' | 'incoming';
 
@@ -74,16 +75,16 @@ class SessionList {
 export class SessionManager {
   private readonly out = new SessionList();
   private readonly inc = new SessionList();
-  private readonly outBlocks: BlockSet;
-  private readonly inBlocks: BlockSet;
+  private readonly outBlocks: EntryStore;
+  private readonly inBlocks: EntryStore;
   private inActive = false;
   private deserialized: { error: LuoError | undefined } | undefined;
   /** Set once serialization succeeded at reboot: the state is frozen for good. */
   frozen = false;
 
   constructor(private readonly ctx: FileContext) {
-    this.outBlocks = new BlockSet(ctx.kho, ctx.mem, LuoSessionSer.size);
-    this.inBlocks = new BlockSet(ctx.kho, ctx.mem, LuoSessionSer.size);
+    this.outBlocks = newStore(ctx, 'sessions');
+    this.inBlocks = newStore(ctx, 'sessions');
   }
 
   /** Outgoing sessions in creation order (read-only: they change through create and release). */
@@ -246,8 +247,19 @@ export class SessionManager {
       }
       throw e;
     }
+    this.outBlocks.sync(this.out.size);
     this.frozen = true;
     return this.out.size > 0 ? this.outBlocks.headPa : 0n;
+  }
+
+  /**
+   * luo_session_setup_outgoing (FDT era): the session array is allocated at boot and its address
+   * published in the LUO FDT. Returns it.
+   */
+  allocateOutgoingArray(): bigint {
+    if (!(this.outBlocks instanceof EntryArray)) throw new LuoError('EINVAL', 'sessions are kept in blocks, not an array');
+    this.outBlocks.allocate();
+    return this.outBlocks.headPa;
   }
 
   /** Session blocks of the outgoing chain (pages), for inspection. */

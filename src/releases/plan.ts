@@ -18,6 +18,8 @@ export type Verdict =
   | { readonly kind: 'restore-failed'; readonly layer: 'LUO'; readonly errno: 'EINVAL' | 'ENOENT'; readonly reason: string; readonly log: string }
   /** The kernel boots but the first open of /dev/liveupdate fails (EIO) once a file was preserved. */
   | { readonly kind: 'open-failed'; readonly layer: 'files'; readonly errno: 'EIO'; readonly reason: string; readonly log: string }
+  /** Sessions come back without the files no handler claims: RETRIEVE_FD of them is ENOENT. */
+  | { readonly kind: 'files-lost'; readonly layer: 'files'; readonly errno: 'ENOENT'; readonly reason: string; readonly log: string }
   /** The strings agree but the layouts do not: the new kernel misreads the hand-over. */
   | { readonly kind: 'undefined'; readonly layer: 'LUO'; readonly reason: string };
 
@@ -64,6 +66,14 @@ export function verdictOf(from: ReleaseAbi, to: ReleaseAbi): Verdict {
     return { kind: 'undefined', layer: 'LUO', reason: `both say "${a.compatible}" but the layouts differ (blocks of ${a.blockPages} vs ${b.blockPages} page(s)): nothing notices, the new kernel misreads the hand-over` };
   }
   // luo_file_deserialize at the first open: every file needs a handler with its compatible
+  if (from.memfd !== to.memfd && b.format === 'fdt') {
+    // the FDT era's luo_session_deserialize ignored its files' error (luo_session.c @7f790dd)
+    return {
+      kind: 'files-lost', layer: 'files', errno: 'ENOENT',
+      reason: `memfds preserved by "${from.memfd}" have no handler in the new kernel ("${to.memfd}"): their sessions come back without them`,
+      log: `No registered handler for compatible '${from.memfd}'`,
+    };
+  }
   if (from.memfd !== to.memfd) {
     return {
       kind: 'open-failed', layer: 'files', errno: 'EIO',
@@ -76,6 +86,7 @@ export function verdictOf(from: ReleaseAbi, to: ReleaseAbi): Verdict {
 
 function notesOf(from: ReleaseAbi, to: ReleaseAbi): string[] {
   const n: string[] = [];
+  if ((from.memfd === 'memfd-v1' || to.memfd === 'memfd-v1') && from.memfd === to.memfd) n.push('memfd-v1 does not hand seals over: retrieved memfds come back with only F_SEAL_SEAL');
   if (from.uapi.getName && !to.uapi.getName) n.push('the new kernel has no LIVEUPDATE_SESSION_GET_NAME');
   if (!from.uapi.getName && to.uapi.getName) n.push('the new kernel adds LIVEUPDATE_SESSION_GET_NAME and checks session directions');
   if (to.limits.sessions < from.limits.sessions) n.push(`the new kernel holds at most ${to.limits.sessions} outgoing sessions (${to.limits.sessionsErrno} beyond)`);
