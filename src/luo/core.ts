@@ -8,7 +8,7 @@ import { LuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
 import { compatLen, LUO_ABI_COMPATIBLE, LUO_SUBTREE_NAME, LuoFlbHeaderSer, luoSerLayout } from '../abi/luo.ts';
 import type { Kho } from '../kho/kho.ts';
-import type { LuoAbi } from '../abi/releases.ts';
+import type { LuoAbi, UapiAbi } from '../abi/releases.ts';
 import { readLuoFdtV1, writeLuoFdtV1 } from './fdt-v1.ts';
 import type { KhoMemory } from '../kho/memory.ts';
 import type { FileHandler, KernelFile } from './file-handler.ts';
@@ -35,6 +35,8 @@ export interface LuoOptions {
   readonly log: (level: 'info' | 'warn' | 'err', msg: string) => void;
   /** The LUO format this kernel writes and accepts (default: a raw "luo-v5" luo_ser). */
   readonly abi?: LuoAbi;
+  /** The uAPI of /dev/liveupdate and session fds (default: with GET_NAME and direction checks). */
+  readonly uapi?: UapiAbi;
 }
 
 const LUO_V5: LuoAbi = { format: 'raw', compatible: LUO_ABI_COMPATIBLE, sessions: 'blocks', files: 'blocks', blockPages: 1 };
@@ -57,9 +59,11 @@ export class Luo {
   readonly restoreFailure: LuoError | undefined;
   /** The LUO format of this kernel's code. */
   readonly abi: LuoAbi;
+  readonly uapi: UapiAbi;
 
   constructor(private readonly kho: Kho | undefined, private readonly mem: KhoMemory, private readonly opts: LuoOptions) {
     this.abi = opts.abi ?? LUO_V5;
+    this.uapi = opts.uapi ?? { getName: true, directionChecks: true };
     // a raw luo_ser needs raw KHO subtrees (blob-size), which kho-v1 roots cannot describe;
     // the FDT era's LUO is a sub-FDT, which they can
     const fits = kho !== undefined && (this.abi.format === 'fdt') === (kho.profile === 'kho-v1');

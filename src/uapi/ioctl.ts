@@ -171,12 +171,19 @@ export const LUO_SESSION_IOCTLS: IoctlTable<SessionCtx> = {
   ],
 };
 
+/**
+ * The first merged uAPI (luo_session.c @7f790dd): three session ops, no GET_NAME (its nr is past
+ * the table: EINVAL), and no direction check in the dispatcher (the ops' own checks remain).
+ */
+export const LUO_SESSION_IOCTLS_V1: IoctlTable<SessionCtx> = { base: LUO_SESSION_IOCTLS.base, ops: LUO_SESSION_IOCTLS.ops.slice(0, 3) };
+
 /** The driver part of ioctl (vfs_ioctl): f_op->unlocked_ioctl, or ENOTTY when the file has none. */
 function driverIoctl(proc: Process, f: OpenFile, cmd: number, arg: UserBuffer): number {
   if (f instanceof LuoDeviceFile) return dispatch(LUO_DEVICE_IOCTLS, { proc, luo: f.luo }, cmd, arg, () => true);
   if (f instanceof SessionFile) {
     const retrieved = f.session.retrieved;
-    return dispatch(LUO_SESSION_IOCTLS, { proc, file: f }, cmd, arg, (t) => (t === 'all' ? true : t === 'incoming' ? retrieved : !retrieved));
+    const { getName, directionChecks } = f.luo.uapi;
+    return dispatch(getName ? LUO_SESSION_IOCTLS : LUO_SESSION_IOCTLS_V1, { proc, file: f }, cmd, arg, directionChecks ? (t) => (t === 'all' ? true : t === 'incoming' ? retrieved : !retrieved) : () => true);
   }
   if (f instanceof PipeFile) {
     if (cmd === FIONREAD) {

@@ -14,7 +14,9 @@ import { compatLen, luoSerLayout } from '../../src/abi/luo.ts';
 import { buildForRelease, unsupportedAbi } from '../../src/kernel/build.ts';
 import { Machine } from '../../src/kernel/machine.ts';
 import { memfdCreate } from '../../src/handlers/memfd-file.ts';
-import { chainOf, plan } from '../../src/releases/plan.ts';
+import { getNameArg, luoCreateSession, O_RDWR, processesOf } from '../../src/uapi/index.ts';
+import { LIVEUPDATE_IOCTL } from '../../src/abi/uapi.ts';
+import { chainOf, plan, verdictOf } from '../../src/releases/plan.ts';
 import { inspectInput } from '../../src/inspect/inspect.ts';
 import { captureAtKexec, memInput, tmp } from '../inspect/helpers.ts';
 
@@ -82,8 +84,10 @@ test('plan: each layer that can refuse, with its reason', () => {
   // the FLB node the new kernel insists on (luo_flb.c @cab056f2 returns ENOENT without it)
   const flb = v('6.19', '7.0');
   assert.deepEqual([flb.kind, (flb as { errno: string }).errno, (flb as { log: string }).log], ['restore-failed', 'ENOENT', 'Unable to get FLB node [luo-flb]']);
-  // back from 7.0 to 6.19: the FDTs agree, the memfd handler does not
-  assert.deepEqual([v('7.0', '6.19').kind, (v('7.0', '6.19') as { layer: string }).layer], ['open-failed', 'files']);
+  // back from 7.0 to 6.19: the FDTs agree, the memfd handler does not, and that era drops such files
+  assert.deepEqual([v('7.0', '6.19').kind, (v('7.0', '6.19') as { layer: string }).layer], ['files-lost', 'files']);
+  // into 7.3.4's LUO a file without a handler fails the first open instead
+  assert.equal(verdictOf({ ...rel('7.3.4').abi, memfd: 'memfd-v1' }, rel('7.3.4').abi).kind, 'open-failed');
   // the seeds' 2-page blocks under 7.3.4's strings: nothing can notice
   assert.equal(v('7.3.4', 'seed-2page-blocks').kind, 'undefined');
   assert.ok(plan(rel('7.3.4'), rel('6.19')).notes.some((n) => /GET_NAME/.test(n)));
@@ -100,4 +104,68 @@ test('plan: the chain is the hop itself when it works, null when no release in b
   assert.deepEqual(chainOf(a, b, [a, mid, b]), null);
   // b accepts only kho-v9: no chain from a (kho-v4) unless some release changes KHO, which no hop can
   assert.deepEqual(chainOf(b, midB, [b, midB]), ['b', 'mid-b']);
+});
+
+test('the first uAPI: GET_NAME does not exist on 6.19 (its nr is past the 3-op table: EINVAL); 7.3.4 answers it', () => {
+  for (const [name, want] of [['6.19', 'EINVAL'], ['7.0', 'EINVAL'], ['7.3.4', undefined]] as const) {
+    const m = new Machine({ ramSize: 1n << 30n, build: buildForRelease(name) });
+    const p = processesOf(m.kernel).spawn();
+    const dev = p.open('/dev/liveupdate', O_RDWR);
+    const s = luoCreateSession(p, dev, 'vm-1');
+    const r = p.ioctl(s, LIVEUPDATE_IOCTL.SESSION_GET_NAME, getNameArg());
+    assert.deepEqual([r, r < 0 ? p.errno : undefined], want ? [-1, want] : [0, undefined], name);
+  }
+});
+
+test('6.19 and 7.0 write the FDT era: a "LUO" sub-FDT (dtc), the session array {count, entries}, a 2-page file array, memfd-v1 or -v2 entries', () => {
+  for (const name of ['6.19', '7.0']) {
+    const m = new Machine({ ramSize: 1n << 30n, build: buildForRelease(name) });
+    const k = m.kernel;
+    const luo = k.luo!;
+    luo.open();
+    luo.createSession('first');
+    const s = luo.createSession('vm-1');
+    const f = memfdCreate(k.memfd, 'ram', 0);
+    f.pwrite(new Uint8Array(5000).fill(9), 0);
+    luo.sessions.preserveFile(s, 0x77n, f);
+    const fdtPa = luo.outgoingSerPa;
+    const cap = captureAtKexec(m);
+    const find = (pa: bigint, n: number): Uint8Array => {
+      const seg = cap.segs.find((x) => pa >= x.pa && pa + BigInt(n) <= x.pa + BigInt(x.bytes.length))!;
+      return seg.bytes.subarray(Number(pa - seg.pa), Number(pa - seg.pa) + n);
+    };
+    const dtc = (bytes: Uint8Array): string => {
+      const dir = tmp();
+      writeFileSync(join(dir, 'x.dtb'), bytes);
+      const r = spawnSync('dtc', ['-q', '-I', 'dtb', '-O', 'dts', join(dir, 'x.dtb')], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout;
+    };
+    const root = dtc(find(cap.fdtAddr, 4096));
+    assert.match(root, /compatible = "kho-v1";/);
+    assert.match(root, /LUO \{\s*fdt = </, `${name}: a kho-v1 subtree by its "fdt" property`);
+    const luoDts = dtc(find(fdtPa, 4096));
+    assert.match(luoDts, /compatible = "luo-v1";/);
+    assert.match(luoDts, /liveupdate-number = <0x1000000 0x00>;/, 'u64 1, native-endian');
+    assert.match(luoDts, /luo-session \{\s*compatible = "luo-session-v2";\s*luo-session-header = </);
+    assert.equal(/luo-flb \{\s*compatible = "luo-flb-v1";\s*luo-flb-header = </.test(luoDts), name === '7.0', `${name}: the FLB node`);
+    // the session array: count 2, then 80-byte entries (name[64], files pa, count)
+    // dtc shows the property's bytes as two big-endian cells; the value is those 8 bytes little-endian
+    const cells = /luo-session-header = <(0x[0-9a-f]+) (0x[0-9a-f]+)>/.exec(luoDts)!.slice(1).map(Number);
+    const dv = new DataView(new ArrayBuffer(8));
+    dv.setUint32(0, cells[0]!);
+    dv.setUint32(4, cells[1]!);
+    const header = dv.getBigUint64(0, true);
+    const le = (pa: bigint, n = 8): bigint => new DataView(find(pa, n).slice().buffer).getBigUint64(0, true);
+    assert.equal(le(header), 2n, 'count');
+    assert.equal(new TextDecoder().decode(find(header + 8n, 5)), 'first');
+    assert.equal(new TextDecoder().decode(find(header + 88n, 4)), 'vm-1');
+    const filesPa = le(header + 88n + 64n);
+    assert.equal(le(header + 88n + 72n), 1n, 'one file');
+    assert.equal(filesPa % 4096n, 0n);
+    assert.equal(new TextDecoder().decode(find(filesPa, 8)), name === '6.19' ? 'memfd-v1' : 'memfd-v2');
+    assert.equal(le(filesPa + 56n), 0x77n, 'token');
+    const r = inspectInput(memInput(cap.segs), {});
+    assert.ok(r.writtenBy === null || r.writtenBy.includes(name), JSON.stringify(r.writtenBy));
+  }
 });
