@@ -78,12 +78,16 @@ export function toHuman(r: Report): string {
   }
   if (r.luo) {
     const l = r.luo;
-    L.push(`luo_ser${l.pa !== undefined ? ` @${hex(l.pa)}` : ''}: compatible ${q(l.compatible)}, liveupdate_num ${l.liveupdateNum}, sessions_pa ${hex(l.sessionsPa)}, flbs_pa ${hex(l.flbsPa)}`);
-    for (const b of r.sessionBlocks) L.push(`  ${block('session block', b)}`);
+    // the FDT era (luo-v1) kept a sub-FDT and fixed arrays where later releases keep luo_ser and blocks
+    const fdt = l.compatible === 'luo-v1';
+    const at = l.pa !== undefined ? ` @${hex(l.pa)}` : '';
+    if (fdt) L.push(`LUO FDT${at}: compatible ${q(l.compatible)}, liveupdate-number ${l.liveupdateNum}, luo-session-header ${hex(l.sessionsPa)}${l.flbsPa ? `, luo-flb-header ${hex(l.flbsPa)}` : ''}`);
+    else L.push(`luo_ser${at}: compatible ${q(l.compatible)}, liveupdate_num ${l.liveupdateNum}, sessions_pa ${hex(l.sessionsPa)}, flbs_pa ${hex(l.flbsPa)}`);
+    for (const b of r.sessionBlocks) L.push(`  ${block(fdt ? 'session array' : 'session block', b)}`);
     if (!r.sessions.length) L.push('  (no sessions)');
     for (const s of r.sessions) {
       L.push(`  session ${s.index} ${q(s.name)} @${hex(s.slotPa)}: files ${hex(s.filesPa)}, count ${s.count}`);
-      for (const b of s.fileBlocks) L.push(`    ${block('file block', b)}`);
+      for (const b of s.fileBlocks) L.push(`    ${block(fdt ? 'file array' : 'file block', b)}`);
       for (const f of s.files) {
         L.push(`    file ${f.index} @${hex(f.slotPa)}: compatible ${q(f.compatible)}, token ${hex(f.token)}, data ${hex(f.data)}`);
         if (f.memfd) L.push(...memfdLines(f.memfd, '      '));

@@ -9,6 +9,7 @@ import { PAGE_SIZE } from '../abi/kho.ts';
 import { KEXEC_METADATA_NAME } from '../abi/kho.ts';
 import { LUO_SUBTREE_NAME } from '../abi/luo.ts';
 import { Ctx } from './context.ts';
+import { decodeLuoFdtV1 } from './luo-v1.ts';
 import { writtenBy } from './releases.ts';
 import { decodeFlbs, decodeLuoSer, decodeSessions } from './luo.ts';
 import { MAX_READ, type PhysView, SegmentView, tryRead } from './phys.ts';
@@ -238,14 +239,17 @@ function decodeSubtree(r: Report, ctx: Ctx, st: SubtreeInfo, v1: boolean, opts: 
   if (!blob) return;
   const bw = `${where} @${hex(at)}`;
   if (st.name === LUO_SUBTREE_NAME) {
-    const ser = decodeLuoSer(ctx, blob, at, size, `luo_ser @${hex(at)}`);
+    // the FDT era (6.19, 7.0) kept LUO as a sub-FDT; later releases as a raw luo_ser
+    const fdtEra = isFdtBlob(blob);
+    const ser = fdtEra ? decodeLuoFdtV1(ctx, blob, at, `LUO FDT @${hex(at)}`) : decodeLuoSer(ctx, blob, at, size, `luo_ser @${hex(at)}`);
     if (!ser) return;
     r.luo = ser;
+    if (fdtEra) st.compatible = ser.compatible;
     const memfdOpts = { contents: opts.memfdContents ?? 0 };
-    const s = decodeSessions(ctx, ser.sessionsPa, memfdOpts);
+    const s = decodeSessions(ctx, ser.sessionsPa, memfdOpts, fdtEra ? 'fdt' : 'blocks');
     r.sessionBlocks = s.blocks;
     r.sessions = s.sessions;
-    r.flbs = decodeFlbs(ctx, ser.flbsPa) ?? null;
+    r.flbs = decodeFlbs(ctx, ser.flbsPa, fdtEra) ?? null;
     return;
   }
   if (st.name === KEXEC_METADATA_NAME && !isFdtBlob(blob)) {

@@ -12,6 +12,7 @@ import { RELEASES } from '../abi/releases.ts';
 import { readCString } from '../bytes/cursor.ts';
 import type { Ctx } from './context.ts';
 import { walkChain } from './chain.ts';
+import { fileArray, sessionArray } from './luo-v1.ts';
 import { type MemfdOptions, decodeMemfd } from './memfd.ts';
 import { type BlockInfo, type FileInfo, type FlbInfo, type LuoSerInfo, type SessionInfo, hex } from './report.ts';
 
@@ -59,10 +60,10 @@ export function decodeLuoSer(ctx: Ctx, bytes: Uint8Array, pa: bigint | undefined
   return { ...(pa !== undefined ? { pa } : {}), size, compatible: s.compatible, liveupdateNum: s.liveupdate_num, sessionsPa: s.sessions_pa, flbsPa: s.flbs_pa };
 }
 
-/** Sessions and their files from the chain at `ser.sessionsPa`. */
-export function decodeSessions(ctx: Ctx, sessionsPa: bigint, opts: MemfdOptions): { blocks: BlockInfo[]; sessions: SessionInfo[] } {
+/** Sessions and their files from the chain at `ser.sessionsPa` (the FDT era: the session array). */
+export function decodeSessions(ctx: Ctx, sessionsPa: bigint, opts: MemfdOptions, layout: 'blocks' | 'fdt' = 'blocks'): { blocks: BlockInfo[]; sessions: SessionInfo[] } {
   if (sessionsPa === 0n) return { blocks: [], sessions: [] };
-  const chain = walkChain(ctx, sessionsPa, LuoSessionSer.size, 'session block', true);
+  const chain = layout === 'fdt' ? sessionArray(ctx, sessionsPa) : walkChain(ctx, sessionsPa, LuoSessionSer.size, 'session block', true);
   const sessions: SessionInfo[] = [];
   const names = new Map<string, number>();
   chain.entries.forEach((e, i) => {
@@ -75,20 +76,20 @@ export function decodeSessions(ctx: Ctx, sessionsPa: bigint, opts: MemfdOptions)
     if (dup !== undefined) ctx.problems.error(where, `name repeats session ${dup}'s`);
     else names.set(n.s, i);
     const s: SessionInfo = { index: i, slotPa: e.pa, name: n.s, filesPa: v.files, count: v.count, fileBlocks: [], files: [] };
-    decodeFiles(ctx, s, where, opts);
+    decodeFiles(ctx, s, where, opts, layout);
     sessions.push(s);
   });
   return { blocks: chain.blocks, sessions };
 }
 
-function decodeFiles(ctx: Ctx, s: SessionInfo, where: string, opts: MemfdOptions): void {
+function decodeFiles(ctx: Ctx, s: SessionInfo, where: string, opts: MemfdOptions, layout: 'blocks' | 'fdt'): void {
   if (s.filesPa === 0n) {
     if (s.count !== 0n) ctx.problems.error(where, `file count mismatch: count is ${s.count} but there are no file blocks (files 0)`);
     return;
   }
-  const chain = walkChain(ctx, s.filesPa, LuoFileSer.size, `session "${s.name}" file block`, false);
+  const chain = layout === 'fdt' ? fileArray(ctx, s.filesPa, s.count, s.name) : walkChain(ctx, s.filesPa, LuoFileSer.size, `session "${s.name}" file block`, false);
   s.fileBlocks = chain.blocks;
-  if (BigInt(chain.entries.length) !== s.count) {
+  if (layout === 'blocks' && BigInt(chain.entries.length) !== s.count) {
     ctx.problems.error(where, `file count mismatch: the session says ${s.count}, its file blocks hold ${chain.entries.length} (EINVAL)`);
   }
   const tokens = new Map<bigint, number>();
@@ -113,8 +114,11 @@ function decodeFiles(ctx: Ctx, s: SessionInfo, where: string, opts: MemfdOptions
 }
 
 /** The FLB header page at `pa` (luo_flb_header_ser then luo_flb_ser records). */
-export function decodeFlbs(ctx: Ctx, pa: bigint): FlbInfo | undefined {
-  if (pa === 0n) { ctx.problems.info('luo_ser', 'flbs_pa is 0: no FLB page'); return undefined; }
+export function decodeFlbs(ctx: Ctx, pa: bigint, fdtEra = false): FlbInfo | undefined {
+  if (pa === 0n) {
+    if (!fdtEra) ctx.problems.info('luo_ser', 'flbs_pa is 0: no FLB page');
+    return undefined;
+  }
   const where = `FLB page @${hex(pa)}`;
   if (pa % BigInt(PAGE_SIZE) !== 0n) ctx.problems.error(where, 'flbs_pa is not page aligned');
   const page = ctx.read(pa, PAGE_SIZE, where, 'flbs_pa');
