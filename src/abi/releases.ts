@@ -140,6 +140,12 @@ export const RELEASES: readonly Release[] = [
     abi: { kho: { family: 'kho-v4', compatible: 'kho-v4' }, luo: rawLuo('luo-v5', 'blocks', 'blocks'), memfd: 'memfd-v2', uapi: NEW_UAPI, limits: BLOCK_LIMITS },
   },
   {
+    name: '7.3.5', uname: '7.3.5-luo',
+    summary: "a stable update of 7.3: a new kernel whose hand-over ABI is 7.3.4's, string for string and byte for byte (the common case of a fleet upgrade)",
+    sources: ['kernel-abi.md 1: luo-v5 on kho-v4 is the newest mainline ABI; a stable update changes none of it'],
+    abi: { kho: { family: 'kho-v4', compatible: 'kho-v4' }, luo: rawLuo('luo-v5', 'blocks', 'blocks'), memfd: 'memfd-v2', uapi: NEW_UAPI, limits: BLOCK_LIMITS },
+  },
+  {
     name: 'mm-granular', uname: '7.4.0-rc1-mm',
     summary: 'the granular-compatibility RFC: composite strings, luo_ser of 40 bytes',
     sources: ['linux-mm @8c8e7930 (abi/compat.h)', 'linux-mm @a6d96598 (abi/luo.h "luo-v5;block-v1")', 'linux-mm @873e8b59 (abi/radix_tree.h, abi/vmalloc.h)'],

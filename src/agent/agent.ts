@@ -30,6 +30,7 @@
  *                  nothing changed, the update may be retried
  *   1  (reserved for wrappers: the agent itself could not run, e.g. a bad command line)
  */
+import { type Diagnosis, diagnose } from './diagnose.ts';
 import { createHash } from 'node:crypto';
 import { type ErrnoName, errnoName, LuoError } from '../errno.ts';
 import type { Kernel, KernelBuild } from '../kernel/kernel.ts';
@@ -167,6 +168,8 @@ export interface UpdateReport {
   /** Workloads whose state is lost: restart them from scratch. */
   readonly restartRequired: string[];
   readonly errors: AgentError[];
+  /** Which layer refused and why, from the errnos and the new kernel's log (absent when all went well). */
+  readonly diagnosis?: Diagnosis;
 }
 
 export interface UpdateOptions {
@@ -225,6 +228,8 @@ const hex = (t: bigint): string => `0x${t.toString(16)}`;
 const CHUNK = 1 << 20;
 
 export class LiveUpdateAgent {
+  /** The new kernel's log as read before a fall-back's cold boot. */
+  private kmsg: string[] | undefined;
   readonly log: AgentLog;
   private proc: Process;
   private kernelRef: Kernel;
@@ -685,6 +690,8 @@ export class LiveUpdateAgent {
       clock = now;
     };
     const reason = errors[0];
+    // dmesg of the kernel the agent woke up in, read before the cold boot wipes it
+    if (this.machine.kernel === this.kernelRef && this.kernelRef.state === 'running') this.kmsg = this.kernelRef.log.lines.map((l) => l.msg);
     this.log.warn('fallback.start', { reason: reason?.message, step: reason?.step, errno: reason?.errno, workload: reason?.workload });
     const record = (e: AgentError): void => {
       errors.push(e);
@@ -741,6 +748,8 @@ export class LiveUpdateAgent {
     const exitStatus = outcome === 'updated' ? EXIT_UPDATED : outcome === 'fell-back' ? EXIT_FELL_BACK : EXIT_REFUSED;
     const workloads = [...results.values()];
     const reason = outcome === 'updated' ? undefined : errors[0];
+    const diagnosis = diagnose(errors, this.kmsg ?? this.kernelRef.log.lines.map((l) => l.msg));
+    this.kmsg = undefined;
     const report: UpdateReport = {
       outcome,
       exitStatus,
@@ -753,6 +762,7 @@ export class LiveUpdateAgent {
       workloads,
       restartRequired: outcome === 'fell-back' ? workloads.map((w) => w.name) : [],
       errors,
+      ...(diagnosis ? { diagnosis } : {}),
     };
     const level = outcome === 'updated' ? (errors.length ? 'warn' : 'info') : outcome === 'fell-back' ? 'error' : 'warn';
     this.log.log(level, 'update.done', {
@@ -764,6 +774,7 @@ export class LiveUpdateAgent {
       restart_required: report.restartRequired,
       errors: errors.length,
       reason: reason?.message,
+      ...(diagnosis ? { refused_by: diagnosis.layer, why: diagnosis.reason, ...(diagnosis.kmsg ? { kmsg: diagnosis.kmsg } : {}) } : {}),
     });
     return report;
   }

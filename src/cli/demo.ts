@@ -5,7 +5,8 @@
  * kexec, retrieve, verify, finish, preserve again). After each update the demo re-reads every
  * written guest page and all device state from the agent's restored fds itself, independently of
  * the agent's checksums; the exit code says whether everything verified (1 when the agent fell
- * back to a cold boot or refused the update, with the reason printed).
+ * back to a cold boot or refused the update, with the reason printed). Then two hops between kernel
+ * releases: one that live-updates, one whose new kernel refuses the hand-over (as luo plan says).
  */
 import { Machine } from '../kernel/machine.ts';
 import type { Kernel } from '../kernel/kernel.ts';
@@ -16,6 +17,7 @@ import { LiveUpdateAgent, type FileView, type Phase, type UpdateOptions, type Up
 import { createHash } from 'node:crypto';
 import { colorOn } from './style.ts';
 import ora, { type Ora } from 'ora';
+import { DEMO_HOPS, releaseHop } from './demo-releases.ts';
 
 const GiB = 1n << 30n;
 const PAGE = 4096;
@@ -290,6 +292,14 @@ export async function runDemo(opts: DemoOptions = {}): Promise<number> {
   out('hand-over tree the last kernel received (KHO root FDT):');
   if (k.kho?.incoming) out(toDts(k.kho.incoming.root.blob).trimEnd().split('\n').map((l) => `  ${l}`).join('\n'));
   else out('  (none: this kernel was not booted by a live update)');
+  out();
+  out('── across releases (luo releases, luo plan) ──────────────────────');
+  step('release hops: what luo plan predicts, then what the agent gets');
+  for (const [from, to] of DEMO_HOPS) {
+    const h = releaseHop(from, to);
+    out(`  ${`${from} -> ${to}`.padEnd(24)} plan: ${h.predicted.padEnd(12)} agent: ${h.happened}`);
+    if (!h.agreed) problems.push(`release hop ${from} -> ${to}: luo plan said ${h.predicted}, the agent got ${h.happened}`);
+  }
   const host = process.memoryUsage().rss;
   out();
   out(`host memory ${fmtBytes(host)} for ${fmtBytes(Number(m.memory.size))} of simulated RAM; ${fmtMs(performance.now() - t0)} in all`);

@@ -444,7 +444,8 @@ class Runner {
     const r = agent.update({ ...(build ? { build } : {}), ...(cmdline !== undefined ? { cmdline } : {}) });
     agent.hooks = {};
     this.sync(r.to.coldBooted ? 'the agent\'s fall-back cold boot' : 'the agent\'s kexec');
-    const why = r.reason ? `${r.reason.workload ? `${r.reason.workload}: ` : ''}${r.reason.step}${r.reason.errno ? ` ${r.reason.errno}` : ''} (${r.reason.message})` : '';
+    const layer = r.diagnosis ? `; refused by ${r.diagnosis.layer}: ${r.diagnosis.reason}${r.diagnosis.kmsg ? ` [kmsg: ${r.diagnosis.kmsg}]` : ''}` : '';
+    const why = r.reason ? `${r.reason.workload ? `${r.reason.workload}: ` : ''}${r.reason.step}${r.reason.errno ? ` ${r.reason.errno}` : ''} (${r.reason.message})${layer}` : '';
     const summary = r.outcome === 'updated'
       ? `updated: ${r.workloads.length} workload(s) restored and verified, blackout ${r.blackoutMs.toFixed(1)} ms, exit ${r.exitStatus}`
       : r.outcome === 'fell-back'
@@ -459,6 +460,7 @@ class Runner {
     }
     if (a.reason?.step !== undefined && r.reason?.step !== a.reason.step) bad.push(`reason step ${r.reason?.step ?? '(none)'}, expected ${a.reason.step}`);
     if (a.reason?.errno !== undefined && r.reason?.errno !== a.reason.errno) bad.push(`reason errno ${r.reason?.errno ?? '(none)'}, expected ${a.reason.errno}`);
+    if (a.reason?.layer !== undefined && r.diagnosis?.layer !== a.reason.layer) bad.push(`refusing layer ${r.diagnosis?.layer ?? '(none)'}, expected ${a.reason.layer}`);
     if (r.outcome === 'updated' && r.errors.length) bad.push(`errors: ${r.errors.map((e) => e.message).join('; ')}`);
     if (bad.length) {
       const err = new CheckFailure(bad.join('; '));

@@ -9,6 +9,7 @@ import type { ErrnoName } from '../errno.ts';
 import type { KhoProfile } from '../abi/kho.ts';
 import { KHO_FDT_COMPATIBLE } from '../abi/kho.ts';
 import { RELEASES } from '../abi/releases.ts';
+import { REFUSING_LAYERS, type RefusingLayer } from '../agent/diagnose.ts';
 import { FAULT_OPS, type FaultOp } from './faults.ts';
 import { type DataSpec, MEMFD_FLAG_NAMES, SEAL_NAMES } from './data.ts';
 import { bool, data, delegate, errno, fields, flags, int, listOf, MISSING, oneOf, requiredKeys, show, size, text, token, withShape } from './values.ts';
@@ -76,7 +77,7 @@ export type StepArgs =
     readonly corrupt?: Corruption;
     readonly expect: (typeof AGENT_OUTCOMES)[number];
     readonly restart?: string[];
-    readonly reason?: { readonly step?: string; readonly errno?: ErrnoName };
+    readonly reason?: { readonly step?: string; readonly errno?: ErrnoName; readonly layer?: RefusingLayer };
   };
 
 export type StepKind = StepArgs['kind'];
@@ -228,7 +229,8 @@ function kinds(ramLimit: number): { readonly [K in StepKind]: KindSpec<K> } {
     'agent-update': {
       shape: fields({
         cmdline: text().optional(), append: text().optional(), release: release().optional(), build: buildSpec().optional(), inject: listOf(faultSpec()).optional(), corrupt: oneOf(CORRUPTIONS).optional(),
-        expect: oneOf(AGENT_OUTCOMES).optional(), restart: listOf(text()).optional(), reason: fields({ step: text().optional(), errno: errno.optional() }).optional(),
+        expect: oneOf(AGENT_OUTCOMES).optional(), restart: listOf(text()).optional(),
+        reason: fields({ step: text().optional(), errno: errno.optional(), layer: oneOf(REFUSING_LAYERS).optional() }).optional(),
       }),
       build: (m, ctx) => {
         cmdlineOrAppend(m, ctx);

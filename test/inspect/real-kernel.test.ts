@@ -74,7 +74,7 @@ test('the real 7.3.4 hand-over pages decode to exactly what walk.txt found, with
   assert.equal(r.root!.compatible, w.root[1]);
   assert.equal(r.root!.preservedMemoryMap, BigInt(w.root[2]!));
   // the strings a real 7.3.4 writes are 7.3.4's (and the seeds' 2-page-block variant's, which kept them)
-  assert.deepEqual(r.writtenBy, ['7.3.4', 'seed-2page-blocks']);
+  assert.deepEqual(r.writtenBy, ['7.3.4', '7.3.5', 'seed-2page-blocks']);
   assert.deepEqual(r.subtrees.map((s) => ({ name: s.name, pa: s.preservedData, size: s.blobSize })), w.subnodes);
   assert.deepEqual(r.kexecMetadata && [r.kexecMetadata.version, r.kexecMetadata.previousRelease, r.kexecMetadata.kexecCount], [Number(w.meta[1]), w.meta[2], Number(w.meta[3])]);
   assert.deepEqual(r.luo && [r.luo.compatible, r.luo.liveupdateNum, r.luo.sessionsPa, r.luo.flbsPa], [w.luo[1], BigInt(w.luo[2]!), BigInt(w.luo[3]!), BigInt(w.luo[4]!)]);

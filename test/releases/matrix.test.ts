@@ -76,3 +76,25 @@ for (const from of RUNNABLE) {
     }
   }
 }
+
+/** The layer an agent names for each refusal `luo plan` predicts. */
+const LAYER = { 'no-handover': 'KHO', 'restore-failed': 'LUO', 'open-failed': 'files', 'files-lost': 'files' } as const;
+
+for (const from of RUNNABLE) {
+  for (const to of RUNNABLE) {
+    const v = plan(from, to).verdict;
+    if (v.kind === 'undefined') continue;
+    test(`agent ${from.name} -> ${to.name}: ${v.kind === 'live-update' ? 'updated' : `falls back and names ${LAYER[v.kind]}`}, as a real agent learns it`, () => {
+      const expect = v.kind === 'live-update' ? 'expect: updated' : `expect: fell-back, restart: [vm-1], reason: { layer: ${LAYER[v.kind]} }`;
+      const text = [
+        `machine: { release: "${from.name}" }`,
+        'steps:',
+        '  - agent-adopt: { workload: vm-1, files: [{ token: 0x100, size: 64KiB, data: { pattern: guest, length: 64KiB }, label: ram }] }',
+        `  - agent-update: { release: "${to.name}", ${expect} }`,
+      ].join('\n');
+      const r = runScenario(parseScenario(text, `agent-${from.name}-${to.name}.yaml`));
+      const failed = r.steps.filter((s) => s.status === 'fail').map((s) => `step ${s.index} ${s.title}: ${s.reason}`);
+      assert.deepEqual(failed, [], text);
+    });
+  }
+}
