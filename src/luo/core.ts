@@ -130,17 +130,9 @@ export class Luo {
 
   /** luo_early_startup: ENOENT from KHO means a cold boot; anything else wrong is a failure. */
   private earlyStartup(): { num: number; flbs: bigint } {
-    if (this.abi.format === 'fdt') return this.earlyStartupFdt();
-    let sub: { pa: bigint; size: number };
-    try {
-      sub = this.kho!.retrieveSubtree(LUO_SUBTREE_NAME);
-    } catch (e) {
-      if (e instanceof LuoError && e.errno === 'ENOENT') {
-        this.opts.log('info', 'luo: no incoming live-update state (cold boot)');
-        return { num: 0, flbs: 0n };
-      }
-      throw e;
-    }
+    const sub = this.incomingSubtree();
+    if (!sub) return { num: 0, flbs: 0n };
+    if (this.abi.format === 'fdt') return this.earlyStartupFdt(sub);
     const LuoSer = luoSerLayout(this.compatible);
     if (sub.size < LuoSer.size) throw new LuoError('EINVAL', `"LUO" blob is ${sub.size} bytes, struct luo_ser needs ${LuoSer.size}`);
     if (sub.pa % 8n !== 0n || sub.pa >> 12n >= BigInt(this.opts.ramPages)) throw new LuoError('EINVAL', `"LUO" blob address 0x${sub.pa.toString(16)} is not inside RAM`);
@@ -168,18 +160,21 @@ export class Luo {
     return { num: Number(ser.liveupdate_num), flbs: ser.flbs_pa };
   }
 
-  /** luo_early_startup of the FDT era: the "LUO" sub-FDT, its session node and (7.0 on) its FLB node. */
-  private earlyStartupFdt(): { num: number; flbs: bigint } {
-    let sub: { pa: bigint; size: number };
+  /** The incoming "LUO" subtree; undefined after a cold boot (KHO's ENOENT). */
+  private incomingSubtree(): { pa: bigint; size: number } | undefined {
     try {
-      sub = this.kho!.retrieveSubtree(LUO_SUBTREE_NAME);
+      return this.kho!.retrieveSubtree(LUO_SUBTREE_NAME);
     } catch (e) {
       if (e instanceof LuoError && e.errno === 'ENOENT') {
         this.opts.log('info', 'luo: no incoming live-update state (cold boot)');
-        return { num: 0, flbs: 0n };
+        return undefined;
       }
       throw e;
     }
+  }
+
+  /** luo_early_startup of the FDT era: the "LUO" sub-FDT, its session node and (7.0 on) its FLB node. */
+  private earlyStartupFdt(sub: { pa: bigint; size: number }): { num: number; flbs: bigint } {
     if (sub.pa % BigInt(PAGE_SIZE) !== 0n || sub.pa >> 12n >= BigInt(this.opts.ramPages)) throw new LuoError('EINVAL', `"LUO" FDT address 0x${sub.pa.toString(16)} is not a page inside RAM`);
     const v = readLuoFdtV1(this.mem.page(Number(sub.pa >> 12n)), this.abi.format === 'fdt' && this.abi.flb);
     if (v.liveupdateNum > BigInt(Number.MAX_SAFE_INTEGER)) throw new LuoError('EINVAL', `liveupdate-number ${v.liveupdateNum} is impossible`);

@@ -22,21 +22,30 @@ import { captureAtKexec, memInput, tmp } from '../inspect/helpers.ts';
 
 const rel = (n: string) => findRelease(n)!;
 
-test('mm-granular writes the composite strings: kho-v4;radix-v1;vmalloc-v1 root, a 40-byte "luo-v5;block-v1" luo_ser, "memfd-v2;vmalloc-v1" files', () => {
-  const m = new Machine({ ramSize: 1n << 30n, build: buildForRelease('mm-granular') });
+/** A machine of `release` whose sessions (name -> memfd bytes, token 0x77) are preserved, captured at its kexec. */
+function captured(release: string, sessions: ReadonlyArray<readonly [string, number]>) {
+  const m = new Machine({ ramSize: 1n << 30n, build: buildForRelease(release) });
   const k = m.kernel;
   const luo = k.luo!;
   luo.open();
-  const s = luo.createSession('vm-1');
-  const f = memfdCreate(k.memfd, 'ram', 0);
-  f.pwrite(new Uint8Array(10000).fill(7), 0);
-  luo.sessions.preserveFile(s, 0x42n, f);
+  for (const [name, bytes] of sessions) {
+    const s = luo.createSession(name);
+    if (!bytes) continue;
+    const f = memfdCreate(k.memfd, 'ram', 0);
+    f.pwrite(new Uint8Array(bytes).fill(9), 0);
+    luo.sessions.preserveFile(s, 0x77n, f);
+  }
   const serPa = luo.outgoingSerPa;
   const cap = captureAtKexec(m);
   const find = (pa: bigint, n: number): Uint8Array => {
     const seg = cap.segs.find((x) => pa >= x.pa && pa + BigInt(n) <= x.pa + BigInt(x.bytes.length))!;
     return seg.bytes.subarray(Number(pa - seg.pa), Number(pa - seg.pa) + n);
   };
+  return { cap, serPa, find };
+}
+
+test('mm-granular writes the composite strings: kho-v4;radix-v1;vmalloc-v1 root, a 40-byte "luo-v5;block-v1" luo_ser, "memfd-v2;vmalloc-v1" files', () => {
+  const { cap, serPa, find } = captured('mm-granular', [['vm-1', 10000]]);
   // the root FDT, decoded by dtc
   const dir = tmp();
   writeFileSync(join(dir, 'root.dtb'), find(cap.fdtAddr, 4096));
@@ -119,21 +128,7 @@ test('the first uAPI: GET_NAME does not exist on 6.19 (its nr is past the 3-op t
 
 test('6.19 and 7.0 write the FDT era: a "LUO" sub-FDT (dtc), the session array {count, entries}, a 2-page file array, memfd-v1 or -v2 entries', () => {
   for (const name of ['6.19', '7.0']) {
-    const m = new Machine({ ramSize: 1n << 30n, build: buildForRelease(name) });
-    const k = m.kernel;
-    const luo = k.luo!;
-    luo.open();
-    luo.createSession('first');
-    const s = luo.createSession('vm-1');
-    const f = memfdCreate(k.memfd, 'ram', 0);
-    f.pwrite(new Uint8Array(5000).fill(9), 0);
-    luo.sessions.preserveFile(s, 0x77n, f);
-    const fdtPa = luo.outgoingSerPa;
-    const cap = captureAtKexec(m);
-    const find = (pa: bigint, n: number): Uint8Array => {
-      const seg = cap.segs.find((x) => pa >= x.pa && pa + BigInt(n) <= x.pa + BigInt(x.bytes.length))!;
-      return seg.bytes.subarray(Number(pa - seg.pa), Number(pa - seg.pa) + n);
-    };
+    const { cap, serPa: fdtPa, find } = captured(name, [['first', 0], ['vm-1', 5000]]);
     const dtc = (bytes: Uint8Array): string => {
       const dir = tmp();
       writeFileSync(join(dir, 'x.dtb'), bytes);
