@@ -7,18 +7,7 @@ import {
   MFD_NOEXEC_SEAL,
 } from '../handlers/memfd-file.ts';
 
-export const SIZE_UNITS: Readonly<Record<string, number>> = { B: 1, K: 1024, KiB: 1024, M: 1 << 20, MiB: 1 << 20, G: 2 ** 30, GiB: 2 ** 30, T: 2 ** 40, TiB: 2 ** 40 };
-
-/** "4096", "4KiB", "1 MiB", "8GiB" (binary units only); undefined if malformed or not a safe integer. */
-export function parseSize(s: string): number | undefined {
-  const m = /^\s*(\d+)\s*([A-Za-z]*)\s*$/.exec(s);
-  if (!m) return undefined;
-  const unit = m[2] || 'B';
-  const mul = SIZE_UNITS[unit];
-  if (mul === undefined) return undefined;
-  const v = Number(m[1]) * mul;
-  return Number.isSafeInteger(v) ? v : undefined;
-}
+export { parseSize, SIZE_UNITS } from '../schema/values.ts';
 
 export const SEAL_NAMES: Readonly<Record<string, number>> = {
   seal: F_SEAL_SEAL, shrink: F_SEAL_SHRINK, grow: F_SEAL_GROW, write: F_SEAL_WRITE, 'future-write': F_SEAL_FUTURE_WRITE, exec: F_SEAL_EXEC,

@@ -1,101 +1,22 @@
 /**
- * Reading a scenario file: YAML parsed with its source positions kept, checked with the zod schemas
- * of schema.ts, and every problem reported as file:line:column, field path and message. Also exports
- * the file format as JSON Schema (draft 2020-12) for editors.
+ * Reading a scenario file: YAML checked with the zod schemas of schema.ts (schema/yaml-file.ts places
+ * every problem at its file:line:column and field), the steps given their lines. Also the file
+ * format as JSON Schema (draft 2020-12) for editors.
  */
-import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Document } from 'yaml';
-import * as z from 'zod';
-import { type Scenario, scenarioSchema, ScenarioSyntaxError, type SchemaIssue, STEP_KINDS, type Step } from './schema.ts';
-import { jsonShape, MISSING, show, size, type JsonSchema } from './values.ts';
+import { isMap, isScalar, isSeq } from 'yaml';
+import { type Scenario, scenarioSchema, ScenarioSyntaxError, STEP_KINDS, type Step } from './schema.ts';
+import { size, type JsonSchema } from '../schema/values.ts';
+import { checkYaml, loadYaml, startOf, toJsonSchema } from '../schema/yaml-file.ts';
 
-type Seg = PropertyKey;
-
-const fieldPath = (path: readonly Seg[]): string =>
-  path.map((s, i) => (typeof s === 'number' ? `[${s}]` : `${i ? '.' : ''}${String(s)}`)).join('');
-
-const startOf = (n: unknown): number | undefined =>
-  n && typeof n === 'object' && 'range' in n ? ((n as { range?: [number, number, number] | null }).range?.[0] ?? undefined) : undefined;
-
-/** The source offset of a field: its value, or its key (for an empty value, or when asked). */
-function offsetOf(doc: Document, path: readonly Seg[], atKey: boolean): number {
-  let node: unknown = doc.contents;
-  let key: unknown;
-  let best = startOf(node) ?? 0;
-  for (const seg of path) {
-    if (isMap(node)) {
-      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg));
-      if (!pair) return best;
-      key = pair.key;
-      node = pair.value;
-    } else if (isSeq(node) && typeof seg === 'number' && seg < node.items.length) {
-      key = undefined;
-      node = node.items[seg];
-    } else return best;
-    best = startOf(atKey ? key : node) ?? startOf(key) ?? startOf(node) ?? best;
-  }
-  return best;
-}
-
-const NOUN: Readonly<Record<string, string>> = { object: 'a mapping', array: 'a list', string: 'a string', number: 'a number', boolean: 'true or false' };
-
-/** zod's issues in the file's terms: one per problem, placed and worded. */
-function placeIssues(doc: Document, lc: LineCounter, issues: readonly z.core.$ZodIssue[]): SchemaIssue[] {
-  const out: SchemaIssue[] = [];
-  const put = (path: readonly Seg[], message: string, at: readonly Seg[] = path, atKey = false): void => {
-    out.push({ ...lc.linePos(offsetOf(doc, at, atKey)), path: fieldPath(path), message });
-  };
-  for (const i of issues) {
-    const params = (i as { params?: { atKey?: boolean; at?: Seg[] } }).params;
-    const input = (i as { input?: unknown }).input;
-    if (i.code === 'unrecognized_keys') {
-      for (const k of i.keys) put([...i.path, k], `unknown field "${k}" ${i.message}`, [...i.path, k], true);
-    } else if ((i.code === 'custom' && i.message === MISSING) || (i.code === 'invalid_type' && input === undefined)) {
-      const parent = i.path.slice(0, -1);
-      put(parent, `missing required field "${String(i.path.at(-1))}"`);
-    } else if (i.code === 'invalid_type') {
-      put(i.path, `expected ${NOUN[i.expected] ?? i.expected}, got ${show(input)}`);
-    } else {
-      put(i.path, i.message, [...i.path, ...(params?.at ?? [])], params?.atKey ?? false);
-    }
-  }
-  return out.sort((a, b) => a.line - b.line || a.col - b.col);
-}
-
-/** YAML integers stay exact: bigints only where a number could not hold them (u64 tokens). */
-const reviver = (_k: unknown, v: unknown): unknown => (typeof v === 'bigint' && Number.isSafeInteger(Number(v)) ? Number(v) : v);
+const fail = (file: string, issues: ConstructorParameters<typeof ScenarioSyntaxError>[1]): Error => new ScenarioSyntaxError(file, issues);
 
 /** Parses and validates a scenario; throws ScenarioSyntaxError listing every problem. */
 export function parseScenario(text: string, file = '<scenario>'): Scenario {
-  const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, intAsBigInt: true, prettyErrors: false, uniqueKeys: true });
-  const yamlIssue = (offset: number, message: string): SchemaIssue => ({ ...lc.linePos(offset), path: '', message: `YAML: ${message}` });
-  if (doc.errors.length) {
-    throw new ScenarioSyntaxError(file, doc.errors.map((e) => {
-      const lp = e.linePos?.[0] ?? lc.linePos(e.pos[0]);
-      return { line: lp.line, col: lp.col, path: '', message: `YAML: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}` };
-    }));
-  }
-  const complexKeys: SchemaIssue[] = [];
-  visit(doc, {
-    Pair: (_k, pair) => {
-      if (isPair(pair) && pair.key !== null && !isScalar(pair.key)) complexKeys.push(yamlIssue(startOf(pair.key) ?? 0, 'keys must be plain names'));
-    },
-  });
-  if (complexKeys.length) throw new ScenarioSyntaxError(file, complexKeys);
-  let raw: unknown;
-  try {
-    raw = doc.toJS({ reviver, maxAliasCount: 100 });
-  } catch (e) {
-    throw new ScenarioSyntaxError(file, [yamlIssue(0, e instanceof Error ? e.message : String(e))]);
-  }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new ScenarioSyntaxError(file, [{ ...lc.linePos(startOf(doc.contents) ?? 0), path: '', message: `expected a mapping, got ${show(raw)}` }]);
-  }
+  const y = loadYaml(text, file, fail);
+  const { doc, lc, raw } = y;
   // data specs are checked against the machine's RAM, so the RAM is read first (its own errors come later)
   const ram = size.safeParse((raw as { machine?: { ram?: unknown } }).machine?.ram);
-  const r = scenarioSchema(ram.success && ram.data !== undefined ? ram.data : 4 * 2 ** 30).safeParse(raw, { reportInput: true });
-  if (!r.success) throw new ScenarioSyntaxError(file, placeIssues(doc, lc, r.error.issues));
-  const body = r.data;
+  const body = checkYaml(y, scenarioSchema(ram.success && ram.data !== undefined ? ram.data : 4 * 2 ** 30), file, fail);
   const stepsNode = isMap(doc.contents) ? doc.contents.get('steps', true) : undefined;
   const steps = body.steps.map((s, i): Step => {
     const node = isSeq(stepsNode) ? stepsNode.items[i] : undefined;
@@ -106,34 +27,11 @@ export function parseScenario(text: string, file = '<scenario>'): Scenario {
   return { file, name, ...(body.description !== undefined ? { description: body.description } : {}), machine: body.machine, steps };
 }
 
-/** Replaces each zod schema inside a shape by its JSON Schema. */
-function render(shape: unknown, toJson: (s: z.ZodType) => JsonSchema): unknown {
-  if (shape instanceof z.ZodType) return toJson(shape);
-  if (Array.isArray(shape)) return shape.map((x) => render(x, toJson));
-  if (shape && typeof shape === 'object') return Object.fromEntries(Object.entries(shape).map(([k, v]) => [k, render(v, toJson)]));
-  return shape;
-}
-
 /** The scenario format as JSON Schema (draft 2020-12), for editors' YAML validation. */
 export function scenarioJsonSchema(): JsonSchema {
-  const toJson = (s: z.ZodType): JsonSchema => {
-    const { $schema: _drop, ...rest } = z.toJSONSchema(s, {
-      io: 'input',
-      unrepresentable: 'any',
-      override: (ctx) => {
-        const shape = jsonShape(ctx.zodSchema as unknown as z.ZodType);
-        if (!shape) return;
-        if (!shape.merge) for (const k of Object.keys(ctx.jsonSchema)) delete (ctx.jsonSchema as Record<string, unknown>)[k];
-        Object.assign(ctx.jsonSchema, render(shape.json, toJson));
-      },
-    }) as JsonSchema;
-    return rest;
-  };
-  return {
-    $schema: 'https://json-schema.org/draft/2020-12/schema',
-    $id: 'https://github.com/luo/luo/docs/scenario.schema.json',
+  return toJsonSchema(scenarioSchema(Infinity), {
+    id: 'https://github.com/luo/luo/docs/scenario.schema.json',
     title: 'luo scenario',
     description: 'A scripted live-update scenario for `luo scenario FILE.yaml` (docs/scenario-format.md).',
-    ...toJson(scenarioSchema(Infinity)),
-  };
+  });
 }

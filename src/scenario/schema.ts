@@ -5,6 +5,7 @@
  * format is documented in docs/scenario-format.md (what `luo scenario --schema` prints).
  */
 import * as z from 'zod';
+import { FileSchemaError, type SchemaIssue } from '../schema/yaml-file.ts';
 import type { ErrnoName } from '../errno.ts';
 import type { KhoProfile } from '../abi/kho.ts';
 import { KHO_FDT_COMPATIBLE } from '../abi/kho.ts';
@@ -12,7 +13,8 @@ import { RELEASES } from '../abi/releases.ts';
 import { REFUSING_LAYERS, type RefusingLayer } from '../agent/diagnose.ts';
 import { FAULT_OPS, type FaultOp } from './faults.ts';
 import { type DataSpec, MEMFD_FLAG_NAMES, SEAL_NAMES } from './data.ts';
-import { bool, data, delegate, errno, fields, flags, int, listOf, MISSING, oneOf, requiredKeys, show, size, text, token, withShape } from './values.ts';
+import { bool, delegate, errno, fields, int, listOf, MISSING, oneOf, requiredKeys, show, size, text, withShape } from '../schema/values.ts';
+import { data, flags, token } from './values.ts';
 
 export interface BuildSpec {
   readonly release?: string;
@@ -101,17 +103,12 @@ export interface Scenario {
   readonly steps: Step[];
 }
 
-export interface SchemaIssue {
-  readonly line: number;
-  readonly col: number;
-  /** The field, e.g. `steps[3].preserve.token`. */
-  readonly path: string;
-  readonly message: string;
-}
+export type { SchemaIssue } from '../schema/yaml-file.ts';
 
-export class ScenarioSyntaxError extends Error {
-  constructor(readonly file: string, readonly issues: SchemaIssue[]) {
-    super(issues.map((i) => `${file}:${i.line}:${i.col}: ${i.path ? `${i.path}: ` : ''}${i.message}`).join('\n'));
+/** A scenario file that is not valid: every problem with its file:line:col and field. */
+export class ScenarioSyntaxError extends FileSchemaError {
+  constructor(file: string, issues: SchemaIssue[]) {
+    super(file, issues);
     this.name = 'ScenarioSyntaxError';
   }
 }
