@@ -52,6 +52,59 @@ export async function main(argv: string[]): Promise<number> {
       const { runPlan } = await import('./releases.ts');
       code = runPlan(from, to, opts);
     });
+  const fleet = program.command('fleet').description('live updates across a fleet of hosts, coordinated through etcd');
+  const etcd = fleet.command('etcd').description('a local etcd for trying the fleet (1 member or a 3-member cluster on 127.0.0.1)');
+  etcd.command('up').description('start it').option('--members <n>', '1 or 3', '1').option('--dir <dir>', 'data and state directory (default: $TMPDIR/luo-etcd-$UID)')
+    .action(async (opts: { members?: string; dir?: string }) => {
+      code = await (await import('./fleet.ts')).runEtcdUp(opts);
+    });
+  etcd.command('down').description('stop it').option('--dir <dir>', 'as given to up')
+    .action(async (opts: { dir?: string }) => {
+      code = await (await import('./fleet.ts')).runEtcdDown(opts);
+    });
+  etcd.command('endpoints').description('print its client URLs (for --etcd or LUO_ETCD)').option('--dir <dir>', 'as given to up')
+    .action(async (opts: { dir?: string }) => {
+      code = (await import('./fleet.ts')).runEtcdEndpoints(opts);
+    });
+  const etcdOpt = '--etcd <urls>';
+  const etcdHelp = 'etcd client URLs, comma-separated (default $LUO_ETCD)';
+  fleet.command('host').description('run simulated hosts: register them, keep their presence, perform the live updates they are assigned')
+    .option(etcdOpt, etcdHelp).option('--count <n>', 'how many hosts', '10').option('--release <name>', 'the release they run (luo releases)', '7.3.4')
+    .option('--labels <k=v,...>', 'labels of every host').option('--id <name>', 'this runner\'s id (default runner-<pid>; hosts are <id>-NNNN)')
+    .option('--fail <host=kind,...>', 'make hosts fail: refused, fell-back or slow (tests and demos)')
+    .option('--update-delay-ms <ms>', 'wait before each update (tests)').option('--ttl <s>', 'presence lease TTL in seconds', '3')
+    .action(async (opts: Record<string, string | undefined>) => {
+      code = await (await import('./fleet.ts')).runHost(opts);
+    });
+  fleet.command('controller').description('the campaign controller (several may run; one leads, elected in etcd)')
+    .option(etcdOpt, etcdHelp).option('--id <name>', 'its id (default controller-<pid>)')
+    .action(async (opts: { etcd?: string; id?: string }) => {
+      code = await (await import('./fleet.ts')).runController(opts);
+    });
+  fleet.command('hosts').description('the registered hosts: release, labels, state, runner').option(etcdOpt, etcdHelp).option('--json', 'as JSON')
+    .action(async (opts: { etcd?: string; json?: boolean }) => {
+      code = await (await import('./fleet.ts')).runHosts(opts);
+    });
+  const campaign = fleet.command('campaign').description('live-update campaigns');
+  campaign.command('create').description('validate a campaign file, plan it against the registered hosts, and start it').argument('<file>', 'the campaign (YAML), or -')
+    .option(etcdOpt, etcdHelp).option('--json', 'print the plan as JSON')
+    .action(async (file: string, opts: { etcd?: string; json?: boolean }) => {
+      code = await (await import('./fleet.ts')).runCampaignCreate(file, opts);
+    });
+  campaign.command('list').description('every campaign and its phase').option(etcdOpt, etcdHelp).option('--json', 'as JSON')
+    .action(async (opts: { etcd?: string; json?: boolean }) => {
+      code = await (await import('./fleet.ts')).runCampaignList(opts);
+    });
+  campaign.command('status').description('waves, results, blackout').argument('<name>').option(etcdOpt, etcdHelp).option('--json', 'as JSON').option('--watch', 'follow it until it ends')
+    .action(async (name: string, opts: { etcd?: string; json?: boolean; watch?: boolean }) => {
+      code = await (await import('./fleet.ts')).runCampaignStatus(name, opts);
+    });
+  for (const action of ['pause', 'resume', 'abort'] as const) {
+    campaign.command(action).description(`${action} a campaign (the leading controller applies it)`).argument('<name>').option(etcdOpt, etcdHelp)
+      .action(async (name: string, opts: { etcd?: string }) => {
+        code = await (await import('./fleet.ts')).runCampaignIntent(name, action, opts);
+      });
+  }
   program
     .command('dtb')
     .description('decompile a flattened device tree blob to DTS (as dtc -I dtb -O dts prints it) or JSON')

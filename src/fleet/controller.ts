@@ -1,0 +1,273 @@
+/**
+ * The campaign controller. Several may run; one leads: leadership is the key `leader` created under
+ * the controller's own lease (it goes when the lease does), and every write the leader makes is a
+ * transaction that also compares that key's lease with its own — a leader that lost its lease can
+ * write nothing (fencing). The leader reconciles every running campaign on each change and on a
+ * short tick:
+ *
+ * - operator intent (pause, resume, abort) is applied to the campaign state;
+ * - admitted hosts whose slot vanished (their runner's lease expired) or outlived the host timeout
+ *   are recorded `timed-out`, once;
+ * - a wave whose failures pass its limit (or a campaign past its timeout limit) pauses, with the
+ *   reason; in-flight hosts finish;
+ * - a wave with every result in soaks, then the next wave starts (or the campaign is done);
+ * - free slots of the current wave are filled, each admission ONE transaction that holds only if the
+ *   slot is free, the host was never admitted, the state and intent are those just read (not paused
+ *   or aborted since), no gate key exists, and this controller still leads.
+ */
+import { LuoError } from '../errno.ts';
+import type { PlannedCampaign } from './campaign.ts';
+import { type Assignment, type CampaignState, type HostRecord, type Intent, json, keys, ROOT, type SlotRecord } from './keys.ts';
+import { type HostResult, isFailure } from './result.ts';
+import type { Compare, FleetStore, Kv, LeaseHandle, Op } from './store.ts';
+
+export interface ControllerOptions {
+  readonly id: string;
+  /** Election lease TTL in seconds (default 2). */
+  readonly ttl?: number;
+  /** Reconcile at least this often (ms; timeouts and soaks need it). */
+  readonly tickMs?: number;
+  readonly log?: (msg: string) => void;
+}
+
+export class Controller {
+  private lease: LeaseHandle | undefined;
+  private leading = false;
+  private stopped = false;
+  private stopWatch: (() => Promise<void>) | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private pending = false;
+  private running: Promise<void> = Promise.resolve();
+  /** Admissions this controller made (tests and logs). */
+  admissions = 0;
+
+  private constructor(private readonly store: FleetStore, private readonly opts: ControllerOptions) {}
+
+  static async start(store: FleetStore, opts: ControllerOptions): Promise<Controller> {
+    const c = new Controller(store, opts);
+    const { revision } = await store.range(ROOT);
+    c.stopWatch = await store.watch(ROOT, revision, () => c.kick());
+    c.timer = setInterval(() => c.kick(), opts.tickMs ?? 200);
+    c.kick();
+    return c;
+  }
+
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  private log(msg: string): void {
+    this.opts.log?.(`controller ${this.opts.id}: ${msg}`);
+  }
+
+  /** Runs one reconcile after the current one (changes arriving meanwhile fold into it). */
+  private kick(): void {
+    if (this.stopped || this.pending) return;
+    this.pending = true;
+    this.running = this.running.then(async () => {
+      this.pending = false;
+      if (this.stopped) return;
+      try {
+        if (await this.lead()) await this.reconcileAll();
+      } catch (e) {
+        this.log(`reconcile: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    });
+  }
+
+  /** Campaigns for leadership (a free `leader` key taken under our lease). */
+  private async lead(): Promise<boolean> {
+    if (this.leading) return true;
+    if (!this.lease) {
+      const l = await this.store.grantLease(this.opts.ttl ?? 2);
+      this.lease = l;
+      void l.lost.then(() => {
+        if (this.lease === l) {
+          this.lease = undefined;
+          if (this.leading) this.log('lost the election lease: no longer leading');
+          this.leading = false;
+        }
+      });
+    }
+    const r = await this.store.txn([{ key: keys.leader(), target: 'create', op: '==', value: 0 }], [{ put: keys.leader(), value: this.opts.id, lease: this.lease.id }]);
+    if (r.succeeded) {
+      this.leading = true;
+      this.log(`leading (lease ${this.lease.id})`);
+    }
+    return this.leading;
+  }
+
+  /** The condition every leader write carries. */
+  private fence(): Compare {
+    return { key: keys.leader(), target: 'lease', op: '==', value: this.lease?.id ?? '0' };
+  }
+
+  private async write(compares: Compare[], ops: Op[]): Promise<boolean> {
+    const r = await this.store.txn([this.fence(), ...compares], ops);
+    return r.succeeded;
+  }
+
+  private async reconcileAll(): Promise<void> {
+    const { kvs } = await this.store.range(keys.campaigns());
+    const names = [...new Set(kvs.filter((kv) => kv.key.endsWith('/spec')).map((kv) => kv.key.slice(keys.campaigns().length, -'/spec'.length)))];
+    for (const c of names) await this.reconcile(c);
+  }
+
+  private async reconcile(c: string): Promise<void> {
+    const { kvs, revision } = await this.store.range(keys.campaign(c));
+    void revision;
+    const by = new Map(kvs.map((kv) => [kv.key, kv]));
+    const specKv = by.get(keys.spec(c));
+    const stateKv = by.get(keys.state(c));
+    if (!specKv || !stateKv) return;
+    const planned = json<PlannedCampaign>(specKv.value);
+    let state = json<CampaignState>(stateKv.value);
+    const intentKv = by.get(keys.intent(c));
+    const now = Date.now();
+    const stateCmp = (kv: Kv | undefined, key: string): Compare => ({ key, target: 'mod', op: '==', value: kv?.modRevision ?? 0n });
+    const putState = (s: CampaignState): Op => ({ put: keys.state(c), value: JSON.stringify(s) });
+
+    const wave = planned.waves[state.wave];
+    if (!wave) return;
+    const results = new Map<string, HostResult>();
+    const admitted = new Set<string>();
+    const slots = new Map<string, { kv: Kv; rec: SlotRecord; n: number }>();
+    for (const kv of kvs) {
+      if (kv.key.startsWith(keys.results(c))) results.set(kv.key.slice(keys.results(c).length), json<HostResult>(kv.value));
+      else if (kv.key.startsWith(keys.admittedAll(c))) admitted.add(kv.key.slice(keys.admittedAll(c).length));
+      else if (kv.key.startsWith(`${keys.slots(c)}${state.wave}/`)) {
+        const rec = json<SlotRecord>(kv.value);
+        slots.set(rec.host, { kv, rec, n: Number(kv.key.slice(`${keys.slots(c)}${state.wave}/`.length)) });
+      }
+    }
+
+    const sloMs = planned.spec.policy.blackoutSloMs;
+    const failOn = planned.spec.policy.failOn;
+    const failuresOf = (): number => wave.hosts.map((h) => results.get(h)).filter((r): r is HostResult => r !== undefined && isFailure(r, failOn, sloMs)).length;
+
+    // operator intent (a resume accepts the current wave's failures so far)
+    if (intentKv && intentKv.modRevision > BigInt(state.intentRev)) {
+      const intent = json<Intent>(intentKv.value);
+      const phase = state.phase === 'done' || state.phase === 'aborted' ? state.phase : intent.action === 'pause' ? 'paused' : intent.action === 'abort' ? 'aborted' : 'running';
+      const { reason: _r, ...base } = state;
+      const next: CampaignState = {
+        ...base, phase, intentRev: String(intentKv.modRevision), updatedAt: now,
+        ...(phase === 'running' ? { forgiven: failuresOf() } : { reason: `${intent.action} by ${intent.by}` }),
+      };
+      if (await this.write([stateCmp(stateKv, keys.state(c)), stateCmp(intentKv, keys.intent(c))], [putState(next)])) this.log(`${c}: ${intent.action} (${phase})`);
+      return;
+    }
+    if (state.phase !== 'running') return;
+
+    // timeouts: a slot that vanished (its runner's lease expired) or outlived the host timeout
+    for (const h of wave.hosts) {
+      if (!admitted.has(h) || results.has(h)) continue;
+      const s = slots.get(h);
+      const expired = !s;
+      if (!expired && now - s.rec.admittedAt <= planned.spec.policy.hostTimeoutMs) continue;
+      const r: HostResult = {
+        host: h, outcome: 'timed-out', from: planned.from[h] ?? '?', to: planned.spec.target, wave: state.wave, at: now, by: this.opts.id,
+        reason: expired ? "its runner went away (the host's slot expired with the runner's lease)" : `no result within ${planned.spec.policy.hostTimeoutMs} ms`,
+      };
+      const cmps: Compare[] = [{ key: keys.result(c, h), target: 'create', op: '==', value: 0 }];
+      const ops: Op[] = [{ put: keys.result(c, h), value: JSON.stringify(r) }];
+      if (s) {
+        cmps.push({ key: s.kv.key, target: 'mod', op: '==', value: s.kv.modRevision });
+        ops.push({ del: s.kv.key }, { del: keys.assign(h) });
+      }
+      if (await this.write(cmps, ops)) {
+        results.set(h, r);
+        if (s) slots.delete(h);
+        this.log(`${c}: ${h} timed out (${r.reason})`);
+      }
+    }
+
+    // halting
+    const waveResults = wave.hosts.map((h) => results.get(h)).filter((r): r is HostResult => r !== undefined);
+    const failures = failuresOf() - (state.forgiven ?? 0);
+    const timeouts = [...results.values()].filter((r) => r.outcome === 'timed-out').length;
+    const limit = planned.spec.policy.pauseAfterTimeouts;
+    const halt = failures > wave.maxFailures
+      ? `wave ${state.wave} "${wave.name}": ${failures} failure(s), more than the ${wave.maxFailures} it allows`
+      : limit !== undefined && timeouts >= limit ? `${timeouts} host(s) timed out (the policy pauses at ${limit})` : undefined;
+    if (halt) {
+      const next: CampaignState = { ...state, phase: 'paused', reason: halt, updatedAt: now };
+      if (await this.write([stateCmp(stateKv, keys.state(c)), stateCmp(intentKv, keys.intent(c))], [putState(next)])) this.log(`${c}: paused: ${halt}`);
+      return;
+    }
+
+    // a finished wave soaks, then the next one starts
+    if (waveResults.length === wave.hosts.length) {
+      if (state.waveDoneAt === undefined) {
+        state = { ...state, waveDoneAt: now, updatedAt: now };
+        await this.write([stateCmp(stateKv, keys.state(c)), stateCmp(intentKv, keys.intent(c))], [putState(state)]);
+        return;
+      }
+      if (now - state.waveDoneAt < wave.soakMs) return;
+      const last = state.wave + 1 >= planned.waves.length;
+      const { waveDoneAt: _done, forgiven: _f, ...rest } = state;
+      const next: CampaignState = last ? { ...rest, phase: 'done', reason: 'every wave completed', updatedAt: now } : { ...rest, wave: state.wave + 1, updatedAt: now };
+      if (await this.write([stateCmp(stateKv, keys.state(c)), stateCmp(intentKv, keys.intent(c))], [putState(next)])) this.log(`${c}: ${last ? 'done' : `wave ${next.wave} "${planned.waves[next.wave]!.name}" starts`}`);
+      return;
+    }
+
+    // admissions: free slots of this wave, hosts never admitted, in order
+    const used = new Set([...slots.values()].map((s) => s.n));
+    const free = Array.from({ length: wave.maxConcurrent }, (_, n) => n).filter((n) => !used.has(n));
+    const waiting = wave.hosts.filter((h) => !admitted.has(h));
+    if (!free.length || !waiting.length) return;
+    const hostKvs = new Map((await this.store.range(keys.hosts())).kvs.map((kv) => [kv.key.slice(keys.hosts().length), kv]));
+    for (const h of waiting) {
+      const n = free.shift();
+      if (n === undefined) break;
+      const hk = hostKvs.get(h);
+      if (!hk) {
+        free.unshift(n);
+        continue; // not present (its runner is away): it waits
+      }
+      const host = json<HostRecord>(hk.value);
+      const slotKey = keys.slot(c, state.wave, n);
+      const asg: Assignment = { campaign: c, target: planned.spec.target, wave: state.wave, slot: n };
+      const ok = await this.write(
+        [
+          { key: slotKey, target: 'create', op: '==', value: 0 },
+          { key: keys.admitted(c, h), target: 'create', op: '==', value: 0 },
+          { key: keys.result(c, h), target: 'create', op: '==', value: 0 },
+          stateCmp(stateKv, keys.state(c)),
+          stateCmp(intentKv, keys.intent(c)),
+          { key: keys.gate(c), target: 'create', op: '==', value: 0 },
+          { key: keys.host(h), target: 'lease', op: '==', value: host.lease },
+        ],
+        [
+          { put: slotKey, value: JSON.stringify({ host: h, admittedAt: now } satisfies SlotRecord), lease: host.lease },
+          { put: keys.admitted(c, h), value: JSON.stringify({ wave: state.wave, slot: n, at: now, by: this.opts.id }) },
+          { put: keys.assign(h), value: JSON.stringify(asg), lease: host.lease },
+        ],
+      );
+      if (!ok) return; // something changed under us: the next reconcile reads it again
+      this.admissions++;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+    await this.stopWatch?.();
+    if (this.lease) await this.lease.revoke().catch(() => undefined);
+  }
+}
+
+/** Writes a campaign and its first state, once (EEXIST if the name is taken). */
+export async function createCampaign(store: FleetStore, planned: PlannedCampaign): Promise<void> {
+  const c = planned.spec.name;
+  const state: CampaignState = { phase: 'running', wave: 0, intentRev: '0', updatedAt: Date.now() };
+  const r = await store.txn([{ key: keys.spec(c), target: 'create', op: '==', value: 0 }], [{ put: keys.spec(c), value: JSON.stringify(planned) }, { put: keys.state(c), value: JSON.stringify(state) }]);
+  if (!r.succeeded) throw new LuoError('EEXIST', `a campaign named "${c}" exists already`);
+}
+
+/** Records the operator's intent; the leading controller applies it at its next reconcile. */
+export async function setIntent(store: FleetStore, c: string, action: Intent['action'], by: string): Promise<void> {
+  if (!(await store.get(keys.spec(c)))) throw new LuoError('ENOENT', `no campaign named "${c}"`);
+  await store.put(keys.intent(c), JSON.stringify({ action, at: Date.now(), by } satisfies Intent));
+}

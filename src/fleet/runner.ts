@@ -1,0 +1,184 @@
+/**
+ * A host runner: N simulated hosts (each a real luo machine of a release, with a VM whose memory is a
+ * memfd adopted by the live-update agent), registered in etcd under one presence lease per runner.
+ * It watches for assignments of its hosts and performs each as a real simulated live update (the
+ * agent's snapshot, kexec, KHO walk, LUO restore, retrieve, verify, finish), then records the result
+ * in one transaction that holds only while the host's slot is still its own (a slot the controller
+ * timed out, or that expired with this runner's lease, takes no late result).
+ */
+import { findRelease } from '../abi/releases.ts';
+import { LiveUpdateAgent, type UpdateReport } from '../agent/index.ts';
+import { LuoError } from '../errno.ts';
+import { buildForRelease } from '../kernel/build.ts';
+import { Machine } from '../kernel/machine.ts';
+import { injectFault } from '../scenario/faults.ts';
+import { type Assignment, type HostRecord, json, keys, type RunnerRecord, type SlotRecord } from './keys.ts';
+import type { HostOutcome, HostResult } from './result.ts';
+import type { FleetStore, LeaseHandle } from './store.ts';
+
+/** How a test or demo makes a host fail: its kexec refused, or a corrupt hand-over (a fall-back). */
+export type HostFault = 'refused' | 'fell-back' | 'slow';
+
+export interface RunnerOptions {
+  readonly id: string;
+  readonly count: number;
+  readonly release: string;
+  readonly labels?: Readonly<Record<string, string>>;
+  /** Host ids are `<prefix>-<n>` (default: the runner id). */
+  readonly prefix?: string;
+  /** Presence lease TTL in seconds (default 3): a runner that dies frees its hosts' slots this fast. */
+  readonly ttl?: number;
+  readonly faults?: Readonly<Record<string, HostFault>>;
+  /** Each update waits this long first (tests: a window in which to kill the runner). */
+  readonly updateDelayMs?: number;
+  readonly log?: (msg: string) => void;
+}
+
+const VM_BYTES = 1 << 20;
+
+class SimHost {
+  readonly machine: Machine;
+  readonly agent: LiveUpdateAgent;
+  release: string;
+  busy = false;
+
+  constructor(readonly id: string, release: string) {
+    this.release = release;
+    this.machine = new Machine({ ramSize: 1n << 30n, build: buildForRelease(release) });
+    this.agent = new LiveUpdateAgent(this.machine);
+    const data = new Uint8Array(VM_BYTES);
+    for (let i = 0; i < data.length; i += 4096) data[i] = (i >> 12) & 0xff;
+    const fd = this.agent.createMemfd(`${id}-ram`, { writes: [{ at: 0, data }] });
+    const r = this.agent.adopt({ name: 'vm-1', files: [{ fd, token: 0x100n, label: 'guest RAM' }] });
+    if (!r.ok) throw new LuoError('EIO', `host ${id}: the agent could not adopt its VM: ${r.errors.map((e) => e.message).join('; ')}`);
+  }
+
+  /** The live update to `target`, as the agent reports it; `fault` arms a failure first. */
+  update(target: string, fault: HostFault | undefined): UpdateReport {
+    const k = this.agent.kernel;
+    if (fault === 'refused') injectFault(k, { op: 'freeze', errno: 'EIO', times: 1 });
+    if (fault === 'fell-back' && k.luo?.enabled) {
+      // a hand-over the new kernel cannot read: LUO's compatible overwritten after serialization
+      k.onReboot(() => this.machine.memory.write(k.luo!.outgoingSerPa, new TextEncoder().encode('luo-v0\0')));
+    }
+    return this.agent.update({ build: buildForRelease(target) });
+  }
+}
+
+export class HostRunner {
+  private readonly hosts = new Map<string, SimHost>();
+  private stopWatch: (() => Promise<void>) | undefined;
+  private stopped = false;
+  private readonly queue: string[] = [];
+  private working = false;
+  /** Updates performed (for tests and the status line). */
+  updates = 0;
+
+  private constructor(private readonly store: FleetStore, private readonly opts: RunnerOptions, private readonly lease: LeaseHandle) {}
+
+  static async start(store: FleetStore, opts: RunnerOptions): Promise<HostRunner> {
+    if (!findRelease(opts.release)) throw new LuoError('ENOENT', `unknown release "${opts.release}" (luo releases)`);
+    const lease = await store.grantLease(opts.ttl ?? 3);
+    const r = new HostRunner(store, opts, lease);
+    const prefix = opts.prefix ?? opts.id;
+    for (let i = 0; i < opts.count; i++) {
+      const id = `${prefix}-${String(i).padStart(4, '0')}`;
+      r.hosts.set(id, new SimHost(id, findRelease(opts.release)!.name));
+    }
+    const rec: RunnerRecord = { id: opts.id, pid: process.pid, lease: lease.id, hosts: opts.count };
+    await store.put(keys.runner(opts.id), JSON.stringify(rec), lease.id);
+    for (const h of r.hosts.values()) await r.register(h, 'idle');
+    const { revision } = await store.range(keys.assigns());
+    // assignments made while this runner was away are gone with its old lease: only new ones count
+    r.stopWatch = await store.watch(keys.assigns(), revision, (e) => {
+      if (e.type !== 'put') return;
+      const host = e.kv.key.slice(keys.assigns().length);
+      if (r.hosts.has(host)) r.enqueue(host);
+    });
+    void lease.lost.then(() => {
+      if (!r.stopped) opts.log?.(`runner ${opts.id}: presence lease ${lease.id} lost`);
+    });
+    opts.log?.(`runner ${opts.id}: ${opts.count} host(s) of ${opts.release} registered (lease ${lease.id})`);
+    return r;
+  }
+
+  get hostIds(): string[] {
+    return [...this.hosts.keys()];
+  }
+
+  private register(h: SimHost, state: HostRecord['state']): Promise<bigint> {
+    const rec: HostRecord = { id: h.id, runner: this.opts.id, release: h.release, labels: this.opts.labels ?? {}, lease: this.lease.id, state };
+    return this.store.put(keys.host(h.id), JSON.stringify(rec), this.lease.id);
+  }
+
+  private enqueue(host: string): void {
+    if (!this.queue.includes(host)) this.queue.push(host);
+    void this.work();
+  }
+
+  /** One update at a time per runner process (the simulated work is CPU-bound anyway). */
+  private async work(): Promise<void> {
+    if (this.working) return;
+    this.working = true;
+    try {
+      while (this.queue.length && !this.stopped) {
+        const id = this.queue.shift()!;
+        try {
+          await this.perform(id);
+        } catch (e) {
+          this.opts.log?.(`runner ${this.opts.id}: host ${id}: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }
+    } finally {
+      this.working = false;
+    }
+  }
+
+  private async perform(id: string): Promise<void> {
+    const h = this.hosts.get(id)!;
+    const a = await this.store.get(keys.assign(id));
+    if (!a || h.busy) return;
+    const asg = json<Assignment>(a.value);
+    const slotKey = keys.slot(asg.campaign, asg.wave, asg.slot);
+    const slot = await this.store.get(slotKey);
+    if (!slot || json<SlotRecord>(slot.value).host !== id) {
+      await this.store.delete(keys.assign(id));
+      return;
+    }
+    h.busy = true;
+    await this.register(h, 'updating');
+    if (this.opts.updateDelayMs) await new Promise((r) => setTimeout(r, this.opts.updateDelayMs));
+    const fault = this.opts.faults?.[id];
+    if (fault === 'slow') await new Promise((r) => setTimeout(r, 60_000));
+    const from = h.release;
+    let report: UpdateReport | undefined;
+    let crash: string | undefined;
+    try {
+      report = h.update(asg.target, fault);
+    } catch (e) {
+      crash = e instanceof Error ? e.message : String(e);
+    }
+    const outcome: HostOutcome = !report ? 'refused' : report.outcome === 'updated' ? (report.workloads.every((w) => w.files.every((f) => f.verified)) ? 'updated' : 'verify-failed') : report.outcome;
+    if (report && report.outcome !== 'refused') h.release = asg.target;
+    const result: HostResult = {
+      host: id, outcome, from, to: asg.target, wave: asg.wave, at: Date.now(), by: this.opts.id,
+      ...(report ? { blackoutMs: report.blackoutMs, phases: Object.fromEntries(report.phases.map((p) => [p.name, Math.round(p.ms * 1000) / 1000])) } : {}),
+      ...(report?.diagnosis ? { reason: report.diagnosis.reason, layer: report.diagnosis.layer } : crash ? { reason: crash } : {}),
+    };
+    // the result counts only while the slot is still this host's
+    const r = await this.store.txn(
+      [{ key: slotKey, target: 'mod', op: '==', value: slot.modRevision }, { key: keys.result(asg.campaign, id), target: 'create', op: '==', value: 0 }],
+      [{ put: keys.result(asg.campaign, id), value: JSON.stringify(result) }, { del: slotKey }, { del: keys.assign(id) }],
+    );
+    h.busy = false;
+    this.updates++;
+    await this.register(h, 'idle');
+    this.opts.log?.(`runner ${this.opts.id}: ${id} ${from} -> ${asg.target}: ${outcome}${r.succeeded ? '' : ' (too late: its slot was taken back)'}`);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.stopWatch?.();
+    await this.lease.revoke().catch(() => undefined);
+  }
+}
