@@ -2,6 +2,7 @@
 # Makes sure the external reference tools the tests and benchmarks compare against are present:
 # Debian's device-tree-compiler (dtc, fdtdump, fdtget), python3-libfdt (FdtSw) and libfdt-dev
 # (the C library the benchmarks link), gcc for the LD_PRELOAD shim, iproute2's ss for the daemon,
+# etcd-server and etcd-client for the fleet,
 # Debian's chromium for the dashboard test. Installs them with apt-get when missing and we are root.
 set -u
 missing=()
@@ -10,6 +11,9 @@ command -v dtc >/dev/null 2>&1 && command -v fdtget >/dev/null 2>&1 || missing+=
 [ -f /usr/include/libfdt.h ] || missing+=(libfdt-dev)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# etcd (Debian's etcd-server 3.4) and etcdctl for the fleet: a real distributed store in the tests.
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 # ss (sock_diag): which processes hold a client's socket, so a kexec can end the old kernel's.
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 # Headless Chromium for the dashboard test (driven by playwright-core with executablePath).

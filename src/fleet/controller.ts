@@ -144,6 +144,7 @@ export class Controller {
     const sloMs = planned.spec.policy.blackoutSloMs;
     const failOn = planned.spec.policy.failOn;
     const failuresOf = (): number => wave.hosts.map((h) => results.get(h)).filter((r): r is HostResult => r !== undefined && isFailure(r, failOn, sloMs)).length;
+    const timeoutsOf = (): number => [...results.values()].filter((r) => r.outcome === 'timed-out').length;
 
     // operator intent (a resume accepts the current wave's failures so far)
     if (intentKv && intentKv.modRevision > BigInt(state.intentRev)) {
@@ -152,7 +153,7 @@ export class Controller {
       const { reason: _r, ...base } = state;
       const next: CampaignState = {
         ...base, phase, intentRev: String(intentKv.modRevision), updatedAt: now,
-        ...(phase === 'running' ? { forgiven: failuresOf() } : { reason: `${intent.action} by ${intent.by}` }),
+        ...(phase === 'running' ? { forgiven: { failures: failuresOf(), timeouts: timeoutsOf() } } : { reason: `${intent.action} by ${intent.by}` }),
       };
       if (await this.write([stateCmp(stateKv, keys.state(c)), stateCmp(intentKv, keys.intent(c))], [putState(next)])) this.log(`${c}: ${intent.action} (${phase})`);
       return;
@@ -184,8 +185,8 @@ export class Controller {
 
     // halting
     const waveResults = wave.hosts.map((h) => results.get(h)).filter((r): r is HostResult => r !== undefined);
-    const failures = failuresOf() - (state.forgiven ?? 0);
-    const timeouts = [...results.values()].filter((r) => r.outcome === 'timed-out').length;
+    const failures = failuresOf() - (state.forgiven?.failures ?? 0);
+    const timeouts = timeoutsOf() - (state.forgiven?.timeouts ?? 0);
     const limit = planned.spec.policy.pauseAfterTimeouts;
     const halt = failures > wave.maxFailures
       ? `wave ${state.wave} "${wave.name}": ${failures} failure(s), more than the ${wave.maxFailures} it allows`
@@ -205,8 +206,10 @@ export class Controller {
       }
       if (now - state.waveDoneAt < wave.soakMs) return;
       const last = state.wave + 1 >= planned.waves.length;
-      const { waveDoneAt: _done, forgiven: _f, ...rest } = state;
-      const next: CampaignState = last ? { ...rest, phase: 'done', reason: 'every wave completed', updatedAt: now } : { ...rest, wave: state.wave + 1, updatedAt: now };
+      const { waveDoneAt: _done, forgiven, ...rest } = state;
+      // a new wave counts its own failures; accepted timeouts stay accepted
+      const carried = forgiven ? { forgiven: { failures: 0, timeouts: forgiven.timeouts } } : {};
+      const next: CampaignState = last ? { ...rest, phase: 'done', reason: 'every wave completed', updatedAt: now } : { ...rest, ...carried, wave: state.wave + 1, updatedAt: now };
       if (await this.write([stateCmp(stateKv, keys.state(c)), stateCmp(intentKv, keys.intent(c))], [putState(next)])) this.log(`${c}: ${last ? 'done' : `wave ${next.wave} "${planned.waves[next.wave]!.name}" starts`}`);
       return;
     }

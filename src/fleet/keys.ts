@@ -67,8 +67,8 @@ export interface CampaignState {
   readonly waveDoneAt?: number;
   /** The intent revision already applied. */
   readonly intentRev: string;
-  /** Failures of the current wave an operator's resume accepted (only more than these halt it again). */
-  readonly forgiven?: number;
+  /** What an operator's resume accepted: failures of the current wave and the campaign's timeouts so far (only more halt it again). */
+  readonly forgiven?: { readonly failures: number; readonly timeouts: number };
   readonly updatedAt: number;
 }
 
