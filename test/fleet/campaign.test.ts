@@ -7,6 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { keys } from '../../src/fleet/keys.ts';
@@ -195,6 +196,37 @@ test('bad campaigns are refused with clear errors and nothing is written: schema
     const noEtcd = f.luo(['hosts', '--etcd', 'http://127.0.0.1:1']);
     assert.equal(noEtcd.code, 1);
     assert.match(noEtcd.stderr, /etcd http:\/\/127\.0\.0\.1:1: no member answers.*\(ECONNREFUSED\)/);
+  } finally {
+    await f.stop();
+  }
+});
+
+test('a 3-member etcd loses its leader mid-campaign (kill -9): nothing is lost, the campaign completes, the guarantees hold', async () => {
+  const f = await startFleet('member-loss', 3);
+  try {
+    const mon = await monitor(f.store);
+    await f.start('ra', ['host', '--id', 'ra', '--count', '12', '--update-delay-ms', '100', '--ttl', '5']);
+    await f.start('c1', ['controller', '--id', 'c1']);
+    await hostsPresent(f, 12);
+    const file = join(f.dir, 'ml.yaml');
+    // timeouts from the election gap are allowed: what must hold is once-only and the concurrency bound
+    writeFileSync(file, 'name: ml\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 2, maxFailures: 12 }\n');
+    assert.equal(f.luo(['campaign', 'create', file]).code, 0);
+    await until(async () => (await results(f.store, 'ml')).length >= 3, 'three results');
+    // the member that leads raft, as etcdctl reports it
+    const leader = f.cluster.members.find((m) => {
+      const r = spawnSync('etcdctl', ['--endpoints', m.clientUrl, 'endpoint', 'status', '-w', 'json'], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
+      const st = JSON.parse(r.stdout) as Array<{ Status: { leader: string; header: { member_id: string } } }>;
+      return String(st[0]!.Status.leader) === String(st[0]!.Status.header.member_id);
+    });
+    assert.ok(leader, 'etcdctl names a leader');
+    process.kill(leader.pid, 'SIGKILL');
+    await waitPhase(f, 'ml', 'done');
+    const rs = await results(f.store, 'ml');
+    assert.equal(rs.length, 12, 'every host has exactly one result');
+    assert.ok(rs.filter((r) => r.outcome === 'updated').length >= 10, JSON.stringify(rs.map((r) => r.outcome)));
+    await mon.stop();
+    assert.deepEqual(mon.violations, []);
   } finally {
     await f.stop();
   }
