@@ -112,11 +112,16 @@ export async function runHost(opts: { etcd?: string; count?: string; release?: s
     store.close();
     return complain('host', e);
   }
+  return serveUntilSignal(store, () => runner.stop());
+}
+
+/** Runs until SIGTERM or SIGINT, then stops what runs and closes the store. */
+async function serveUntilSignal(store: FleetStore, stop: () => Promise<void>): Promise<number> {
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
   });
-  await runner.stop();
+  await stop();
   store.close();
   return 0;
 }
@@ -125,13 +130,7 @@ export async function runController(opts: { etcd?: string; id?: string }): Promi
   const store = await connect('controller', opts.etcd);
   if (!store) return 1;
   const c = await Controller.start(store, { id: opts.id ?? `controller-${process.pid}`, log: say });
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
-  });
-  await c.stop();
-  store.close();
-  return 0;
+  return serveUntilSignal(store, () => c.stop());
 }
 
 export async function runHosts(opts: { etcd?: string; json?: boolean }): Promise<number> {
