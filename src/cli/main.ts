@@ -91,6 +91,11 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (file: string, opts: { etcd?: string; json?: boolean }) => {
       code = await (await import('./fleet.ts')).runCampaignCreate(file, opts);
     });
+  campaign.command('schema').description('print the campaign file format as JSON Schema (draft 2020-12), for editors')
+    .action(async () => {
+      const { campaignJsonSchema } = await import('../fleet/campaign.ts');
+      process.stdout.write(`${JSON.stringify(campaignJsonSchema(), null, 2)}\n`);
+    });
   campaign.command('list').description('every campaign and its phase').option(etcdOpt, etcdHelp).option('--json', 'as JSON')
     .action(async (opts: { etcd?: string; json?: boolean }) => {
       code = await (await import('./fleet.ts')).runCampaignList(opts);
