@@ -36,10 +36,15 @@ export function withKhoProfile(b: KernelBuild, profile: KhoProfile): KernelBuild
   return { ...b, abi: { ...b.abi, kho: { family: profile, compatible: profile } } };
 }
 
-/** The KHO implementation a build runs: kho-v1's bitmaps or kho-v4's radix tree. */
+/**
+ * The KHO implementation a build runs: kho-v1's bitmaps, or the radix tree with raw subtrees
+ * (preserved-data and blob-size) and kexec-metadata that kho-v3 (linux-mm @65660710) and kho-v4 share —
+ * kho-v4 only bumped the string (kernel-abi.md 6.1).
+ */
 export function khoProfileOf(b: KernelBuild): KhoProfile {
   const f = b.abi.kho.family;
   if (f === 'kho-v1' || f === 'kho-v4') return f;
+  if (f === 'kho-v3') return 'kho-v4';
   throw new LuoError('EOPNOTSUPP', `KHO ${f} is not modelled yet`);
 }
 
@@ -48,9 +53,9 @@ export function khoProfileOf(b: KernelBuild): KhoProfile {
  * runs with live update disabled, as such a kernel would (it cannot describe a raw subtree).
  */
 export function unsupportedAbi(abi: ReleaseAbi): string | undefined {
-  if (abi.kho.family !== 'kho-v1' && abi.kho.family !== 'kho-v4') return `KHO ${abi.kho.family} (${abi.kho.compatible}) is not modelled yet`;
+  if (abi.kho.family === 'kho-v2') return `KHO ${abi.kho.family} (${abi.kho.compatible}) is not modelled yet`;
   const l = abi.luo;
-  if (l.format === 'fdt') return abi.kho.family === 'kho-v1' ? undefined : `LUO ${l.compatible} on ${abi.kho.family} is not modelled yet`;
+  if (l.format === 'fdt') return undefined;
   if (l.format !== 'raw') return `LUO ${l.compatible} (an FDT with luo-abi-header) is not modelled yet`;
   if (l.sessions !== 'blocks' || l.files !== 'blocks') return `LUO ${l.compatible} (sessions in ${l.sessions === 'blocks' ? 'blocks' : 'an array'}, files in ${l.files === 'blocks' ? 'blocks' : 'arrays'}) is not modelled yet`;
   if (l.blockPages !== 1) return `LUO blocks of ${l.blockPages} pages are not modelled yet`;

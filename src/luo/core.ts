@@ -64,9 +64,9 @@ export class Luo {
   constructor(private readonly kho: Kho | undefined, private readonly mem: KhoMemory, private readonly opts: LuoOptions) {
     this.abi = opts.abi ?? LUO_V5;
     this.uapi = opts.uapi ?? { getName: true, directionChecks: true };
-    // a raw luo_ser needs raw KHO subtrees (blob-size), which kho-v1 roots cannot describe;
-    // the FDT era's LUO is a sub-FDT, which they can
-    const fits = kho !== undefined && (this.abi.format === 'fdt') === (kho.profile === 'kho-v1');
+    // a raw luo_ser needs raw KHO subtrees (blob-size), which kho-v1 roots cannot describe; the FDT
+    // era's LUO is a sub-FDT, which every KHO can (kho-v1 by "fdt", kho-v3 by preserved-data)
+    const fits = kho !== undefined && (this.abi.format === 'fdt' || kho.profile !== 'kho-v1');
     this.enabledFlag = opts.enabled && fits;
     if (opts.enabled && !kho) opts.log('warn', 'luo: KHO is disabled, disabling live update');
     if (opts.enabled && kho && !fits) opts.log('warn', `luo: ${this.abi.compatible} ${this.abi.format === 'raw' ? 'needs raw KHO subtrees (kho-v3 or later)' : 'is an FDT for kho-v1 roots'}; live update disabled`);
@@ -313,8 +313,10 @@ export class Luo {
       throw e;
     }
     if (this.abi.format === 'fdt') {
-      // liveupdate_reboot of the FDT era: the FLBs, then LUO asks KHO to finalize (its failure is EAGAIN)
+      // liveupdate_reboot of the FDT era: the FLBs, then LUO asks KHO to finalize (its failure is
+      // EAGAIN) — on kho-v1; kho-v3 has no finalize, its tree is always live
       if (this.flbPagePa !== 0n) this.flbs.serialize(this.mem.page(Number(this.flbPagePa >> 12n)));
+      if (this.kho!.profile !== 'kho-v1') return;
       try {
         this.kho!.finalize();
       } catch (e) {

@@ -167,3 +167,18 @@ test('6.19 and 7.0 write the FDT era: a "LUO" sub-FDT (dtc), the session array {
     assert.deepEqual(r.writtenBy, [name]);
   }
 });
+
+test('kho-v3 carries the FDT-era LUO as a raw subtree (preserved-data, blob-size) under a radix tracker, with no finalize', () => {
+  const { cap, find } = captured('kho-v3', [['vm-1', 3000]]);
+  const dir = tmp();
+  writeFileSync(join(dir, 'root.dtb'), find(cap.fdtAddr, 4096));
+  const r = spawnSync('dtc', ['-q', '-I', 'dtb', '-O', 'dts', join(dir, 'root.dtb')], { encoding: 'utf8' });
+  assert.match(r.stdout, /compatible = "kho-v3";/);
+  assert.match(r.stdout, /LUO \{\s*blob-size = <0x100000 0x00>;\s*preserved-data = </, 'a one-page FDT blob by preserved-data');
+  assert.match(r.stdout, /kexec-metadata \{/);
+  const rep = inspectInput(memInput(cap.segs), {});
+  assert.deepEqual(rep.problems.filter((p) => p.severity !== 'info'), []);
+  assert.equal(rep.luo?.compatible, 'luo-v1');
+  assert.deepEqual(rep.sessions.map((s) => [s.name, s.files[0]?.memfd?.size]), [['vm-1', 3000n]]);
+  assert.deepEqual(rep.writtenBy, ['kho-v3']);
+});
