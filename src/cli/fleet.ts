@@ -226,9 +226,44 @@ function printStatus(s: CampaignStatus): void {
   if (s.blackoutMs) say(dim(`  blackout p50 ${s.blackoutMs.p50.toFixed(1)} ms, p99 ${s.blackoutMs.p99.toFixed(1)} ms, max ${s.blackoutMs.max.toFixed(1)} ms`));
 }
 
+/** `--watch` in a terminal: a bar per wave (hosts with a result out of the wave's hosts) and the phase. */
+async function watchWithBars(store: FleetStore, c: string): Promise<number> {
+  const { MultiBar, Presets } = (await import('cli-progress')).default;
+  const multi = new MultiBar({ format: ' {name} [{bar}] {value}/{total} {detail}', hideCursor: true, clearOnComplete: false, stopOnComplete: false, autopadding: true }, Presets.shades_classic);
+  const header = multi.create(1, 0, { name: c, detail: '' }, { format: ' {name}: {detail}' });
+  const bars: ReturnType<typeof multi.create>[] = [];
+  try {
+    for (;;) {
+      const s = await campaignStatus(store, c);
+      if (!s) throw new Error(`no campaign named "${c}"`);
+      header.update(0, { name: `${s.name} -> ${s.target}`, detail: `${s.state.phase}${s.state.reason ? ` (${s.state.reason})` : ''}${s.blackoutMs ? `, blackout p50 ${s.blackoutMs.p50.toFixed(1)} ms, p99 ${s.blackoutMs.p99.toFixed(1)} ms` : ''}` });
+      s.waves.forEach((w, i) => {
+        const done = w.hosts - (w.counts['pending'] ?? 0) - w.inFlight;
+        const detail = Object.entries(w.counts).filter(([k, n]) => n > 0 && k !== 'pending').map(([k, n]) => `${n} ${k}`).concat(w.inFlight ? [`${w.inFlight} in flight`] : []).join(', ');
+        const name = `wave ${i} ${w.name}`.padEnd(18);
+        if (!bars[i]) bars[i] = multi.create(w.hosts, done, { name, detail });
+        else bars[i]!.update(done, { name, detail });
+      });
+      if (s.state.phase === 'done' || s.state.phase === 'aborted') return s.state.phase === 'done' ? 0 : 1;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  } finally {
+    multi.stop();
+  }
+}
+
 export async function runCampaignStatus(c: string, opts: { etcd?: string; json?: boolean; watch?: boolean }): Promise<number> {
   const store = await connect('campaign status', opts.etcd);
   if (!store) return 1;
+  if (opts.watch && !opts.json && process.stdout.isTTY) {
+    try {
+      return await watchWithBars(store, c);
+    } catch (e) {
+      return complain('campaign status', e);
+    } finally {
+      store.close();
+    }
+  }
   try {
     for (let last = '';;) {
       const s = await campaignStatus(store, c);
