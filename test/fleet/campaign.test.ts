@@ -231,3 +231,36 @@ test('a 3-member etcd loses its leader mid-campaign (kill -9): nothing is lost, 
     await f.stop();
   }
 });
+
+test('operator intent survives a leader change: a pause sent as the leader dies is applied by the standby; admissions stop; resume finishes', async () => {
+  const f = await startFleet('intent');
+  try {
+    const mon = await monitor(f.store);
+    await f.start('ra', ['host', '--id', 'ra', '--count', '10', '--update-delay-ms', '200']);
+    const c1 = await f.start('c1', ['controller', '--id', 'c1']);
+    await until(async () => (await f.store.get(keys.leader()))?.value === 'c1', 'c1 to lead');
+    await f.start('c2', ['controller', '--id', 'c2']);
+    await hostsPresent(f, 10);
+    const file = join(f.dir, 'in.yaml');
+    writeFileSync(file, 'name: in\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 2 }\n');
+    assert.equal(f.luo(['campaign', 'create', file]).code, 0);
+    await until(async () => (await results(f.store, 'in')).length >= 2, 'two results');
+    c1.child.kill('SIGKILL');
+    assert.equal(f.luo(['campaign', 'pause', 'in']).code, 0);
+    await waitPhase(f, 'in', 'paused');
+    assert.match((await campaignPhase(f.store, 'in'))!.reason!, /^pause by .+@\d+$/);
+    // what was in flight finishes; nothing new is admitted while paused
+    await until(async () => (await f.store.range(keys.slots('in'))).kvs.length === 0, 'in-flight hosts to finish');
+    const admitted = (await f.store.range(keys.admittedAll('in'))).kvs.length;
+    await new Promise((r) => setTimeout(r, 800));
+    assert.equal((await f.store.range(keys.admittedAll('in'))).kvs.length, admitted);
+    assert.equal((await f.store.get(keys.leader()))?.value, 'c2');
+    assert.equal(f.luo(['campaign', 'resume', 'in']).code, 0);
+    await waitPhase(f, 'in', 'done');
+    assert.equal((await results(f.store, 'in')).length, 10);
+    await mon.stop();
+    assert.deepEqual(mon.violations, []);
+  } finally {
+    await f.stop();
+  }
+});
