@@ -73,7 +73,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('--labels <k=v,...>', 'labels of every host').option('--id <name>', 'this runner\'s id (default runner-<pid>; hosts are <id>-NNNN)')
     .option('--fail <host=kind,...>', 'make hosts fail: refused, fell-back or slow (tests and demos)')
     .option('--update-delay-ms <ms>', 'wait before each update (tests)').option('--ttl <s>', 'presence lease TTL in seconds', '3')
-    .action(async (opts: Record<string, string | undefined>) => {
+    .option('--socket <paths...>', 'attach to these luo serve daemons instead (one host each; an update is their kexec --release)')
+    .action(async (opts: Record<string, string | undefined> & { socket?: string[] }) => {
       code = await (await import('./fleet.ts')).runHost(opts);
     });
   fleet.command('controller').description('the campaign controller (several may run; one leads, elected in etcd)')

@@ -8,6 +8,7 @@
  */
 import { findRelease } from '../abi/releases.ts';
 import { LiveUpdateAgent, type UpdateReport } from '../agent/index.ts';
+import { LuoClient } from '../client/index.ts';
 import { LuoError } from '../errno.ts';
 import { buildForRelease } from '../kernel/build.ts';
 import { Machine } from '../kernel/machine.ts';
@@ -29,6 +30,8 @@ export interface RunnerOptions {
   /** Presence lease TTL in seconds (default 3): a runner that dies frees its hosts' slots this fast. */
   readonly ttl?: number;
   readonly faults?: Readonly<Record<string, HostFault>>;
+  /** Attach to these `luo serve` daemons instead of simulating `count` hosts: one host per socket. */
+  readonly sockets?: readonly string[];
   /** Each update waits this long first (tests: a window in which to kill the runner). */
   readonly updateDelayMs?: number;
   readonly log?: (msg: string) => void;
@@ -36,11 +39,28 @@ export interface RunnerOptions {
 
 const VM_BYTES = 1 << 20;
 
-class SimHost {
+/** What one live update of a host gave. */
+export interface UpdateRecord {
+  readonly outcome: HostOutcome;
+  readonly blackoutMs?: number;
+  readonly phases?: Readonly<Record<string, number>>;
+  readonly reason?: string;
+  readonly layer?: string;
+  /** The release the host runs afterwards. */
+  readonly release: string;
+}
+
+/** A host the runner drives: a simulated machine, or a `luo serve` daemon. */
+export interface HostDriver {
+  readonly id: string;
+  readonly release: string;
+  update(target: string, fault: HostFault | undefined): Promise<UpdateRecord>;
+}
+
+class SimHost implements HostDriver {
   readonly machine: Machine;
   readonly agent: LiveUpdateAgent;
   release: string;
-  busy = false;
 
   constructor(readonly id: string, release: string) {
     this.release = release;
@@ -54,7 +74,22 @@ class SimHost {
   }
 
   /** The live update to `target`, as the agent reports it; `fault` arms a failure first. */
-  update(target: string, fault: HostFault | undefined): UpdateReport {
+  async update(target: string, fault: HostFault | undefined): Promise<UpdateRecord> {
+    let report: UpdateReport;
+    try {
+      report = this.run(target, fault);
+    } catch (e) {
+      return { outcome: 'refused', reason: e instanceof Error ? e.message : String(e), release: this.release };
+    }
+    const outcome: HostOutcome = report.outcome === 'updated' ? (report.workloads.every((w) => w.files.every((f) => f.verified)) ? 'updated' : 'verify-failed') : report.outcome;
+    if (report.outcome !== 'refused') this.release = target;
+    return {
+      outcome, release: this.release, blackoutMs: report.blackoutMs, phases: Object.fromEntries(report.phases.map((p) => [p.name, Math.round(p.ms * 1000) / 1000])),
+      ...(report.diagnosis ? { reason: report.diagnosis.reason, layer: report.diagnosis.layer } : {}),
+    };
+  }
+
+  private run(target: string, fault: HostFault | undefined): UpdateReport {
     const k = this.agent.kernel;
     if (fault === 'refused') injectFault(k, { op: 'freeze', errno: 'EIO', times: 1 });
     if (fault === 'fell-back' && k.luo?.enabled) {
@@ -65,8 +100,49 @@ class SimHost {
   }
 }
 
+/**
+ * A real `luo serve` daemon as a host: its release is what the daemon runs; an update is its kexec
+ * into the target release (`luo kexec --release`), whose statistics give the blackout. What the new
+ * kernel kept is read back from it: a hand-over (liveupdate number up) or none (a cold boot).
+ */
+class DaemonHost implements HostDriver {
+  private constructor(readonly id: string, readonly socket: string, public release: string) {}
+
+  static async attach(id: string, socket: string): Promise<DaemonHost> {
+    const c = await LuoClient.connect(socket);
+    try {
+      const st = await c.status();
+      const r = findRelease(st.release);
+      if (!r) throw new LuoError('EINVAL', `the daemon on ${socket} runs "${st.release}", a release luo does not know`);
+      return new DaemonHost(id, socket, r.name);
+    } finally {
+      await c.close();
+    }
+  }
+
+  async update(target: string): Promise<UpdateRecord> {
+    const c = await LuoClient.connect(this.socket);
+    const before = (await c.status()).liveupdateNum;
+    let stats: Record<string, unknown>;
+    try {
+      stats = (await c.kexec({ release: target })).stats;
+    } catch (e) {
+      await c.close().catch(() => undefined);
+      return { outcome: 'refused', layer: 'kexec', reason: e instanceof Error ? e.message : String(e), release: this.release };
+    }
+    this.release = target;
+    const after = await LuoClient.connectRetry(this.socket);
+    const num = (await after.status()).liveupdateNum;
+    await after.close();
+    const phases = { image: Number(stats['imageMs']), takeover: Number(stats['takeoverMs']) };
+    if (num <= before) return { outcome: 'fell-back', layer: 'KHO', reason: 'the new kernel took no hand-over (liveupdate number did not advance)', blackoutMs: Number(stats['totalMs']), phases, release: target };
+    return { outcome: 'updated', blackoutMs: Number(stats['totalMs']), phases, release: target };
+  }
+}
+
 export class HostRunner {
-  private readonly hosts = new Map<string, SimHost>();
+  private readonly hosts = new Map<string, HostDriver>();
+  private readonly busy = new Set<string>();
   private stopWatch: (() => Promise<void>) | undefined;
   private stopped = false;
   private readonly queue: string[] = [];
@@ -81,11 +157,15 @@ export class HostRunner {
     const lease = await store.grantLease(opts.ttl ?? 3);
     const r = new HostRunner(store, opts, lease);
     const prefix = opts.prefix ?? opts.id;
-    for (let i = 0; i < opts.count; i++) {
+    for (const [i, socket] of (opts.sockets ?? []).entries()) {
+      const d = await DaemonHost.attach(`${prefix}-${String(i).padStart(4, '0')}`, socket);
+      r.hosts.set(d.id, d);
+    }
+    for (let i = 0; i < (opts.sockets?.length ? 0 : opts.count); i++) {
       const id = `${prefix}-${String(i).padStart(4, '0')}`;
       r.hosts.set(id, new SimHost(id, findRelease(opts.release)!.name));
     }
-    const rec: RunnerRecord = { id: opts.id, pid: process.pid, lease: lease.id, hosts: opts.count };
+    const rec: RunnerRecord = { id: opts.id, pid: process.pid, lease: lease.id, hosts: r.hosts.size };
     await store.put(keys.runner(opts.id), JSON.stringify(rec), lease.id);
     for (const h of r.hosts.values()) await r.register(h, 'idle');
     const { revision } = await store.range(keys.assigns());
@@ -98,7 +178,7 @@ export class HostRunner {
     void lease.lost.then(() => {
       if (!r.stopped) opts.log?.(`runner ${opts.id}: presence lease ${lease.id} lost`);
     });
-    opts.log?.(`runner ${opts.id}: ${opts.count} host(s) of ${opts.release} registered (lease ${lease.id})`);
+    opts.log?.(`runner ${opts.id}: ${r.hosts.size} host(s) registered (${opts.sockets?.length ? `daemons on ${opts.sockets.join(', ')}` : opts.release}; lease ${lease.id})`);
     return r;
   }
 
@@ -106,7 +186,7 @@ export class HostRunner {
     return [...this.hosts.keys()];
   }
 
-  private register(h: SimHost, state: HostRecord['state']): Promise<bigint> {
+  private register(h: HostDriver, state: HostRecord['state']): Promise<bigint> {
     const rec: HostRecord = { id: h.id, runner: this.opts.id, release: h.release, labels: this.opts.labels ?? {}, lease: this.lease.id, state };
     return this.store.put(keys.host(h.id), JSON.stringify(rec), this.lease.id);
   }
@@ -137,7 +217,7 @@ export class HostRunner {
   private async perform(id: string): Promise<void> {
     const h = this.hosts.get(id)!;
     const a = await this.store.get(keys.assign(id));
-    if (!a || h.busy) return;
+    if (!a || this.busy.has(id)) return;
     const asg = json<Assignment>(a.value);
     const slotKey = keys.slot(asg.campaign, asg.wave, asg.slot);
     const slot = await this.store.get(slotKey);
@@ -145,35 +225,27 @@ export class HostRunner {
       await this.store.delete(keys.assign(id));
       return;
     }
-    h.busy = true;
-    await this.register(h, 'updating');
-    if (this.opts.updateDelayMs) await new Promise((r) => setTimeout(r, this.opts.updateDelayMs));
-    const fault = this.opts.faults?.[id];
-    if (fault === 'slow') await new Promise((r) => setTimeout(r, 60_000));
-    const from = h.release;
-    let report: UpdateReport | undefined;
-    let crash: string | undefined;
+    this.busy.add(id);
     try {
-      report = h.update(asg.target, fault);
-    } catch (e) {
-      crash = e instanceof Error ? e.message : String(e);
+      await this.register(h, 'updating');
+      if (this.opts.updateDelayMs) await new Promise((r) => setTimeout(r, this.opts.updateDelayMs));
+      const fault = this.opts.faults?.[id];
+      if (fault === 'slow') await new Promise((r) => setTimeout(r, 60_000));
+      const from = h.release;
+      const u = await h.update(asg.target, fault);
+      const { release: _r, ...rec } = u;
+      const result: HostResult = { host: id, from, to: asg.target, wave: asg.wave, at: Date.now(), by: this.opts.id, ...rec };
+      // the result counts only while the slot is still this host's
+      const r = await this.store.txn(
+        [{ key: slotKey, target: 'mod', op: '==', value: slot.modRevision }, { key: keys.result(asg.campaign, id), target: 'create', op: '==', value: 0 }],
+        [{ put: keys.result(asg.campaign, id), value: JSON.stringify(result) }, { del: slotKey }, { del: keys.assign(id) }],
+      );
+      this.updates++;
+      this.opts.log?.(`runner ${this.opts.id}: ${id} ${from} -> ${asg.target}: ${u.outcome}${r.succeeded ? '' : ' (too late: its slot was taken back)'}`);
+    } finally {
+      this.busy.delete(id);
+      await this.register(h, 'idle');
     }
-    const outcome: HostOutcome = !report ? 'refused' : report.outcome === 'updated' ? (report.workloads.every((w) => w.files.every((f) => f.verified)) ? 'updated' : 'verify-failed') : report.outcome;
-    if (report && report.outcome !== 'refused') h.release = asg.target;
-    const result: HostResult = {
-      host: id, outcome, from, to: asg.target, wave: asg.wave, at: Date.now(), by: this.opts.id,
-      ...(report ? { blackoutMs: report.blackoutMs, phases: Object.fromEntries(report.phases.map((p) => [p.name, Math.round(p.ms * 1000) / 1000])) } : {}),
-      ...(report?.diagnosis ? { reason: report.diagnosis.reason, layer: report.diagnosis.layer } : crash ? { reason: crash } : {}),
-    };
-    // the result counts only while the slot is still this host's
-    const r = await this.store.txn(
-      [{ key: slotKey, target: 'mod', op: '==', value: slot.modRevision }, { key: keys.result(asg.campaign, id), target: 'create', op: '==', value: 0 }],
-      [{ put: keys.result(asg.campaign, id), value: JSON.stringify(result) }, { del: slotKey }, { del: keys.assign(id) }],
-    );
-    h.busy = false;
-    this.updates++;
-    await this.register(h, 'idle');
-    this.opts.log?.(`runner ${this.opts.id}: ${id} ${from} -> ${asg.target}: ${outcome}${r.succeeded ? '' : ' (too late: its slot was taken back)'}`);
   }
 
   async stop(): Promise<void> {
