@@ -4,7 +4,7 @@
  * and its limits. A live update always runs from one release to another; whether the new one can take
  * the old one's hand-over follows from these facts (src/releases/plan.ts). Pure data.
  */
-import { blockCapacity, compatLen } from './luo.ts';
+import { blockCapacity } from './luo.ts';
 
 /** How KHO records preserved memory and describes subtrees. */
 export type KhoFamily = 'kho-v1' | 'kho-v2' | 'kho-v3' | 'kho-v4';
