@@ -15,6 +15,7 @@ import { type CampaignState, type HostRecord, json, keys } from '../fleet/keys.t
 import type { HostResult } from '../fleet/result.ts';
 import { etcdEndpoints, FleetStore } from '../fleet/store.ts';
 import { etcdDown, etcdUp, readCluster } from '../fleet/etcd-local.ts';
+import { admissionOpen } from '../fleet/window.ts';
 import { bold, dim, green, red, yellow } from './style.ts';
 
 const say = (s: string): void => void process.stdout.write(`${s}\n`);
@@ -188,6 +189,8 @@ export interface CampaignStatus {
   readonly state: CampaignState;
   readonly waves: Array<{ name: string; hosts: number; counts: Record<string, number>; inFlight: number }>;
   readonly blackoutMs: { p50: number; p99: number; max: number } | null;
+  /** Admissions are allowed now (no windows, or inside one). */
+  readonly windowOpen: boolean;
   readonly results: HostResult[];
 }
 
@@ -213,12 +216,15 @@ export async function campaignStatus(store: FleetStore, c: string): Promise<Camp
   });
   const b = results.filter((r) => r.outcome === 'updated' && r.blackoutMs !== undefined).map((r) => r.blackoutMs!).sort((x, y) => x - y);
   const q = (p: number): number => b[Math.min(b.length - 1, Math.floor(p * b.length))]!;
-  return { name: c, target: planned.spec.target, state: json<CampaignState>(st.value), waves, blackoutMs: b.length ? { p50: q(0.5), p99: q(0.99), max: b[b.length - 1]! } : null, results };
+  return {
+    name: c, target: planned.spec.target, state: json<CampaignState>(st.value), waves, blackoutMs: b.length ? { p50: q(0.5), p99: q(0.99), max: b[b.length - 1]! } : null,
+    windowOpen: admissionOpen(planned.spec.windows, Date.now()), results,
+  };
 }
 
 function printStatus(s: CampaignStatus): void {
   const phase = s.state.phase === 'done' ? green('done') : s.state.phase === 'running' ? 'running' : s.state.phase === 'paused' ? yellow('paused') : red('aborted');
-  say(`campaign ${bold(s.name)} -> ${s.target}: ${phase}${s.state.reason ? ` (${s.state.reason})` : ''}`);
+  say(`campaign ${bold(s.name)} -> ${s.target}: ${phase}${s.state.reason ? ` (${s.state.reason})` : ''}${s.state.phase === 'running' && !s.windowOpen ? dim(' — outside its maintenance windows: admitting nobody') : ''}`);
   s.waves.forEach((w, i) => {
     const parts = Object.entries(w.counts).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`);
     say(`  ${i === s.state.wave && s.state.phase === 'running' ? '>' : ' '} wave ${i} ${w.name.padEnd(12)} ${String(w.hosts).padStart(6)} host(s): ${parts.join(', ')}${w.inFlight ? `, ${w.inFlight} in flight` : ''}`);

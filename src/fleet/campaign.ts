@@ -13,6 +13,7 @@ import { fields, int, listOf, oneOf, Refusal, show, text, value } from '../schem
 import { checkYaml, FileSchemaError, loadYaml, type SchemaIssue, toJsonSchema } from '../schema/yaml-file.ts';
 import type { HostRecord } from './keys.ts';
 import { FAILURE_KINDS, type FailureKind } from './result.ts';
+import { clockMinutes, WEEKDAYS, type Window } from './window.ts';
 
 /** A duration: milliseconds, or a number with ms, s, m or h ("500ms", "30s", "2m"). */
 export const duration: z.ZodType<number> = value({ anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: '^\\d+(ms|s|m|h)$' }] }, (v) => {
@@ -50,6 +51,8 @@ export interface CampaignSpec {
     /** Pause when this many hosts of the campaign timed out. */
     readonly pauseAfterTimeouts?: number;
   };
+  /** When hosts may be admitted (always, when empty). */
+  readonly windows: readonly Window[];
 }
 
 const wave = fields({
@@ -64,6 +67,14 @@ const wave = fields({
 
 const labels = z.record(z.string(), z.string());
 
+const clock = value({ type: 'string', pattern: '^([01]\\d|2[0-3]):[0-5]\\d$' }, (v) =>
+  (typeof v === 'string' ? clockMinutes(v) : undefined) ?? new Refusal(`expected a UTC clock time "HH:MM", got ${show(v)}`));
+
+const windowSpec = fields({ from: clock, to: clock, days: listOf(oneOf(WEEKDAYS)).optional() }).transform((w, ctx): Window => {
+  if (w.from === w.to) ctx.addIssue({ code: 'custom', message: 'a window must not be empty (from equals to)', path: ['to'] });
+  return { from: w.from, to: w.to, ...(w.days ? { days: w.days } : {}) };
+});
+
 export const campaignSchema = fields({
   name: text({ nonEmpty: true, pattern: /^[a-z0-9][a-z0-9-]{0,62}$/, patternMessage: 'a campaign name is 1..63 of a-z, 0-9 and "-", starting with a letter or digit' }),
   target: releaseName,
@@ -73,6 +84,7 @@ export const campaignSchema = fields({
     blackoutSlo: duration.optional(), hostTimeout: duration.optional(), allowColdBoot: z.boolean().optional(),
     failOn: listOf(oneOf(FAILURE_KINDS)).optional(), safeMode: z.boolean().optional(), pauseAfterTimeouts: int(1).optional(),
   }).optional(),
+  windows: listOf(windowSpec).optional(),
 }).transform((c): CampaignSpec => ({
   name: c.name,
   target: findRelease(c.target)!.name,
@@ -86,6 +98,7 @@ export const campaignSchema = fields({
     safeMode: c.policy?.safeMode ?? false,
     ...(c.policy?.pauseAfterTimeouts !== undefined ? { pauseAfterTimeouts: c.policy.pauseAfterTimeouts } : {}),
   },
+  windows: c.windows ?? [],
 }));
 
 export class CampaignFileError extends FileSchemaError {

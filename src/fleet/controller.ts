@@ -19,6 +19,7 @@ import { LuoError } from '../errno.ts';
 import type { PlannedCampaign } from './campaign.ts';
 import { type Assignment, type CampaignState, type HostRecord, type Intent, json, keys, ROOT, type SlotRecord } from './keys.ts';
 import { type HostResult, isFailure } from './result.ts';
+import { admissionOpen } from './window.ts';
 import type { Compare, FleetStore, Kv, LeaseHandle, Op } from './store.ts';
 
 export interface ControllerOptions {
@@ -214,7 +215,8 @@ export class Controller {
       return;
     }
 
-    // admissions: free slots of this wave, hosts never admitted, in order
+    // admissions: inside a maintenance window only; free slots of this wave, hosts never admitted, in order
+    if (!admissionOpen(planned.spec.windows, now)) return;
     const used = new Set([...slots.values()].map((s) => s.n));
     const free = Array.from({ length: wave.maxConcurrent }, (_, n) => n).filter((n) => !used.has(n));
     const waiting = wave.hosts.filter((h) => !admitted.has(h));

@@ -68,3 +68,21 @@ test('what counts as a failure follows the policy, the blackout SLO included', (
   assert.equal(isFailure({ ...r, outcome: 'timed-out' }, ['fell-back'], undefined), false);
   assert.equal(isFailure({ ...r, outcome: 'fell-back' }, ['fell-back'], undefined), true);
 });
+
+test('maintenance windows: UTC spans, wrapping past midnight, on chosen weekdays; validated in the file', async () => {
+  const { inWindow, admissionOpen } = await import('../../src/fleet/window.ts');
+  const at = (iso: string): number => Date.parse(iso);
+  // 2026-12-02 is a Wednesday
+  const night = { from: 22 * 60, to: 4 * 60, days: ['wed' as const] };
+  assert.equal(inWindow(night, at('2026-12-02T23:30:00Z')), true, 'Wednesday evening');
+  assert.equal(inWindow(night, at('2026-12-03T03:59:00Z')), true, 'the same window, Thursday morning');
+  assert.equal(inWindow(night, at('2026-12-03T04:00:00Z')), false, 'its end is open');
+  assert.equal(inWindow(night, at('2026-12-03T23:30:00Z')), false, 'Thursday evening: no window opens');
+  assert.equal(inWindow({ from: 9 * 60, to: 17 * 60 }, at('2026-12-05T12:00:00Z')), true, 'every day when no days are given');
+  assert.equal(admissionOpen([], 0), true);
+  assert.equal(admissionOpen([night], at('2026-12-02T12:00:00Z')), false);
+  const spec = parseCampaign('name: w\ntarget: "7.3.5"\nwaves: [{ name: a, maxConcurrent: 1 }]\nwindows: [{ from: "22:00", to: "04:00", days: [wed, thu] }]\n');
+  assert.deepEqual(spec.windows, [{ from: 1320, to: 240, days: ['wed', 'thu'] }]);
+  assert.throws(() => parseCampaign('name: w\ntarget: "7.3.5"\nwaves: [{ name: a, maxConcurrent: 1 }]\nwindows: [{ from: "25:00", to: "04:00", days: [someday] }]\n', 'w.yaml'),
+    (e: Error) => /w\.yaml:4:19: windows\[0\]\.from: expected a UTC clock time "HH:MM", got "25:00"/.test(e.message) && e.message.includes('windows[0].days[0]: expected one of sun, mon, tue, wed, thu, fri, sat, got "someday"'));
+});
