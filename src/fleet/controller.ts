@@ -13,7 +13,8 @@
  * - a wave with every result in soaks, then the next wave starts (or the campaign is done);
  * - free slots of the current wave are filled, each admission ONE transaction that holds only if the
  *   slot is free, the host was never admitted, the state and intent are those just read (not paused
- *   or aborted since), no gate key exists, and this controller still leads.
+ *   or aborted since), no gate key exists, the host is not in flight for another campaign, and this
+ *   controller still leads.
  */
 import { LuoError } from '../errno.ts';
 import type { PlannedCampaign } from './campaign.ts';
@@ -242,6 +243,8 @@ export class Controller {
           stateCmp(intentKv, keys.intent(c)),
           { key: keys.gate(c), target: 'create', op: '==', value: 0 },
           { key: keys.host(h), target: 'lease', op: '==', value: host.lease },
+          // not in flight for another campaign (one update of a host at a time)
+          { key: keys.assign(h), target: 'create', op: '==', value: 0 },
         ],
         [
           { put: slotKey, value: JSON.stringify({ host: h, admittedAt: now } satisfies SlotRecord), lease: host.lease },
