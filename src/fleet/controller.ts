@@ -223,13 +223,14 @@ export class Controller {
     const waiting = wave.hosts.filter((h) => !admitted.has(h));
     if (!free.length || !waiting.length) return;
     const hostKvs = new Map((await this.store.range(keys.hosts())).kvs.map((kv) => [kv.key.slice(keys.hosts().length), kv]));
+    const busy = new Set((await this.store.range(keys.assigns())).kvs.map((kv) => kv.key.slice(keys.assigns().length)));
     for (const h of waiting) {
       const n = free.shift();
       if (n === undefined) break;
       const hk = hostKvs.get(h);
-      if (!hk) {
+      if (!hk || busy.has(h)) {
         free.unshift(n);
-        continue; // not present (its runner is away): it waits
+        continue; // not present (its runner is away), or in flight for another campaign: it waits
       }
       const host = json<HostRecord>(hk.value);
       const slotKey = keys.slot(c, state.wave, n);
