@@ -264,3 +264,25 @@ test('operator intent survives a leader change: a pause sent as the leader dies 
     await f.stop();
   }
 });
+
+test('two campaigns over the same hosts at once: a host is never in flight for both; both complete, each host once in each', async () => {
+  const f = await startFleet('two');
+  try {
+    const mon = await monitor(f.store);
+    await f.start('ra', ['host', '--id', 'ra', '--count', '4', '--update-delay-ms', '100']);
+    await f.start('c1', ['controller', '--id', 'c1']);
+    await hostsPresent(f, 4);
+    for (const n of ['one', 'two']) {
+      const file = join(f.dir, `${n}.yaml`);
+      writeFileSync(file, `name: ${n}\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 4 }\n`);
+      assert.equal(f.luo(['campaign', 'create', file]).code, 0);
+    }
+    await waitPhase(f, 'one', 'done');
+    await waitPhase(f, 'two', 'done');
+    for (const n of ['one', 'two']) assert.equal((await results(f.store, n)).filter((r) => r.outcome === 'updated').length, 4);
+    await mon.stop();
+    assert.deepEqual(mon.violations, []);
+  } finally {
+    await f.stop();
+  }
+});

@@ -85,6 +85,8 @@ export async function monitor(store: FleetStore): Promise<Monitor> {
   const admitted = new Set<string>();
   const results = new Set<string>();
   const limits = new Map<string, readonly number[]>();
+  /** slot key -> host, across campaigns: a host must never hold two slots at once. */
+  const slotHost = new Map<string, string>();
   const stop = await store.watch(ROOT, 0n, (e) => {
     const k = e.kv.key;
     const m = /^luo\/fleet\/campaigns\/([^/]+)\/(spec|slots\/(\d+)\/(\d+)|admitted\/(.+)|results\/(.+))$/.exec(k);
@@ -95,8 +97,15 @@ export async function monitor(store: FleetStore): Promise<Monitor> {
       const w = `${c}/${m[3]}`;
       const set = live.get(w) ?? new Set<string>();
       live.set(w, set);
-      if (e.type === 'put') set.add(m[4]!);
-      else set.delete(m[4]!);
+      if (e.type === 'put') {
+        set.add(m[4]!);
+        const host = (JSON.parse(e.kv.value) as { host: string }).host;
+        if ([...slotHost.values()].includes(host)) violations.push(`revision ${e.kv.modRevision}: ${host} is in flight twice (${k})`);
+        slotHost.set(k, host);
+      } else {
+        set.delete(m[4]!);
+        slotHost.delete(k);
+      }
       peak.set(w, Math.max(peak.get(w) ?? 0, set.size));
       const max = limits.get(c)?.[Number(m[3])];
       if (max !== undefined && set.size > max) violations.push(`revision ${e.kv.modRevision}: ${set.size} hosts in flight in ${w}, max ${max}`);
