@@ -87,7 +87,7 @@ const parseLabels = (s: string | undefined): Record<string, string> =>
     return [kv.slice(0, i), kv.slice(i + 1)];
   }));
 
-export async function runHost(opts: { etcd?: string; count?: string; release?: string; labels?: string; id?: string; fail?: string; updateDelayMs?: string; ttl?: string; socket?: string[] }): Promise<number> {
+export async function runHost(opts: { etcd?: string; count?: string; release?: string; labels?: string; id?: string; fail?: string; updateDelayMs?: string; ttl?: string; socket?: string[]; racks?: string }): Promise<number> {
   let labels: Record<string, string>;
   let faults: Record<string, HostFault>;
   try {
@@ -107,7 +107,7 @@ export async function runHost(opts: { etcd?: string; count?: string; release?: s
   try {
     runner = await HostRunner.start(store, {
       id, count: Number(opts.count ?? '10'), release: opts.release ?? '7.3.4', labels, faults,
-      ...(opts.updateDelayMs ? { updateDelayMs: Number(opts.updateDelayMs) } : {}), ...(opts.ttl ? { ttl: Number(opts.ttl) } : {}), ...(opts.socket?.length ? { sockets: opts.socket } : {}), log: say,
+      ...(opts.updateDelayMs ? { updateDelayMs: Number(opts.updateDelayMs) } : {}), ...(opts.ttl ? { ttl: Number(opts.ttl) } : {}), ...(opts.socket?.length ? { sockets: opts.socket } : {}), ...(opts.racks ? { racks: Number(opts.racks) } : {}), log: say,
     });
   } catch (e) {
     store.close();

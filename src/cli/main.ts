@@ -53,6 +53,11 @@ export async function main(argv: string[]): Promise<number> {
       code = runPlan(from, to, opts);
     });
   const fleet = program.command('fleet').description('live updates across a fleet of hosts, coordinated through etcd');
+  fleet.command('demo').description('the fleet on an embedded default: 3-member etcd, two runners, a controller and a standby, a campaign with a canary and three waves')
+    .option('--hosts <n>', 'how many simulated hosts', '500').option('--json', 'print the summary as JSON')
+    .action(async (opts: { hosts?: string; json?: boolean }) => {
+      code = await (await import('./fleet-demo.ts')).runFleetDemo({ hosts: Number(opts.hosts ?? '500'), ...(opts.json ? { json: true } : {}) });
+    });
   const etcd = fleet.command('etcd').description('a local etcd for trying the fleet (1 member or a 3-member cluster on 127.0.0.1)');
   etcd.command('up').description('start it').option('--members <n>', '1 or 3', '1').option('--dir <dir>', 'data and state directory (default: $TMPDIR/luo-etcd-$UID)')
     .action(async (opts: { members?: string; dir?: string }) => {
@@ -74,6 +79,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--fail <host=kind,...>', 'make hosts fail: refused, fell-back or slow (tests and demos)')
     .option('--update-delay-ms <ms>', 'wait before each update (tests)').option('--ttl <s>', 'presence lease TTL in seconds', '3')
     .option('--socket <paths...>', 'attach to these luo serve daemons instead (one host each; an update is their kexec --release)')
+    .option('--racks <n>', 'spread the hosts over n racks (label rack=r0..)')
     .action(async (opts: Record<string, string | undefined> & { socket?: string[] }) => {
       code = await (await import('./fleet.ts')).runHost(opts);
     });

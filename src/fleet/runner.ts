@@ -25,6 +25,8 @@ export interface RunnerOptions {
   readonly count: number;
   readonly release: string;
   readonly labels?: Readonly<Record<string, string>>;
+  /** Spread the hosts over this many racks: host i gets the label rack=r<i mod racks>. */
+  readonly racks?: number;
   /** Host ids are `<prefix>-<n>` (default: the runner id). */
   readonly prefix?: string;
   /** Presence lease TTL in seconds (default 3): a runner that dies frees its hosts' slots this fast. */
@@ -187,7 +189,9 @@ export class HostRunner {
   }
 
   private register(h: HostDriver, state: HostRecord['state']): Promise<bigint> {
-    const rec: HostRecord = { id: h.id, runner: this.opts.id, release: h.release, labels: this.opts.labels ?? {}, lease: this.lease.id, state };
+    const i = Number(/(\d+)$/.exec(h.id)?.[1] ?? 0);
+    const labels = { ...(this.opts.labels ?? {}), ...(this.opts.racks ? { rack: `r${i % this.opts.racks}` } : {}) };
+    const rec: HostRecord = { id: h.id, runner: this.opts.id, release: h.release, labels, lease: this.lease.id, state };
     return this.store.put(keys.host(h.id), JSON.stringify(rec), this.lease.id);
   }
 
