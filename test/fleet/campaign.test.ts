@@ -27,9 +27,7 @@ test('a campaign rolls canary then waves to completion: at most maxConcurrent in
     await f.start('rb', ['host', '--id', 'rb', '--count', '8', '--labels', 'az=b', '--update-delay-ms', '50']);
     await f.start('c1', ['controller', '--id', 'c1']);
     await hostsPresent(f, 16);
-    const file = join(f.dir, 'roll.yaml');
-    writeFileSync(file, 'name: roll\ntarget: "7.3.5"\nwaves:\n  - { name: canary, hosts: 1, maxConcurrent: 1 }\n  - { name: rest, maxConcurrent: 3 }\npolicy: { blackoutSlo: 10s }\n');
-    const created = f.luo(['campaign', 'create', file]);
+    const created = f.create('roll', 'name: roll\ntarget: "7.3.5"\nwaves:\n  - { name: canary, hosts: 1, maxConcurrent: 1 }\n  - { name: rest, maxConcurrent: 3 }\npolicy: { blackoutSlo: 10s }\n');
     assert.equal(created.code, 0, created.stderr);
     assert.match(created.stdout, /16 host\(s\) to 7\.3\.5 in 2 wave\(s\)/);
     await waitPhase(f, 'roll', 'done');
@@ -68,9 +66,7 @@ test('kill -9 of the leading controller mid-wave: the standby takes over, nobody
     await until(async () => (await f.store.get(keys.leader()))?.value === 'c1', 'c1 to lead');
     const c2 = await f.start('c2', ['controller', '--id', 'c2']);
     await hostsPresent(f, 12);
-    const file = join(f.dir, 'fo.yaml');
-    writeFileSync(file, 'name: fo\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 2 }\n');
-    assert.equal(f.luo(['campaign', 'create', file]).code, 0);
+    assert.equal(f.create('fo', 'name: fo\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 2 }\n').code, 0);
     await until(async () => (await results(f.store, 'fo')).length >= 3, 'three results');
     c1.child.kill('SIGKILL');
     await c1.exited;
@@ -96,9 +92,7 @@ test('kill -9 of a host runner mid-update: its slots expire with its lease, thos
     await f.start('hb', ['host', '--id', 'hb', '--count', '4']);
     await f.start('c1', ['controller', '--id', 'c1']);
     await hostsPresent(f, 8);
-    const file = join(f.dir, 'rc.yaml');
-    writeFileSync(file, 'name: rc\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 2, maxFailures: 8 }\npolicy: { pauseAfterTimeouts: 2 }\nselect: { labels: {} }\n');
-    assert.equal(f.luo(['campaign', 'create', file]).code, 0);
+    assert.equal(f.create('rc', 'name: rc\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 2, maxFailures: 8 }\npolicy: { pauseAfterTimeouts: 2 }\nselect: { labels: {} }\n').code, 0);
     await until(async () => (await f.store.range(keys.slots('rc'))).kvs.length === 2, 'two hosts in flight');
     const inFlight = (await f.store.range(keys.slots('rc'))).kvs.map((kv) => (JSON.parse(kv.value) as { host: string }).host).sort();
     assert.deepEqual(inFlight, ['ha-0000', 'ha-0001']);
@@ -132,9 +126,7 @@ test('failures past a wave\'s limit pause it (in-flight hosts finish); resume go
     await f.start('ra', ['host', '--id', 'ra', '--count', '10', '--fail', 'ra-0001=refused,ra-0003=fell-back,ra-0005=refused']);
     await f.start('c1', ['controller', '--id', 'c1']);
     await hostsPresent(f, 10);
-    const file = join(f.dir, 'halt.yaml');
-    writeFileSync(file, 'name: halt\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 1, maxFailures: 0 }\n');
-    assert.equal(f.luo(['campaign', 'create', file]).code, 0);
+    assert.equal(f.create('halt', 'name: halt\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 1, maxFailures: 0 }\n').code, 0);
     await waitPhase(f, 'halt', 'paused');
     let st = await campaignPhase(f.store, 'halt');
     assert.match(st!.reason!, /1 failure\(s\), more than the 0 it allows/);
@@ -208,10 +200,8 @@ test('a 3-member etcd loses its leader mid-campaign (kill -9): nothing is lost, 
     await f.start('ra', ['host', '--id', 'ra', '--count', '12', '--update-delay-ms', '100', '--ttl', '5']);
     await f.start('c1', ['controller', '--id', 'c1']);
     await hostsPresent(f, 12);
-    const file = join(f.dir, 'ml.yaml');
-    // timeouts from the election gap are allowed: what must hold is once-only and the concurrency bound
-    writeFileSync(file, 'name: ml\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 2, maxFailures: 12 }\n');
-    assert.equal(f.luo(['campaign', 'create', file]).code, 0);
+        // timeouts from the election gap are allowed: what must hold is once-only and the concurrency bound
+    assert.equal(f.create('ml', 'name: ml\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 2, maxFailures: 12 }\n').code, 0);
     await until(async () => (await results(f.store, 'ml')).length >= 3, 'three results');
     // the member that leads raft, as etcdctl reports it
     const leader = f.cluster.members.find((m) => {
@@ -241,9 +231,7 @@ test('operator intent survives a leader change: a pause sent as the leader dies 
     await until(async () => (await f.store.get(keys.leader()))?.value === 'c1', 'c1 to lead');
     await f.start('c2', ['controller', '--id', 'c2']);
     await hostsPresent(f, 10);
-    const file = join(f.dir, 'in.yaml');
-    writeFileSync(file, 'name: in\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 2 }\n');
-    assert.equal(f.luo(['campaign', 'create', file]).code, 0);
+    assert.equal(f.create('in', 'name: in\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 2 }\n').code, 0);
     await until(async () => (await results(f.store, 'in')).length >= 2, 'two results');
     c1.child.kill('SIGKILL');
     assert.equal(f.luo(['campaign', 'pause', 'in']).code, 0);
@@ -273,9 +261,7 @@ test('two campaigns over the same hosts at once: a host is never in flight for b
     await f.start('c1', ['controller', '--id', 'c1']);
     await hostsPresent(f, 4);
     for (const n of ['one', 'two']) {
-      const file = join(f.dir, `${n}.yaml`);
-      writeFileSync(file, `name: ${n}\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 4 }\n`);
-      assert.equal(f.luo(['campaign', 'create', file]).code, 0);
+      assert.equal(f.create(n, `name: ${n}\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 4 }\n`).code, 0);
     }
     await waitPhase(f, 'one', 'done');
     await waitPhase(f, 'two', 'done');

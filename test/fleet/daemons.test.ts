@@ -29,9 +29,7 @@ test('a runner attached to two luo serve daemons: the campaign kexecs each into 
     await f.start('rd', ['host', '--id', 'rd', '--socket', d1.socket, d2.socket]);
     await f.start('c1', ['controller', '--id', 'c1']);
     await hostsPresent(f, 2);
-    const file = join(f.dir, 'd.yaml');
-    writeFileSync(file, 'name: d\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 1 }\n');
-    const created = f.luo(['campaign', 'create', file]);
+    const created = f.create('d', 'name: d\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 1 }\n');
     assert.equal(created.code, 0, created.stderr);
     await waitPhase(f, 'd', 'done');
     const rs = (await f.store.range(keys.results('d'))).kvs.map((kv) => JSON.parse(kv.value) as HostResult);

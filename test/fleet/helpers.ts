@@ -5,6 +5,7 @@
  * admitted twice, a result written twice).
  */
 import { spawn, type ChildProcess, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { etcdDown, etcdUp, type LocalCluster } from '../../src/fleet/etcd-local.ts';
 import { keys, ROOT } from '../../src/fleet/keys.ts';
@@ -19,6 +20,8 @@ export interface Fleet {
   readonly procs: Map<string, Proc>;
   start(name: string, args: string[]): Promise<Proc>;
   luo(args: string[]): { code: number | null; stdout: string; stderr: string };
+  /** Writes `<name>.yaml` and runs `campaign create` on it; the CLI's answer. */
+  create(name: string, yaml: string): { code: number | null; stdout: string; stderr: string };
   stop(): Promise<void>;
 }
 
@@ -42,6 +45,10 @@ export async function startFleet(tag: string, members: 1 | 3 = 1): Promise<Fleet
   }, 'etcd to answer');
   const env = { ...process.env, LUO_ETCD: cluster.endpoints.join(','), NO_COLOR: '1' };
   const procs = new Map<string, Proc>();
+  const luo = (args: string[]) => {
+    const r = spawnSync(process.execPath, [LUO_BIN, 'fleet', ...args], { env, encoding: 'utf8' });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
   return {
     dir, cluster, store: store!, procs,
     async start(name, args) {
@@ -52,9 +59,11 @@ export async function startFleet(tag: string, members: 1 | 3 = 1): Promise<Fleet
       procs.set(name, p);
       return p;
     },
-    luo(args) {
-      const r = spawnSync(process.execPath, [LUO_BIN, 'fleet', ...args], { env, encoding: 'utf8' });
-      return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+    luo,
+    create(name, yaml) {
+      const file = join(dir, `${name}.yaml`);
+      writeFileSync(file, yaml);
+      return luo(['campaign', 'create', file]);
     },
     async stop() {
       for (const p of procs.values()) p.child.kill('SIGKILL');
