@@ -109,15 +109,20 @@ export class Controller {
     return r.succeeded;
   }
 
+  /** One read of every campaign's keys, each campaign reconciled from its share of them. */
   private async reconcileAll(): Promise<void> {
     const { kvs } = await this.store.range(keys.campaigns());
-    const names = [...new Set(kvs.filter((kv) => kv.key.endsWith('/spec')).map((kv) => kv.key.slice(keys.campaigns().length, -'/spec'.length)))];
-    for (const c of names) await this.reconcile(c);
+    const byCampaign = new Map<string, Kv[]>();
+    for (const kv of kvs) {
+      const c = kv.key.slice(keys.campaigns().length).split('/', 1)[0]!;
+      let list = byCampaign.get(c);
+      if (!list) byCampaign.set(c, (list = []));
+      list.push(kv);
+    }
+    for (const [c, list] of byCampaign) await this.reconcile(c, list);
   }
 
-  private async reconcile(c: string): Promise<void> {
-    const { kvs, revision } = await this.store.range(keys.campaign(c));
-    void revision;
+  private async reconcile(c: string, kvs: readonly Kv[]): Promise<void> {
     const by = new Map(kvs.map((kv) => [kv.key, kv]));
     const specKv = by.get(keys.spec(c));
     const stateKv = by.get(keys.state(c));
@@ -128,6 +133,8 @@ export class Controller {
     const now = Date.now();
     const stateCmp = (kv: Kv | undefined, key: string): Compare => ({ key, target: 'mod', op: '==', value: kv?.modRevision ?? 0n });
     const putState = (s: CampaignState): Op => ({ put: keys.state(c), value: JSON.stringify(s) });
+    // the campaign's state and the operator's intent are still what was just read
+    const unchanged: Compare[] = [stateCmp(stateKv, keys.state(c)), stateCmp(intentKv, keys.intent(c))];
 
     const wave = planned.waves[state.wave];
     if (!wave) return;
@@ -157,7 +164,7 @@ export class Controller {
         ...base, phase, intentRev: String(intentKv.modRevision), updatedAt: now,
         ...(phase === 'running' ? { forgiven: { failures: failuresOf(), timeouts: timeoutsOf() } } : { reason: `${intent.action} by ${intent.by}` }),
       };
-      if (await this.write([stateCmp(stateKv, keys.state(c)), stateCmp(intentKv, keys.intent(c))], [putState(next)])) this.log(`${c}: ${intent.action} (${phase})`);
+      if (await this.write(unchanged, [putState(next)])) this.log(`${c}: ${intent.action} (${phase})`);
       return;
     }
     if (state.phase !== 'running') return;
@@ -195,7 +202,7 @@ export class Controller {
       : limit !== undefined && timeouts >= limit ? `${timeouts} host(s) timed out (the policy pauses at ${limit})` : undefined;
     if (halt) {
       const next: CampaignState = { ...state, phase: 'paused', reason: halt, updatedAt: now };
-      if (await this.write([stateCmp(stateKv, keys.state(c)), stateCmp(intentKv, keys.intent(c))], [putState(next)])) this.log(`${c}: paused: ${halt}`);
+      if (await this.write(unchanged, [putState(next)])) this.log(`${c}: paused: ${halt}`);
       return;
     }
 
@@ -203,7 +210,7 @@ export class Controller {
     if (waveResults.length === wave.hosts.length) {
       if (state.waveDoneAt === undefined) {
         state = { ...state, waveDoneAt: now, updatedAt: now };
-        await this.write([stateCmp(stateKv, keys.state(c)), stateCmp(intentKv, keys.intent(c))], [putState(state)]);
+        await this.write(unchanged, [putState(state)]);
         return;
       }
       if (now - state.waveDoneAt < wave.soakMs) return;
@@ -212,7 +219,7 @@ export class Controller {
       // a new wave counts its own failures; accepted timeouts stay accepted
       const carried = forgiven ? { forgiven: { failures: 0, timeouts: forgiven.timeouts } } : {};
       const next: CampaignState = last ? { ...rest, phase: 'done', reason: 'every wave completed', updatedAt: now } : { ...rest, ...carried, wave: state.wave + 1, updatedAt: now };
-      if (await this.write([stateCmp(stateKv, keys.state(c)), stateCmp(intentKv, keys.intent(c))], [putState(next)])) this.log(`${c}: ${last ? 'done' : `wave ${next.wave} "${planned.waves[next.wave]!.name}" starts`}`);
+      if (await this.write(unchanged, [putState(next)])) this.log(`${c}: ${last ? 'done' : `wave ${next.wave} "${planned.waves[next.wave]!.name}" starts`}`);
       return;
     }
 
@@ -240,8 +247,7 @@ export class Controller {
           { key: slotKey, target: 'create', op: '==', value: 0 },
           { key: keys.admitted(c, h), target: 'create', op: '==', value: 0 },
           { key: keys.result(c, h), target: 'create', op: '==', value: 0 },
-          stateCmp(stateKv, keys.state(c)),
-          stateCmp(intentKv, keys.intent(c)),
+          ...unchanged,
           { key: keys.gate(c), target: 'create', op: '==', value: 0 },
           { key: keys.host(h), target: 'lease', op: '==', value: host.lease },
           // not in flight for another campaign (one update of a host at a time)
