@@ -60,15 +60,7 @@ export async function runFleetDemo(opts: FleetDemoOptions): Promise<number> {
   try {
     say(bold(`luo fleet demo: ${total} simulated hosts in three racks, a campaign from 7.3.4 to 7.3.5 on a local 3-member etcd`));
     const cluster = await etcdUp(join(dir, 'etcd'), 3);
-    for (let i = 0; ; i++) {
-      try {
-        store = await FleetStore.connect(cluster.endpoints);
-        break;
-      } catch (e) {
-        if (i > 300) throw e;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    store = await FleetStore.connectWhenReady(cluster.endpoints, 302);
     say(`etcd: 3 members on ${cluster.endpoints.join(', ')}`);
     const env = { ...process.env, LUO_ETCD: cluster.endpoints.join(',') };
     const start = (args: string[]): ChildProcess => {

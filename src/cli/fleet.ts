@@ -45,15 +45,7 @@ export async function runEtcdUp(opts: { members?: string; dir?: string }): Promi
   try {
     const c = await etcdUp(dir, members);
     // ready when a member answers
-    for (let i = 0; ; i++) {
-      try {
-        (await FleetStore.connect(c.endpoints)).close();
-        break;
-      } catch (e) {
-        if (i > 150) throw e;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    (await FleetStore.connectWhenReady(c.endpoints, 152)).close();
     say(`etcd: ${members} member(s) in ${dir}`);
     say(`export LUO_ETCD=${c.endpoints.join(',')}`);
     return 0;

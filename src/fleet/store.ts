@@ -71,6 +71,18 @@ export class FleetStore {
     return s;
   }
 
+  /** Connects once a member answers (a cluster just started): up to `attempts` tries 100 ms apart. */
+  static async connectWhenReady(endpoints: readonly string[], attempts: number): Promise<FleetStore> {
+    for (let i = 1; ; i++) {
+      try {
+        return await FleetStore.connect(endpoints);
+      } catch (e) {
+        if (i >= attempts) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
   private async call<T>(what: string, f: () => Promise<T>): Promise<T> {
     try {
       return await f();
