@@ -2,8 +2,8 @@
  * The campaign controller. Several may run; one leads: leadership is the key `leader` created under
  * the controller's own lease (it goes when the lease does), and every write the leader makes is a
  * transaction that also compares that key's lease with its own — a leader that lost its lease can
- * write nothing (fencing). The leader reconciles every running campaign on each change and on a
- * short tick:
+ * write nothing (fencing). The leader reconciles every running campaign from a watched copy of the
+ * fleet's keys (src/fleet/mirror.ts) on each change and on a short tick:
  *
  * - operator intent (pause, resume, abort) is applied to the campaign state;
  * - admitted hosts whose slot vanished (their runner's lease expired) or outlived the host timeout
@@ -18,7 +18,8 @@
  */
 import { LuoError } from '../errno.ts';
 import type { PlannedCampaign } from './campaign.ts';
-import { type Assignment, type CampaignState, type HostRecord, type Intent, json, keys, ROOT, type SlotRecord } from './keys.ts';
+import { type Assignment, bucketOf, buckets, type CampaignState, type HostRecord, type Intent, keys, ROOT, type SlotRecord } from './keys.ts';
+import { KeyMirror } from './mirror.ts';
 import { type HostResult, isFailure } from './result.ts';
 import { admissionOpen } from './window.ts';
 import type { Compare, FleetStore, Kv, LeaseHandle, Op } from './store.ts';
@@ -36,7 +37,7 @@ export class Controller {
   private lease: LeaseHandle | undefined;
   private leading = false;
   private stopped = false;
-  private stopWatch: (() => Promise<void>) | undefined;
+  private mirror!: KeyMirror;
   private timer: NodeJS.Timeout | undefined;
   private pending = false;
   private running: Promise<void> = Promise.resolve();
@@ -47,8 +48,7 @@ export class Controller {
 
   static async start(store: FleetStore, opts: ControllerOptions): Promise<Controller> {
     const c = new Controller(store, opts);
-    const { revision } = await store.range(ROOT);
-    c.stopWatch = await store.watch(ROOT, revision, () => c.kick());
+    c.mirror = await KeyMirror.start(store, ROOT, bucketOf, () => c.kick());
     c.timer = setInterval(() => c.kick(), opts.tickMs ?? 200);
     c.kick();
     return c;
@@ -80,6 +80,8 @@ export class Controller {
   /** Campaigns for leadership (a free `leader` key taken under our lease). */
   private async lead(): Promise<boolean> {
     if (this.leading) return true;
+    // a standby tries only when the copy shows no leader (not a transaction per change)
+    if (this.mirror.get(keys.leader())) return false;
     if (!this.lease) {
       const l = await this.store.grantLease(this.opts.ttl ?? 2);
       this.lease = l;
@@ -109,27 +111,22 @@ export class Controller {
     return r.succeeded;
   }
 
-  /** One read of every campaign's keys, each campaign reconciled from its share of them. */
+  /** Every campaign reconciled from the watched copy (no read of the fleet per change). */
   private async reconcileAll(): Promise<void> {
-    const { kvs } = await this.store.range(keys.campaigns());
-    const byCampaign = new Map<string, Kv[]>();
-    for (const kv of kvs) {
-      const c = kv.key.slice(keys.campaigns().length).split('/', 1)[0]!;
-      let list = byCampaign.get(c);
-      if (!list) byCampaign.set(c, (list = []));
-      list.push(kv);
+    for (const b of this.mirror.bucketNames()) {
+      const c = buckets.campaignOf(b);
+      if (c !== undefined) await this.reconcile(c);
     }
-    for (const [c, list] of byCampaign) await this.reconcile(c, list);
   }
 
-  private async reconcile(c: string, kvs: readonly Kv[]): Promise<void> {
-    const by = new Map(kvs.map((kv) => [kv.key, kv]));
-    const specKv = by.get(keys.spec(c));
-    const stateKv = by.get(keys.state(c));
+  private async reconcile(c: string): Promise<void> {
+    const m = this.mirror;
+    const specKv = m.get(keys.spec(c));
+    const stateKv = m.get(keys.state(c));
     if (!specKv || !stateKv) return;
-    const planned = json<PlannedCampaign>(specKv.value);
-    let state = json<CampaignState>(stateKv.value);
-    const intentKv = by.get(keys.intent(c));
+    const planned = m.value<PlannedCampaign>(keys.spec(c))!;
+    let state = m.value<CampaignState>(keys.state(c))!;
+    const intentKv = m.get(keys.intent(c));
     const now = Date.now();
     const stateCmp = (kv: Kv | undefined, key: string): Compare => ({ key, target: 'mod', op: '==', value: kv?.modRevision ?? 0n });
     const putState = (s: CampaignState): Op => ({ put: keys.state(c), value: JSON.stringify(s) });
@@ -139,15 +136,14 @@ export class Controller {
     const wave = planned.waves[state.wave];
     if (!wave) return;
     const results = new Map<string, HostResult>();
-    const admitted = new Set<string>();
+    for (const k of m.keysOf(buckets.results(c))) results.set(k.slice(keys.results(c).length), m.value<HostResult>(k)!);
+    const isAdmitted = (h: string): boolean => m.get(keys.admitted(c, h)) !== undefined;
     const slots = new Map<string, { kv: Kv; rec: SlotRecord; n: number }>();
-    for (const kv of kvs) {
-      if (kv.key.startsWith(keys.results(c))) results.set(kv.key.slice(keys.results(c).length), json<HostResult>(kv.value));
-      else if (kv.key.startsWith(keys.admittedAll(c))) admitted.add(kv.key.slice(keys.admittedAll(c).length));
-      else if (kv.key.startsWith(`${keys.slots(c)}${state.wave}/`)) {
-        const rec = json<SlotRecord>(kv.value);
-        slots.set(rec.host, { kv, rec, n: Number(kv.key.slice(`${keys.slots(c)}${state.wave}/`.length)) });
-      }
+    const wavePrefix = `${keys.slots(c)}${state.wave}/`;
+    for (const k of m.keysOf(buckets.slots(c))) {
+      if (!k.startsWith(wavePrefix)) continue;
+      const rec = m.value<SlotRecord>(k)!;
+      slots.set(rec.host, { kv: m.get(k)!, rec, n: Number(k.slice(wavePrefix.length)) });
     }
 
     const sloMs = planned.spec.policy.blackoutSloMs;
@@ -157,7 +153,7 @@ export class Controller {
 
     // operator intent (a resume accepts the current wave's failures so far)
     if (intentKv && intentKv.modRevision > BigInt(state.intentRev)) {
-      const intent = json<Intent>(intentKv.value);
+      const intent = m.value<Intent>(keys.intent(c))!;
       const phase = state.phase === 'done' || state.phase === 'aborted' ? state.phase : intent.action === 'pause' ? 'paused' : intent.action === 'abort' ? 'aborted' : 'running';
       const { reason: _r, ...base } = state;
       const next: CampaignState = {
@@ -171,7 +167,7 @@ export class Controller {
 
     // timeouts: a slot that vanished (its runner's lease expired) or outlived the host timeout
     for (const h of wave.hosts) {
-      if (!admitted.has(h) || results.has(h)) continue;
+      if (!isAdmitted(h) || results.has(h)) continue;
       const s = slots.get(h);
       const expired = !s;
       if (!expired && now - s.rec.admittedAt <= planned.spec.policy.hostTimeoutMs) continue;
@@ -227,19 +223,16 @@ export class Controller {
     if (!admissionOpen(planned.spec.windows, now)) return;
     const used = new Set([...slots.values()].map((s) => s.n));
     const free = Array.from({ length: wave.maxConcurrent }, (_, n) => n).filter((n) => !used.has(n));
-    const waiting = wave.hosts.filter((h) => !admitted.has(h));
+    const waiting = wave.hosts.filter((h) => !isAdmitted(h));
     if (!free.length || !waiting.length) return;
-    const hostKvs = new Map((await this.store.range(keys.hosts())).kvs.map((kv) => [kv.key.slice(keys.hosts().length), kv]));
-    const busy = new Set((await this.store.range(keys.assigns())).kvs.map((kv) => kv.key.slice(keys.assigns().length)));
     for (const h of waiting) {
       const n = free.shift();
       if (n === undefined) break;
-      const hk = hostKvs.get(h);
-      if (!hk || busy.has(h)) {
+      const host = m.value<HostRecord>(keys.host(h));
+      if (!host || m.get(keys.assign(h))) {
         free.unshift(n);
         continue; // not present (its runner is away), or in flight for another campaign: it waits
       }
-      const host = json<HostRecord>(hk.value);
       const slotKey = keys.slot(c, state.wave, n);
       const asg: Assignment = { campaign: c, target: planned.spec.target, wave: state.wave, slot: n };
       const ok = await this.write(
@@ -268,7 +261,7 @@ export class Controller {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     await this.running;
-    await this.stopWatch?.();
+    await this.mirror?.stop();
     if (this.lease) await this.lease.revoke().catch(() => undefined);
   }
 }

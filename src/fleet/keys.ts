@@ -38,6 +38,29 @@ export const keys = {
   results: (c: string) => `${ROOT}campaigns/${c}/results/`,
 };
 
+/**
+ * The bucket a key (given without ROOT) belongs to in a KeyMirror: one per kind of campaign key
+ * (`campaigns/<c>/results/`, `.../admitted/`, `.../slots/`, and `campaigns/<c>/` for spec, state,
+ * intent and gate), otherwise its first segment (`hosts/`, `assign/`, `runners/`, `leader/`).
+ */
+export function bucketOf(rest: string): string {
+  const parts = rest.split('/', 4);
+  if (parts[0] === 'campaigns' && parts.length >= 3) return parts.length === 4 ? `campaigns/${parts[1]}/${parts[2]}/` : `campaigns/${parts[1]}/`;
+  return `${parts[0]}/`;
+}
+
+/** Buckets by name, for readers of a KeyMirror (the names bucketOf gives, relative to ROOT). */
+export const buckets = {
+  hosts: 'hosts/',
+  assigns: 'assign/',
+  campaign: (c: string) => `campaigns/${c}/`,
+  results: (c: string) => `campaigns/${c}/results/`,
+  admitted: (c: string) => `campaigns/${c}/admitted/`,
+  slots: (c: string) => `campaigns/${c}/slots/`,
+  /** The campaign a bucket name of the form `campaigns/<c>/` names, else undefined. */
+  campaignOf: (bucket: string): string | undefined => /^campaigns\/([^/]+)\/$/.exec(bucket)?.[1],
+};
+
 export interface HostRecord {
   readonly id: string;
   readonly runner: string;
