@@ -88,6 +88,9 @@ export async function runHost(opts: { etcd?: string; count?: string; release?: s
       if (f !== 'refused' && f !== 'fell-back' && f !== 'slow') throw new Error(`bad --fail ${h}=${f} (refused, fell-back or slow)`);
       return [h, f as HostFault];
     }));
+    for (const [flag, v, min] of [['--count', opts.count, 0], ['--ttl', opts.ttl, 1], ['--racks', opts.racks, 1], ['--update-delay-ms', opts.updateDelayMs, 0]] as const) {
+      if (v !== undefined && (!/^\d+$/.test(v) || Number(v) < min || Number(v) > 1_000_000)) throw new Error(`${flag} must be an integer from ${min} to 1000000, not "${v}"`);
+    }
   } catch (e) {
     process.stderr.write(`luo fleet host: ${(e as Error).message}\n`);
     return 2;

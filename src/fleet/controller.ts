@@ -19,10 +19,11 @@
 import { LuoError } from '../errno.ts';
 import type { PlannedCampaign } from './campaign.ts';
 import { type Assignment, bucketOf, buckets, type CampaignState, type HostRecord, type Intent, keys, ROOT, type SlotRecord } from './keys.ts';
+import { CampaignLedger } from './ledger.ts';
 import { KeyMirror } from './mirror.ts';
-import { type HostResult, isFailure } from './result.ts';
+import type { HostResult } from './result.ts';
 import { admissionOpen } from './window.ts';
-import type { Compare, FleetStore, Kv, LeaseHandle, Op } from './store.ts';
+import type { Compare, FleetStore, Kv, LeaseHandle, Op, WatchEvent } from './store.ts';
 
 export interface ControllerOptions {
   readonly id: string;
@@ -38,6 +39,7 @@ export class Controller {
   private leading = false;
   private stopped = false;
   private mirror!: KeyMirror;
+  private readonly ledgers = new Map<string, CampaignLedger>();
   private timer: NodeJS.Timeout | undefined;
   private pending = false;
   private running: Promise<void> = Promise.resolve();
@@ -48,10 +50,26 @@ export class Controller {
 
   static async start(store: FleetStore, opts: ControllerOptions): Promise<Controller> {
     const c = new Controller(store, opts);
-    c.mirror = await KeyMirror.start(store, ROOT, bucketOf, () => c.kick());
+    c.mirror = await KeyMirror.start(store, ROOT, bucketOf, (e, m) => {
+      c.note(e, m);
+      c.kick();
+    });
     c.timer = setInterval(() => c.kick(), opts.tickMs ?? 200);
     c.kick();
     return c;
+  }
+
+  /** Keeps each campaign's ledger in step with its spec, admissions and results. */
+  private note(e: WatchEvent, m: KeyMirror): void {
+    if (!e.kv.key.startsWith(keys.campaigns())) return;
+    const [c, kind, host] = e.kv.key.slice(keys.campaigns().length).split('/') as [string, string | undefined, string | undefined];
+    if (kind === 'spec' && e.type === 'delete') this.ledgers.delete(c);
+    if (!kind || e.type !== 'put') return;
+    let l = this.ledgers.get(c);
+    if (!l) this.ledgers.set(c, (l = new CampaignLedger()));
+    if (kind === 'spec') l.setPlan(m.value<PlannedCampaign>(e.kv.key)!);
+    else if (kind === 'admitted' && host) l.admit(host);
+    else if (kind === 'results' && host) l.record(m.value<HostResult>(e.kv.key)!);
   }
 
   get isLeader(): boolean {
@@ -113,18 +131,14 @@ export class Controller {
 
   /** Every campaign reconciled from the watched copy (no read of the fleet per change). */
   private async reconcileAll(): Promise<void> {
-    for (const b of this.mirror.bucketNames()) {
-      const c = buckets.campaignOf(b);
-      if (c !== undefined) await this.reconcile(c);
-    }
+    for (const [c, l] of this.ledgers) await this.reconcile(c, l);
   }
 
-  private async reconcile(c: string): Promise<void> {
+  private async reconcile(c: string, l: CampaignLedger): Promise<void> {
     const m = this.mirror;
-    const specKv = m.get(keys.spec(c));
+    const planned = l.spec;
     const stateKv = m.get(keys.state(c));
-    if (!specKv || !stateKv) return;
-    const planned = m.value<PlannedCampaign>(keys.spec(c))!;
+    if (!planned || !stateKv) return;
     let state = m.value<CampaignState>(keys.state(c))!;
     const intentKv = m.get(keys.intent(c));
     const now = Date.now();
@@ -135,9 +149,6 @@ export class Controller {
 
     const wave = planned.waves[state.wave];
     if (!wave) return;
-    const results = new Map<string, HostResult>();
-    for (const k of m.keysOf(buckets.results(c))) results.set(k.slice(keys.results(c).length), m.value<HostResult>(k)!);
-    const isAdmitted = (h: string): boolean => m.get(keys.admitted(c, h)) !== undefined;
     const slots = new Map<string, { kv: Kv; rec: SlotRecord; n: number }>();
     const wavePrefix = `${keys.slots(c)}${state.wave}/`;
     for (const k of m.keysOf(buckets.slots(c))) {
@@ -146,11 +157,6 @@ export class Controller {
       slots.set(rec.host, { kv: m.get(k)!, rec, n: Number(k.slice(wavePrefix.length)) });
     }
 
-    const sloMs = planned.spec.policy.blackoutSloMs;
-    const failOn = planned.spec.policy.failOn;
-    const failuresOf = (): number => wave.hosts.map((h) => results.get(h)).filter((r): r is HostResult => r !== undefined && isFailure(r, failOn, sloMs)).length;
-    const timeoutsOf = (): number => [...results.values()].filter((r) => r.outcome === 'timed-out').length;
-
     // operator intent (a resume accepts the current wave's failures so far)
     if (intentKv && intentKv.modRevision > BigInt(state.intentRev)) {
       const intent = m.value<Intent>(keys.intent(c))!;
@@ -158,7 +164,7 @@ export class Controller {
       const { reason: _r, ...base } = state;
       const next: CampaignState = {
         ...base, phase, intentRev: String(intentKv.modRevision), updatedAt: now,
-        ...(phase === 'running' ? { forgiven: { failures: failuresOf(), timeouts: timeoutsOf() } } : { reason: `${intent.action} by ${intent.by}` }),
+        ...(phase === 'running' ? { forgiven: { failures: l.failuresIn(state.wave), timeouts: l.timeouts } } : { reason: `${intent.action} by ${intent.by}` }),
       };
       if (await this.write(unchanged, [putState(next)])) this.log(`${c}: ${intent.action} (${phase})`);
       return;
@@ -166,8 +172,7 @@ export class Controller {
     if (state.phase !== 'running') return;
 
     // timeouts: a slot that vanished (its runner's lease expired) or outlived the host timeout
-    for (const h of wave.hosts) {
-      if (!isAdmitted(h) || results.has(h)) continue;
+    for (const h of [...l.open]) {
       const s = slots.get(h);
       const expired = !s;
       if (!expired && now - s.rec.admittedAt <= planned.spec.policy.hostTimeoutMs) continue;
@@ -182,16 +187,15 @@ export class Controller {
         ops.push({ del: s.kv.key }, { del: keys.assign(h) });
       }
       if (await this.write(cmps, ops)) {
-        results.set(h, r);
+        l.record(r);
         if (s) slots.delete(h);
         this.log(`${c}: ${h} timed out (${r.reason})`);
       }
     }
 
     // halting
-    const waveResults = wave.hosts.map((h) => results.get(h)).filter((r): r is HostResult => r !== undefined);
-    const failures = failuresOf() - (state.forgiven?.failures ?? 0);
-    const timeouts = timeoutsOf() - (state.forgiven?.timeouts ?? 0);
+    const failures = l.failuresIn(state.wave) - (state.forgiven?.failures ?? 0);
+    const timeouts = l.timeouts - (state.forgiven?.timeouts ?? 0);
     const limit = planned.spec.policy.pauseAfterTimeouts;
     const halt = failures > wave.maxFailures
       ? `wave ${state.wave} "${wave.name}": ${failures} failure(s), more than the ${wave.maxFailures} it allows`
@@ -203,7 +207,7 @@ export class Controller {
     }
 
     // a finished wave soaks, then the next one starts
-    if (waveResults.length === wave.hosts.length) {
+    if (l.resultsIn(state.wave) === wave.hosts.length) {
       if (state.waveDoneAt === undefined) {
         state = { ...state, waveDoneAt: now, updatedAt: now };
         await this.write(unchanged, [putState(state)]);
@@ -223,9 +227,8 @@ export class Controller {
     if (!admissionOpen(planned.spec.windows, now)) return;
     const used = new Set([...slots.values()].map((s) => s.n));
     const free = Array.from({ length: wave.maxConcurrent }, (_, n) => n).filter((n) => !used.has(n));
-    const waiting = wave.hosts.filter((h) => !isAdmitted(h));
-    if (!free.length || !waiting.length) return;
-    for (const h of waiting) {
+    if (!free.length) return;
+    for (const h of l.waiting(state.wave)) {
       const n = free.shift();
       if (n === undefined) break;
       const host = m.value<HostRecord>(keys.host(h));
@@ -252,6 +255,8 @@ export class Controller {
           { put: keys.assign(h), value: JSON.stringify(asg), lease: host.lease },
         ],
       );
+      // the ledger learns of the admission from the watch, with its slot (never ahead of it: a host
+      // open without its slot in the copy would look like one whose runner went away)
       if (!ok) return; // something changed under us: the next reconcile reads it again
       this.admissions++;
     }

@@ -18,16 +18,16 @@ export class KeyMirror {
   /** The highest revision applied. */
   revision = 0n;
 
-  private constructor(private readonly root: string, private readonly bucketOf: (rest: string) => string, private readonly onChange: () => void) {}
+  private constructor(private readonly root: string, private readonly bucketOf: (rest: string) => string, private readonly onChange: (e: WatchEvent, m: KeyMirror) => void) {}
 
   /**
    * Mirrors everything under `root`; `bucketOf` names the bucket of a key (given without the root);
-   * `onChange` runs after each applied change.
+   * `onChange` runs after each applied change, the keys of the first read included (as puts).
    */
-  static async start(store: FleetStore, root: string, bucketOf: (rest: string) => string, onChange: () => void): Promise<KeyMirror> {
+  static async start(store: FleetStore, root: string, bucketOf: (rest: string) => string, onChange: (e: WatchEvent, m: KeyMirror) => void): Promise<KeyMirror> {
     const m = new KeyMirror(root, bucketOf, onChange);
     const { kvs, revision } = await store.range(root);
-    for (const kv of kvs) m.set(kv);
+    for (const kv of kvs) m.apply({ type: 'put', kv });
     m.revision = revision;
     m.stopWatch = await store.watch(root, revision, (e) => m.apply(e));
     return m;
@@ -52,7 +52,7 @@ export class KeyMirror {
       if (b && b.size === 0) this.buckets.delete(this.bucketOf(e.kv.key.slice(this.root.length)));
     }
     if (e.kv.modRevision > this.revision) this.revision = e.kv.modRevision;
-    this.onChange();
+    this.onChange(e, this);
   }
 
   get(key: string): Kv | undefined {

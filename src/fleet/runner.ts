@@ -6,6 +6,7 @@
  * in one transaction that holds only while the host's slot is still its own (a slot the controller
  * timed out, or that expired with this runner's lease, takes no late result).
  */
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { findRelease } from '../abi/releases.ts';
 import { LiveUpdateAgent, type UpdateReport } from '../agent/index.ts';
 import { LuoClient } from '../client/index.ts';
@@ -59,46 +60,73 @@ export interface HostDriver {
   update(target: string, fault: HostFault | undefined): Promise<UpdateRecord>;
 }
 
-class SimHost implements HostDriver {
-  readonly machine: Machine;
-  readonly agent: LiveUpdateAgent;
-  release: string;
+/**
+ * A simulated host, kept compact while idle: its release and its guest memory deflated (a few KiB
+ * for a mostly-empty 1 MiB VM), not a booted machine. Admitted, it boots a machine of its release,
+ * puts the guest memory in a memfd the live-update agent adopts, and does the real live update; the
+ * guest memory the new kernel handed back is read from the retrieved memfd and compacted again.
+ */
+export class SimHost implements HostDriver {
+  private guest: Uint8Array;
 
-  constructor(readonly id: string, release: string) {
-    this.release = release;
-    this.machine = new Machine({ ramSize: 1n << 30n, build: buildForRelease(release) });
-    this.agent = new LiveUpdateAgent(this.machine);
+  constructor(readonly id: string, public release: string) {
     const data = new Uint8Array(VM_BYTES);
     for (let i = 0; i < data.length; i += 4096) data[i] = (i >> 12) & 0xff;
-    const fd = this.agent.createMemfd(`${id}-ram`, { writes: [{ at: 0, data }] });
-    const r = this.agent.adopt({ name: 'vm-1', files: [{ fd, token: 0x100n, label: 'guest RAM' }] });
-    if (!r.ok) throw new LuoError('EIO', `host ${id}: the agent could not adopt its VM: ${r.errors.map((e) => e.message).join('; ')}`);
+    data.set(new TextEncoder().encode(id), 8);
+    this.guest = deflateRawSync(data);
+  }
+
+  /** Bytes the idle host keeps (its compact guest memory). */
+  get compactBytes(): number {
+    return this.guest.length;
   }
 
   /** The live update to `target`, as the agent reports it; `fault` arms a failure first. */
   async update(target: string, fault: HostFault | undefined): Promise<UpdateRecord> {
     let report: UpdateReport;
+    let host: { machine: Machine; agent: LiveUpdateAgent };
     try {
-      report = this.run(target, fault);
+      host = this.boot();
+      report = this.run(host, target, fault);
     } catch (e) {
       return { outcome: 'refused', reason: e instanceof Error ? e.message : String(e), release: this.release };
     }
     const outcome: HostOutcome = report.outcome === 'updated' ? (report.workloads.every((w) => w.files.every((f) => f.verified)) ? 'updated' : 'verify-failed') : report.outcome;
     if (report.outcome !== 'refused') this.release = target;
+    const kept = this.guestOf(host.agent);
+    if (kept) this.guest = deflateRawSync(kept);
     return {
       outcome, release: this.release, blackoutMs: report.blackoutMs, phases: Object.fromEntries(report.phases.map((p) => [p.name, Math.round(p.ms * 1000) / 1000])),
       ...(report.diagnosis ? { reason: report.diagnosis.reason, layer: report.diagnosis.layer } : {}),
     };
   }
 
-  private run(target: string, fault: HostFault | undefined): UpdateReport {
-    const k = this.agent.kernel;
+  /** A machine of the host's release running its VM (guest memory in a memfd the agent adopted). */
+  private boot(): { machine: Machine; agent: LiveUpdateAgent } {
+    const machine = new Machine({ ramSize: 1n << 30n, build: buildForRelease(this.release) });
+    const agent = new LiveUpdateAgent(machine);
+    const fd = agent.createMemfd(`${this.id}-ram`, { writes: [{ at: 0, data: inflateRawSync(this.guest) }] });
+    const r = agent.adopt({ name: 'vm-1', files: [{ fd, token: 0x100n, label: 'guest RAM' }] });
+    if (!r.ok) throw new LuoError('EIO', `host ${this.id}: the agent could not adopt its VM: ${r.errors.map((e) => e.message).join('; ')}`);
+    return { machine, agent };
+  }
+
+  /** The guest memory as the running kernel has it now (undefined if the VM is gone). */
+  private guestOf(agent: LiveUpdateAgent): Uint8Array | undefined {
+    const f = agent.workload('vm-1')?.files[0];
+    if (!f || f.fd < 0) return undefined;
+    const buf = new Uint8Array(VM_BYTES);
+    return agent.process.pread(f.fd, buf, 0) === VM_BYTES ? buf : undefined;
+  }
+
+  private run(host: { machine: Machine; agent: LiveUpdateAgent }, target: string, fault: HostFault | undefined): UpdateReport {
+    const k = host.agent.kernel;
     if (fault === 'refused') injectFault(k, { op: 'freeze', errno: 'EIO', times: 1 });
     if (fault === 'fell-back' && k.luo?.enabled) {
       // a hand-over the new kernel cannot read: LUO's compatible overwritten after serialization
-      k.onReboot(() => this.machine.memory.write(k.luo!.outgoingSerPa, new TextEncoder().encode('luo-v0\0')));
+      k.onReboot(() => host.machine.memory.write(k.luo!.outgoingSerPa, new TextEncoder().encode('luo-v0\0')));
     }
-    return this.agent.update({ build: buildForRelease(target) });
+    return host.agent.update({ build: buildForRelease(target) });
   }
 }
 
@@ -169,7 +197,7 @@ export class HostRunner {
     }
     const rec: RunnerRecord = { id: opts.id, pid: process.pid, lease: lease.id, hosts: r.hosts.size };
     await store.put(keys.runner(opts.id), JSON.stringify(rec), lease.id);
-    for (const h of r.hosts.values()) await r.register(h, 'idle');
+    await r.registerAll();
     const { revision } = await store.range(keys.assigns());
     // assignments made while this runner was away are gone with its old lease: only new ones count
     r.stopWatch = await store.watch(keys.assigns(), revision, (e) => {
@@ -188,11 +216,25 @@ export class HostRunner {
     return [...this.hosts.keys()];
   }
 
-  private register(h: HostDriver, state: HostRecord['state']): Promise<bigint> {
+  private record(h: HostDriver, state: HostRecord['state']): string {
     const i = Number(/(\d+)$/.exec(h.id)?.[1] ?? 0);
     const labels = { ...(this.opts.labels ?? {}), ...(this.opts.racks ? { rack: `r${i % this.opts.racks}` } : {}) };
-    const rec: HostRecord = { id: h.id, runner: this.opts.id, release: h.release, labels, lease: this.lease.id, state };
-    return this.store.put(keys.host(h.id), JSON.stringify(rec), this.lease.id);
+    return JSON.stringify({ id: h.id, runner: this.opts.id, release: h.release, labels, lease: this.lease.id, state } satisfies HostRecord);
+  }
+
+  private register(h: HostDriver, state: HostRecord['state']): Promise<bigint> {
+    return this.store.put(keys.host(h.id), this.record(h, state), this.lease.id);
+  }
+
+  /** Every host registered idle, 100 to a transaction (etcd's default limit is 128 operations). */
+  private async registerAll(): Promise<void> {
+    const all = [...this.hosts.values()];
+    for (let i = 0; i < all.length; i += 100) {
+      const ops = all.slice(i, i + 100).map((h) => ({ put: keys.host(h.id), value: this.record(h, 'idle'), lease: this.lease.id }));
+      // holds only while this runner's record is under this lease
+      const r = await this.store.txn([{ key: keys.runner(this.opts.id), target: 'lease', op: '==', value: this.lease.id }], ops);
+      if (!r.succeeded) throw new LuoError('EIO', `runner ${this.opts.id}: its presence lease ${this.lease.id} went away while registering`);
+    }
   }
 
   private enqueue(host: string): void {

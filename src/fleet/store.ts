@@ -102,6 +102,11 @@ export class FleetStore {
     return { kvs: r.kvs.map(kvOf), revision: BigInt(r.header.revision) };
   }
 
+  /** How many keys are under `prefix` (counted by etcd; no values sent). */
+  async count(prefix: string): Promise<number> {
+    return this.call(`count ${prefix}`, () => this.client.getAll().prefix(prefix).count());
+  }
+
   async put(key: string, value: string, lease?: string): Promise<bigint> {
     const r = await this.call(`put ${key}`, () => {
       const b = this.client.put(key).value(value);
