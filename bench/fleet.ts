@@ -81,6 +81,8 @@ interface SizeResult {
   wallMs: number;
   hostMs: number;
   controllerCpuMs: number;
+  etcdCpuMs: number;
+  runnerCpuMs: number;
   requests: number;
   bytes: number;
   idleRequestsPerHostMin: number;
@@ -137,6 +139,10 @@ async function runSize(n: number): Promise<SizeResult> {
     const hostMs = await oneHostUpdateMs();
     const before = await etcdCounters(cluster);
     const cpu0 = cpuMs(controller.pid!);
+    const etcdCpu = (): number => cluster.members.reduce((t, m) => t + cpuMs(m.pid), 0);
+    const runnerCpu = (): number => runners.reduce((t, r) => t + cpuMs(r.pid!), 0);
+    const etcd0 = etcdCpu();
+    const run0 = runnerCpu();
     const t0 = performance.now();
     const created = spawn(process.execPath, [BIN, 'fleet', 'campaign', 'create', file], { env, stdio: ['ignore', 'ignore', 'inherit'] });
     if ((await new Promise<number | null>((r) => created.once('exit', r))) !== 0) throw new Error('campaign create failed');
@@ -154,7 +160,7 @@ async function runSize(n: number): Promise<SizeResult> {
     const wallMs = performance.now() - t0;
     const after = await etcdCounters(cluster);
     return {
-      hosts: n, wallMs, hostMs, controllerCpuMs: cpuMs(controller.pid!) - cpu0,
+      hosts: n, wallMs, hostMs, controllerCpuMs: cpuMs(controller.pid!) - cpu0, etcdCpuMs: etcdCpu() - etcd0, runnerCpuMs: runnerCpu() - run0,
       requests: after.requests - before.requests, bytes: after.bytes - before.bytes,
       idleRequestsPerHostMin: (idle1.requests - idle0.requests) / n / idleMin, idleBytesPerHostMin: (idle1.bytes - idle0.bytes) / n / idleMin,
       keys: await count(ROOT), dbBytes: after.dbBytes, idleRssPerHost: idleRss / n, peakRssPerHost: peak / n,
@@ -187,6 +193,7 @@ export async function runFleetBench(): Promise<void> {
     const cpuFloor = (n * r.hostMs) / cores;
     console.log(`fleet: ${n} hosts, maxConcurrent ${MAX_CONCURRENT}, one host's update ${r.hostMs.toFixed(1)} ms (median of 21, same run)`);
     console.log(`fleet:   campaign ${(r.wallMs / 1000).toFixed(1)} s = ${(n / (r.wallMs / 60_000)).toFixed(0)} hosts/min; ${(r.wallMs / floor).toFixed(2)}x the floor hosts/maxConcurrent x update (${(floor / 1000).toFixed(2)} s), ${(r.wallMs / cpuFloor).toFixed(2)}x the CPU floor hosts x update / ${cores} cores (${(cpuFloor / 1000).toFixed(2)} s)`);
+    console.log(`fleet:   CPU during the campaign: runners ${(r.runnerCpuMs / 1000).toFixed(1)} s, etcd (3 members) ${(r.etcdCpuMs / 1000).toFixed(1)} s, controller ${(r.controllerCpuMs / 1000).toFixed(1)} s, of ${((r.wallMs * cores) / 1000).toFixed(1)} s the cores had`);
     console.log(`fleet:   controller CPU ${(r.controllerCpuMs / n).toFixed(2)} ms per host; etcd ${(r.requests / n).toFixed(1)} requests and ${kib(r.bytes / n)} per host updated`);
     console.log(`fleet:   idle: ${r.idleRequestsPerHostMin.toFixed(3)} etcd requests and ${r.idleBytesPerHostMin.toFixed(1)} bytes per host per minute; runner RSS ${kib(r.idleRssPerHost)} per idle host, ${kib(r.peakRssPerHost)} per host at the peak while updating`);
     console.log(`fleet:   etcd at the end: ${r.keys} keys, database ${(r.dbBytes / 2 ** 20).toFixed(1)} MiB`);

@@ -16,7 +16,7 @@ import { Machine } from '../kernel/machine.ts';
 import { injectFault } from '../scenario/faults.ts';
 import { type Assignment, type HostRecord, json, keys, type RunnerRecord, type SlotRecord } from './keys.ts';
 import type { HostOutcome, HostResult } from './result.ts';
-import type { FleetStore, LeaseHandle } from './store.ts';
+import type { FleetStore, LeaseHandle, Op } from './store.ts';
 
 /** How a test or demo makes a host fail: its kexec refused, or a corrupt hand-over (a fall-back). */
 export type HostFault = 'refused' | 'fell-back' | 'slow';
@@ -35,6 +35,8 @@ export interface RunnerOptions {
   readonly faults?: Readonly<Record<string, HostFault>>;
   /** Attach to these `luo serve` daemons instead of simulating `count` hosts: one host per socket. */
   readonly sockets?: readonly string[];
+  /** Updates in progress at once (default 4). */
+  readonly parallel?: number;
   /** Each update waits this long first (tests: a window in which to kill the runner). */
   readonly updateDelayMs?: number;
   readonly log?: (msg: string) => void;
@@ -173,10 +175,11 @@ class DaemonHost implements HostDriver {
 export class HostRunner {
   private readonly hosts = new Map<string, HostDriver>();
   private readonly busy = new Set<string>();
+  private readonly again = new Set<string>();
   private stopWatch: (() => Promise<void>) | undefined;
   private stopped = false;
   private readonly queue: string[] = [];
-  private working = false;
+  private working = 0;
   /** Updates performed (for tests and the status line). */
   updates = 0;
 
@@ -242,13 +245,20 @@ export class HostRunner {
     void this.work();
   }
 
-  /** One update at a time per runner process (the simulated work is CPU-bound anyway). */
+  /**
+   * Up to `parallel` updates at once: the simulated work is CPU-bound and runs one at a time anyway,
+   * but while one host waits for etcd another computes.
+   */
   private async work(): Promise<void> {
-    if (this.working) return;
-    this.working = true;
+    if (this.working >= (this.opts.parallel ?? 4)) return;
+    this.working++;
     try {
       while (this.queue.length && !this.stopped) {
         const id = this.queue.shift()!;
+        if (this.busy.has(id)) {
+          this.again.add(id); // assigned anew while its last update finishes: taken up after it
+          continue;
+        }
         try {
           await this.perform(id);
         } catch (e) {
@@ -256,23 +266,23 @@ export class HostRunner {
         }
       }
     } finally {
-      this.working = false;
+      this.working--;
     }
   }
 
   private async perform(id: string): Promise<void> {
     const h = this.hosts.get(id)!;
-    const a = await this.store.get(keys.assign(id));
-    if (!a || this.busy.has(id)) return;
-    const asg = json<Assignment>(a.value);
-    const slotKey = keys.slot(asg.campaign, asg.wave, asg.slot);
-    const slot = await this.store.get(slotKey);
-    if (!slot || json<SlotRecord>(slot.value).host !== id) {
-      await this.store.delete(keys.assign(id));
-      return;
-    }
     this.busy.add(id);
     try {
+      const a = await this.store.get(keys.assign(id));
+      if (!a) return;
+      const asg = json<Assignment>(a.value);
+      const slotKey = keys.slot(asg.campaign, asg.wave, asg.slot);
+      const slot = await this.store.get(slotKey);
+      if (!slot || json<SlotRecord>(slot.value).host !== id) {
+        await this.store.delete(keys.assign(id));
+        return;
+      }
       await this.register(h, 'updating');
       if (this.opts.updateDelayMs) await new Promise((r) => setTimeout(r, this.opts.updateDelayMs));
       const fault = this.opts.faults?.[id];
@@ -281,16 +291,21 @@ export class HostRunner {
       const u = await h.update(asg.target, fault);
       const { release: _r, ...rec } = u;
       const result: HostResult = { host: id, from, to: asg.target, wave: asg.wave, at: Date.now(), by: this.opts.id, ...rec };
-      // the result counts only while the slot is still this host's
+      // the result counts only while the slot is still this host's; the host is idle again either way
+      const idle: Op = { put: keys.host(id), value: this.record(h, 'idle'), lease: this.lease.id };
       const r = await this.store.txn(
         [{ key: slotKey, target: 'mod', op: '==', value: slot.modRevision }, { key: keys.result(asg.campaign, id), target: 'create', op: '==', value: 0 }],
-        [{ put: keys.result(asg.campaign, id), value: JSON.stringify(result) }, { del: slotKey }, { del: keys.assign(id) }],
+        [{ put: keys.result(asg.campaign, id), value: JSON.stringify(result) }, { del: slotKey }, { del: keys.assign(id) }, idle],
+        [idle],
       );
       this.updates++;
       this.opts.log?.(`runner ${this.opts.id}: ${id} ${from} -> ${asg.target}: ${u.outcome}${r.succeeded ? '' : ' (too late: its slot was taken back)'}`);
+    } catch (e) {
+      await this.register(h, 'idle').catch(() => undefined);
+      throw e;
     } finally {
       this.busy.delete(id);
-      await this.register(h, 'idle');
+      if (this.again.delete(id)) this.enqueue(id);
     }
   }
 
