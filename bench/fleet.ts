@@ -106,7 +106,15 @@ async function runSize(n: number): Promise<SizeResult> {
       children.push(c);
       return c;
     };
-    const count = (prefix: string): Promise<number> => store!.count(prefix);
+    // a runner or controller that exits on its own ends the bench (it would wait forever)
+    const checkChildren = (): void => {
+      const gone = children.find((c) => c.exitCode !== null && c.signalCode === null && c !== children[0]);
+      if (gone) throw new Error(`luo fleet ${gone.spawnargs.slice(3).join(' ')} exited with status ${gone.exitCode}`);
+    };
+    const count = (prefix: string): Promise<number> => {
+      checkChildren();
+      return store!.count(prefix);
+    };
     // an empty runner's RSS: what a runner costs before its hosts
     const empty = start(['host', '--id', 'empty', '--count', '1']);
     while ((await count(keys.hosts())) < 1) await sleep(100);
@@ -148,6 +156,7 @@ async function runSize(n: number): Promise<SizeResult> {
     if ((await new Promise<number | null>((r) => created.once('exit', r))) !== 0) throw new Error('campaign create failed');
     let peak = 0;
     for (;;) {
+      checkChildren();
       peak = Math.max(peak, runners.reduce((s, r) => s + vm(r.pid!, 'VmRSS') - emptyRss, 0));
       const st = await store.get(keys.state('bench'));
       const phase = st ? (JSON.parse(st.value) as CampaignState).phase : 'running';

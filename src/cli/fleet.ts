@@ -15,7 +15,7 @@ import { type CampaignState, type HostRecord, json, keys } from '../fleet/keys.t
 import type { HostResult } from '../fleet/result.ts';
 import { etcdEndpoints, FleetStore } from '../fleet/store.ts';
 import { etcdDown, etcdUp, readCluster } from '../fleet/etcd-local.ts';
-import { admissionOpen } from '../fleet/window.ts';
+import { type CampaignStatus, summarize } from '../fleet/status.ts';
 import { bold, dim, green, red, yellow } from './style.ts';
 
 const say = (s: string): void => void process.stdout.write(`${s}\n`);
@@ -178,16 +178,7 @@ export async function runCampaignCreate(file: string, opts: { etcd?: string; jso
   }
 }
 
-export interface CampaignStatus {
-  readonly name: string;
-  readonly target: string;
-  readonly state: CampaignState;
-  readonly waves: Array<{ name: string; hosts: number; counts: Record<string, number>; inFlight: number }>;
-  readonly blackoutMs: { p50: number; p99: number; max: number } | null;
-  /** Admissions are allowed now (no windows, or inside one). */
-  readonly windowOpen: boolean;
-  readonly results: HostResult[];
-}
+export type { CampaignStatus };
 
 export async function campaignStatus(store: FleetStore, c: string): Promise<CampaignStatus | undefined> {
   const { kvs } = await store.range(keys.campaign(c));
@@ -195,26 +186,9 @@ export async function campaignStatus(store: FleetStore, c: string): Promise<Camp
   const spec = by.get(keys.spec(c));
   const st = by.get(keys.state(c));
   if (!spec || !st) return undefined;
-  const planned = json<PlannedCampaign>(spec.value);
   const results = kvs.filter((kv) => kv.key.startsWith(keys.results(c))).map((kv) => json<HostResult>(kv.value));
   const slots = kvs.filter((kv) => kv.key.startsWith(keys.slots(c))).map((kv) => Number(kv.key.slice(keys.slots(c).length).split('/')[0]));
-  const byHost = new Map(results.map((r) => [r.host, r]));
-  const waves = planned.waves.map((w, i) => {
-    const counts: Record<string, number> = {};
-    for (const h of w.hosts) {
-      const o = byHost.get(h)?.outcome ?? 'pending';
-      counts[o] = (counts[o] ?? 0) + 1;
-    }
-    const inFlight = slots.filter((x) => x === i).length;
-    if (inFlight) counts['pending'] = (counts['pending'] ?? 0) - inFlight;
-    return { name: w.name, hosts: w.hosts.length, counts, inFlight };
-  });
-  const b = results.filter((r) => r.outcome === 'updated' && r.blackoutMs !== undefined).map((r) => r.blackoutMs!).sort((x, y) => x - y);
-  const q = (p: number): number => b[Math.min(b.length - 1, Math.floor(p * b.length))]!;
-  return {
-    name: c, target: planned.spec.target, state: json<CampaignState>(st.value), waves, blackoutMs: b.length ? { p50: q(0.5), p99: q(0.99), max: b[b.length - 1]! } : null,
-    windowOpen: admissionOpen(planned.spec.windows, Date.now()), results,
-  };
+  return summarize(c, json<PlannedCampaign>(spec.value), json<CampaignState>(st.value), results, slots);
 }
 
 function printStatus(s: CampaignStatus): void {

@@ -69,18 +69,18 @@ export interface HostDriver {
  * guest memory the new kernel handed back is read from the retrieved memfd and compacted again.
  */
 export class SimHost implements HostDriver {
-  private guest: Uint8Array;
+  /** Deflated guest memory; undefined until the first update: the VM's first contents, made from the id. */
+  private guest: Uint8Array | undefined;
 
-  constructor(readonly id: string, public release: string) {
+  constructor(readonly id: string, public release: string) {}
+
+  /** The guest memory the host boots with. */
+  private guestMemory(): Uint8Array {
+    if (this.guest) return inflateRawSync(this.guest);
     const data = new Uint8Array(VM_BYTES);
     for (let i = 0; i < data.length; i += 4096) data[i] = (i >> 12) & 0xff;
-    data.set(new TextEncoder().encode(id), 8);
-    this.guest = deflateRawSync(data);
-  }
-
-  /** Bytes the idle host keeps (its compact guest memory). */
-  get compactBytes(): number {
-    return this.guest.length;
+    data.set(new TextEncoder().encode(this.id), 8);
+    return data;
   }
 
   /** The live update to `target`, as the agent reports it; `fault` arms a failure first. */
@@ -107,7 +107,7 @@ export class SimHost implements HostDriver {
   private boot(): { machine: Machine; agent: LiveUpdateAgent } {
     const machine = new Machine({ ramSize: 1n << 30n, build: buildForRelease(this.release) });
     const agent = new LiveUpdateAgent(machine);
-    const fd = agent.createMemfd(`${this.id}-ram`, { writes: [{ at: 0, data: inflateRawSync(this.guest) }] });
+    const fd = agent.createMemfd(`${this.id}-ram`, { writes: [{ at: 0, data: this.guestMemory() }] });
     const r = agent.adopt({ name: 'vm-1', files: [{ fd, token: 0x100n, label: 'guest RAM' }] });
     if (!r.ok) throw new LuoError('EIO', `host ${this.id}: the agent could not adopt its VM: ${r.errors.map((e) => e.message).join('; ')}`);
     return { machine, agent };
@@ -173,7 +173,6 @@ class DaemonHost implements HostDriver {
 }
 
 export class HostRunner {
-  private readonly hosts = new Map<string, HostDriver>();
   private readonly busy = new Set<string>();
   private readonly again = new Set<string>();
   private stopWatch: (() => Promise<void>) | undefined;
@@ -183,21 +182,23 @@ export class HostRunner {
   /** Updates performed (for tests and the status line). */
   updates = 0;
 
-  private constructor(private readonly store: FleetStore, private readonly opts: RunnerOptions, private readonly lease: LeaseHandle) {}
+  private constructor(private readonly store: FleetStore, private readonly opts: RunnerOptions, private readonly lease: LeaseHandle, private readonly hosts: Map<string, HostDriver>) {}
 
   static async start(store: FleetStore, opts: RunnerOptions): Promise<HostRunner> {
     if (!findRelease(opts.release)) throw new LuoError('ENOENT', `unknown release "${opts.release}" (luo releases)`);
-    const lease = await store.grantLease(opts.ttl ?? 3);
-    const r = new HostRunner(store, opts, lease);
+    const hosts = new Map<string, HostDriver>();
     const prefix = opts.prefix ?? opts.id;
     for (const [i, socket] of (opts.sockets ?? []).entries()) {
       const d = await DaemonHost.attach(`${prefix}-${String(i).padStart(4, '0')}`, socket);
-      r.hosts.set(d.id, d);
+      hosts.set(d.id, d);
     }
     for (let i = 0; i < (opts.sockets?.length ? 0 : opts.count); i++) {
       const id = `${prefix}-${String(i).padStart(4, '0')}`;
-      r.hosts.set(id, new SimHost(id, findRelease(opts.release)!.name));
+      hosts.set(id, new SimHost(id, findRelease(opts.release)!.name));
     }
+    // the lease only once the hosts exist: nothing keeps it alive while they are made
+    const lease = await store.grantLease(opts.ttl ?? 3);
+    const r = new HostRunner(store, opts, lease, hosts);
     const rec: RunnerRecord = { id: opts.id, pid: process.pid, lease: lease.id, hosts: r.hosts.size };
     await store.put(keys.runner(opts.id), JSON.stringify(rec), lease.id);
     await r.registerAll();

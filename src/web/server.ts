@@ -51,37 +51,49 @@ export const PHASES = ['serialize', 'hand-over', 'boot + KHO walk', 'LUO restore
 
 type SnapshotInit = Omit<Snapshot, 'seq' | 'time'>;
 
-/** Holds the latest snapshot and tells subscribers about each new one. */
-export class SnapshotHub {
-  private latest: Snapshot;
-  private seq = 0;
-  private readonly subs = new Set<(s: Snapshot) => void>();
+/** A published snapshot: its body with a sequence number and the time it was published. */
+export type Stamped<B> = B & { seq: number; time: string };
 
-  constructor(init: SnapshotInit) {
+/** Holds the latest snapshot and tells subscribers about each new one. */
+export class Hub<B extends object> {
+  private latest: Stamped<B>;
+  private seq = 0;
+  private readonly subs = new Set<(s: Stamped<B>) => void>();
+
+  constructor(init: B) {
     this.latest = { ...init, seq: 0, time: new Date().toISOString() };
   }
 
-  get current(): Snapshot {
+  get current(): Stamped<B> {
     return this.latest;
   }
 
-  publish(s: SnapshotInit): Snapshot {
+  publish(s: B): Stamped<B> {
     this.latest = { ...s, seq: ++this.seq, time: new Date().toISOString() };
     for (const f of this.subs) f(this.latest);
     return this.latest;
   }
 
   /** Changes a few fields of the latest snapshot and republishes it. */
-  patch(p: Partial<SnapshotInit>): Snapshot {
+  patch(p: Partial<B>): Stamped<B> {
     const { seq: _s, time: _t, ...rest } = this.latest;
-    return this.publish({ ...rest, ...p });
+    return this.publish({ ...(rest as unknown as B), ...p });
   }
 
-  subscribe(f: (s: Snapshot) => void): () => void {
+  subscribe(f: (s: Stamped<B>) => void): () => void {
     this.subs.add(f);
     return () => this.subs.delete(f);
   }
 }
+
+/** What the server needs of a hub (any body). */
+export interface SnapshotSource {
+  readonly current: Stamped<object>;
+  subscribe(f: (s: Stamped<object>) => void): () => void;
+}
+
+/** The machine dashboard's hub. */
+export class SnapshotHub extends Hub<SnapshotInit> {}
 
 const sum = (p: TimelinePhase[]): number => p.reduce((a, x) => a + x.ms, 0);
 
@@ -153,7 +165,12 @@ export class MachineFeed {
 // ---------------------------------------------------------------------------------------- http
 
 export interface DashboardServerOptions {
-  readonly hub: SnapshotHub;
+  /** The snapshots served at /api/snapshot and /api/events. */
+  readonly hub: SnapshotSource;
+  /** The page at `/`: the machine dashboard (default) or the fleet's. */
+  readonly page?: 'machine' | 'fleet';
+  /** Extra JSON endpoints (path -> current value), e.g. the fleet's host list. */
+  readonly api?: Readonly<Record<string, () => unknown>>;
   /** Default 127.0.0.1. */
   readonly host?: string;
   /** 0 = an ephemeral port. */
@@ -167,10 +184,12 @@ export interface DashboardServer {
   close(): Promise<void>;
 }
 
+const HTML = 'text/html; charset=utf-8';
 const STATIC: Record<string, { file: string; type: string }> = {
-  '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
-  '/index.html': { file: 'index.html', type: 'text/html; charset=utf-8' },
+  '/index.html': { file: 'index.html', type: HTML },
+  '/fleet.html': { file: 'fleet.html', type: HTML },
   '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  '/fleet.js': { file: 'fleet.js', type: 'text/javascript; charset=utf-8' },
   '/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
 };
 
@@ -191,7 +210,7 @@ export async function startDashboardServer(opts: DashboardServerOptions): Promis
   const host = opts.host ?? '127.0.0.1';
   const files = loadStatic();
   const clients = new Set<ServerResponse>();
-  const send = (res: ServerResponse, s: Snapshot): void => {
+  const send = (res: ServerResponse, s: Stamped<object>): void => {
     res.write(`id: ${s.seq}\nevent: snapshot\ndata: ${JSON.stringify(s)}\n\n`);
   };
   const unsubscribe = opts.hub.subscribe((s) => {
@@ -213,7 +232,7 @@ export async function startDashboardServer(opts: DashboardServerOptions): Promis
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain', ...common }).end('only GET\n');
       return;
     }
-    const st = STATIC[url.pathname];
+    const st = url.pathname === '/' ? STATIC[opts.page === 'fleet' ? '/fleet.html' : '/index.html'] : STATIC[url.pathname];
     if (st) {
       res.writeHead(200, { 'content-type': st.type, 'content-security-policy': "default-src 'self'; img-src 'self' data:; style-src 'self'", ...common });
       res.end(req.method === 'HEAD' ? undefined : files.get(st.file));
@@ -221,6 +240,11 @@ export async function startDashboardServer(opts: DashboardServerOptions): Promis
     }
     if (url.pathname === '/api/snapshot') {
       res.writeHead(200, { 'content-type': 'application/json', ...common }).end(JSON.stringify(opts.hub.current));
+      return;
+    }
+    const api = opts.api?.[url.pathname];
+    if (api) {
+      res.writeHead(200, { 'content-type': 'application/json', ...common }).end(JSON.stringify(api()));
       return;
     }
     if (url.pathname === '/api/events') {
