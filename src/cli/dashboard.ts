@@ -12,6 +12,8 @@ import { LuoDaemon } from '../daemon/server.ts';
 
 export interface DashboardOptions {
   demo?: boolean;
+  fleet?: boolean;
+  etcd?: string;
   socket?: string;
   port?: string;
   host?: string;
@@ -47,8 +49,10 @@ export async function runDashboard(opts: DashboardOptions): Promise<number> {
   } catch (e) {
     return err(`${(e as Error).message} (see luo dashboard --help)`, 2);
   }
-  if (opts.demo && opts.socket) return err('choose one source: --demo or --socket PATH', 2);
+  if ([opts.demo, opts.socket !== undefined, opts.fleet].filter(Boolean).length > 1) return err('choose one source: --demo, --socket PATH or --fleet', 2);
+  if (opts.etcd !== undefined && !opts.fleet) return err('--etcd goes with --fleet', 2);
   const host = opts.host ?? '127.0.0.1';
+  if (opts.fleet) return runFleetDashboard(opts, host, port, err);
 
   const hub = new SnapshotHub({ source: { kind: opts.demo ? 'demo' : 'daemon', label: 'starting' }, status: 'starting', done: false, error: null, machine: null, timeline: [], daemon: null });
   let feed: DaemonFeed | undefined;
@@ -115,6 +119,43 @@ export async function runDashboard(opts: DashboardOptions): Promise<number> {
   }
   await stopped;
   return code;
+}
+
+/** `luo dashboard --fleet`: the fleet's page, fed by a watch of its etcd keys. */
+async function runFleetDashboard(opts: DashboardOptions, host: string, port: number, err: (msg: string, code?: number) => number): Promise<number> {
+  const { etcdEndpoints, FleetStore } = await import('../fleet/store.ts');
+  const { FleetFeed } = await import('../web/fleet-feed.ts');
+  let store: import('../fleet/store.ts').FleetStore;
+  try {
+    store = await FleetStore.connect(etcdEndpoints(opts.etcd));
+  } catch (e) {
+    return err(`${(e as Error).message}`);
+  }
+  const feed = new FleetFeed(store);
+  let server: DashboardServer;
+  try {
+    await feed.start();
+    server = await startDashboardServer({ hub: feed.hub, host, port, page: 'fleet', api: { '/api/fleet/hosts': () => feed.hosts() } });
+  } catch (e) {
+    await feed.stop().catch(() => undefined);
+    store.close();
+    const code = (e as NodeJS.ErrnoException).code;
+    return err(code === 'EADDRINUSE' ? `port ${port} on ${host} is in use: pass --port N, or --port 0 for any free port` : (e as Error).message);
+  }
+  if (opts.json) process.stdout.write(`${JSON.stringify({ url: server.url, port: server.port, source: 'fleet' })}\n`);
+  else {
+    process.stdout.write(`${bold('luo dashboard --fleet')} on ${bold(server.url)} (etcd ${store.endpoints.join(',')})\n`);
+    if (!['127.0.0.1', 'localhost', '::1'].includes(host)) process.stdout.write(`warning: listening on ${host}: anyone who can reach it sees the fleet\n`);
+    process.stdout.write(dim('press Ctrl-C to stop\n'));
+  }
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  await server.close();
+  await feed.stop();
+  store.close();
+  return 0;
 }
 
 /** The demo's row names -> the timeline's phase names. */

@@ -200,9 +200,11 @@ export async function main(argv: string[]): Promise<number> {
     });
   program
     .command('dashboard')
-    .description('serve a live web page of the machine: memory map, sessions, KHO tree, live-update timeline')
+    .description('serve a live web page of the machine (memory map, sessions, KHO tree, live-update timeline) or, with --fleet, of the fleet')
     .option('--demo', "run the demo's live updates in this process and show them")
     .option('--socket <path>', 'watch a running `luo serve` on this socket (default: the default socket)')
+    .option('--fleet', 'show the fleet on etcd instead: waves, every host, blackouts, failures, the controller')
+    .option('--etcd <urls>', 'with --fleet: etcd endpoints (default $LUO_ETCD)')
     .option('--port <n>', 'TCP port (0 = any free port)', '7373')
     .option('--host <addr>', 'address to bind (loopback by default)', '127.0.0.1')
     .option('--updates <n>', 'live updates the demo performs', '3')
@@ -210,7 +212,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--interval <ms>', 'how often the daemon is polled', '500')
     .option('--exit-when-done', 'stop serving when the demo has finished')
     .option('--json', 'print the URL as JSON')
-    .addHelpText('after', '\nExamples:\n  luo dashboard --demo            # watch three live updates at http://127.0.0.1:7373/\n  luo dashboard --socket /tmp/l.sock --port 0\n\nExit codes: 0 ok (demo verified), 1 failure (no daemon, port in use, demo failed), 2 usage.')
+    .addHelpText('after', '\nExamples:\n  luo dashboard --demo            # watch three live updates at http://127.0.0.1:7373/\n  luo dashboard --socket /tmp/l.sock --port 0\n  luo dashboard --fleet --etcd http://127.0.0.1:2379\n\nExit codes: 0 ok (demo verified), 1 failure (no daemon, port in use, demo failed), 2 usage.')
     .action(async (opts: import('./dashboard.ts').DashboardOptions) => {
       const { runDashboard } = await import('./dashboard.ts');
       code = await runDashboard(opts);

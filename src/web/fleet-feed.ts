@@ -33,7 +33,7 @@ export interface FleetFailure {
 export interface FleetCampaignView extends Omit<CampaignStatus, 'results'> {
   readonly hosts: number;
   readonly sloMs: number | null;
-  /** Blackouts of updated hosts in `bins.length` bins of `binMs` from 0 (the last bin holds the rest). */
+  /** Blackouts of updated hosts in `bins.length` bins of `binMs` from 0 (the last bin holds the rest; the SLO may lie beyond). */
   readonly histogram: { readonly binMs: number; readonly bins: number[] };
   /** Failed hosts, the latest first (at most 200). */
   readonly failures: FleetFailure[];
@@ -172,10 +172,13 @@ export class FleetFeed {
       if (failed || r.outcome !== 'updated') failures.push({ host: r.host, wave: r.wave, outcome: r.outcome === 'updated' ? 'slo' : r.outcome, ...(r.layer ? { layer: r.layer } : {}), ...(r.reason ? { reason: r.reason } : {}), ...(r.blackoutMs !== undefined ? { blackoutMs: r.blackoutMs } : {}), at: r.at });
     }
     failures.sort((a, b) => b.at - a.at);
-    const top = Math.max(sloMs !== null ? sloMs * 1.25 : 0, status.blackoutMs ? status.blackoutMs.p99 * 1.1 : 0, 1);
+    // scaled to the data; the SLO joins the scale when it is near enough to be seen against it
+    const dataTop = status.blackoutMs ? status.blackoutMs.max * 1.05 : 1;
+    const top = Math.max(1, dataTop, sloMs !== null && sloMs <= dataTop * 3 ? sloMs * 1.1 : 0);
     const binMs = niceBin(top / BINS);
-    const bins = new Array<number>(BINS).fill(0);
-    for (const b of blackouts) bins[Math.min(BINS - 1, Math.floor(b / binMs))]!++;
+    const n = Math.max(1, Math.min(BINS, Math.ceil(top / binMs)));
+    const bins = new Array<number>(n).fill(0);
+    for (const b of blackouts) bins[Math.min(n - 1, Math.floor(b / binMs))]!++;
     return { ...status, hosts: planned.waves.reduce((n, w) => n + w.hosts.length, 0), sloMs, histogram: { binMs, bins }, failures: failures.slice(0, 200), failureCount: failures.length, cells: cells.join('') };
   }
 
