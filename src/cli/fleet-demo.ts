@@ -16,6 +16,8 @@ import { type CampaignState, keys } from '../fleet/keys.ts';
 import { FleetStore } from '../fleet/store.ts';
 import { campaignStatus, type CampaignStatus } from './fleet.ts';
 import { bold, dim, green, yellow } from './style.ts';
+import { FleetFeed } from '../web/fleet-feed.ts';
+import { type DashboardServer, startDashboardServer } from '../web/server.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/luo.mjs', import.meta.url));
 const CAMPAIGN = 'demo-7-3-5';
@@ -23,6 +25,8 @@ const CAMPAIGN = 'demo-7-3-5';
 export interface FleetDemoOptions {
   readonly hosts?: number;
   readonly json?: boolean;
+  /** Serve the fleet dashboard on this port while the demo runs, and after it until a signal. */
+  readonly dashboardPort?: number;
 }
 
 export interface FleetDemoSummary {
@@ -48,8 +52,13 @@ export async function runFleetDemo(opts: FleetDemoOptions): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'luo-fleet-demo-'));
   const children: ChildProcess[] = [];
   let store: FleetStore | undefined;
+  let dashboard: { feed: FleetFeed; server: DashboardServer } | undefined;
   const onSignal = (): void => void cleanup().then(() => process.exit(130));
   const cleanup = async (): Promise<void> => {
+    if (dashboard) {
+      await dashboard.server.close();
+      await dashboard.feed.stop();
+    }
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     store?.close();
     await etcdDown(join(dir, 'etcd')).catch(() => undefined);
@@ -62,6 +71,14 @@ export async function runFleetDemo(opts: FleetDemoOptions): Promise<number> {
     const cluster = await etcdUp(join(dir, 'etcd'), 3);
     store = await FleetStore.connectWhenReady(cluster.endpoints, 302);
     say(`etcd: 3 members on ${cluster.endpoints.join(', ')}`);
+    if (opts.dashboardPort !== undefined) {
+      const feed = new FleetFeed(store);
+      await feed.start();
+      const server = await startDashboardServer({ hub: feed.hub, port: opts.dashboardPort, page: 'fleet', api: { '/api/fleet/hosts': () => feed.hosts() } });
+      dashboard = { feed, server };
+      if (opts.json) process.stderr.write(`${JSON.stringify({ dashboard: server.url })}\n`);
+      else say(bold(`fleet dashboard: ${server.url}`));
+    }
     const env = { ...process.env, LUO_ETCD: cluster.endpoints.join(',') };
     const start = (args: string[]): ChildProcess => {
       const c = spawn(process.execPath, [BIN, 'fleet', ...args], { env, stdio: 'ignore' });
@@ -141,6 +158,16 @@ export async function runFleetDemo(opts: FleetDemoOptions): Promise<number> {
       }
       if (s.blackoutMs) say(`  blackout p50 ${s.blackoutMs.p50.toFixed(1)} ms, p99 ${s.blackoutMs.p99.toFixed(1)} ms, max ${s.blackoutMs.max.toFixed(1)} ms`);
       say(`  leaders: ${leaders.join(' -> ')}; pauses: ${pauses.length}; ${(summary.elapsedMs / 1000).toFixed(1)} s in all`);
+    }
+    if (dashboard) {
+      if (opts.json) process.stderr.write(`${JSON.stringify({ waiting: 'SIGINT or SIGTERM ends the demo' })}\n`);
+      say(dim(`the dashboard stays at ${dashboard.server.url}: press Ctrl-C to end the demo and remove everything it started`));
+      await new Promise<void>((resolve) => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        process.once('SIGINT', () => resolve());
+        process.once('SIGTERM', () => resolve());
+      });
     }
     return s.state.phase === 'done' ? 0 : 1;
   } catch (e) {

@@ -55,8 +55,15 @@ export async function main(argv: string[]): Promise<number> {
   const fleet = program.command('fleet').description('live updates across a fleet of hosts, coordinated through etcd');
   fleet.command('demo').description('the fleet on an embedded default: 3-member etcd, two runners, a controller and a standby, a campaign with a canary and three waves')
     .option('--hosts <n>', 'how many simulated hosts', '500').option('--json', 'print the summary as JSON')
-    .action(async (opts: { hosts?: string; json?: boolean }) => {
-      code = await (await import('./fleet-demo.ts')).runFleetDemo({ hosts: Number(opts.hosts ?? '500'), ...(opts.json ? { json: true } : {}) });
+    .option('--dashboard [port]', 'serve the fleet dashboard while it runs (and after, until Ctrl-C); port default 7374, 0 = any')
+    .action(async (opts: { hosts?: string; json?: boolean; dashboard?: string | boolean }) => {
+      const port = opts.dashboard === undefined || opts.dashboard === false ? undefined : opts.dashboard === true ? 7374 : /^\d+$/.test(opts.dashboard) && Number(opts.dashboard) < 65536 ? Number(opts.dashboard) : NaN;
+      if (Number.isNaN(port)) {
+        process.stderr.write(`luo fleet demo: --dashboard takes a port from 0 to 65535, not "${String(opts.dashboard)}"\n`);
+        code = 2;
+        return;
+      }
+      code = await (await import('./fleet-demo.ts')).runFleetDemo({ hosts: Number(opts.hosts ?? '500'), ...(opts.json ? { json: true } : {}), ...(port !== undefined ? { dashboardPort: port } : {}) });
     });
   const etcd = fleet.command('etcd').description('a local etcd for trying the fleet (1 member or a 3-member cluster on 127.0.0.1)');
   etcd.command('up').description('start it').option('--members <n>', '1 or 3', '1').option('--dir <dir>', 'data and state directory (default: $TMPDIR/luo-etcd-$UID)')
