@@ -35,7 +35,7 @@ export interface RunnerOptions {
   readonly faults?: Readonly<Record<string, HostFault>>;
   /** Attach to these `luo serve` daemons instead of simulating `count` hosts: one host per socket. */
   readonly sockets?: readonly string[];
-  /** Updates in progress at once (default 4). */
+  /** Updates in progress at once (default 16). */
   readonly parallel?: number;
   /** Each update waits this long first (tests: a window in which to kill the runner). */
   readonly updateDelayMs?: number;
@@ -251,7 +251,7 @@ export class HostRunner {
    * but while one host waits for etcd another computes.
    */
   private async work(): Promise<void> {
-    if (this.working >= (this.opts.parallel ?? 4)) return;
+    if (this.working >= (this.opts.parallel ?? 16)) return;
     this.working++;
     try {
       while (this.queue.length && !this.stopped) {
