@@ -33,6 +33,7 @@ export const ERRNO = {
   ECONNRESET: 104,
   ETIMEDOUT: 110,
   ECONNREFUSED: 111,
+  ESTALE: 116,
   ENOIOCTLCMD: 515,
 } as const;
 

@@ -50,9 +50,15 @@ export class Controller {
 
   static async start(store: FleetStore, opts: ControllerOptions): Promise<Controller> {
     const c = new Controller(store, opts);
-    c.mirror = await KeyMirror.start(store, ROOT, bucketOf, (e, m) => {
-      c.note(e, m);
-      c.kick();
+    c.mirror = await KeyMirror.start(store, ROOT, bucketOf, {
+      change: (e, m) => {
+        c.note(e, m);
+        c.kick();
+      },
+      reset: () => {
+        c.log('etcd ended the watch of the fleet (compacted past it): read it again');
+        c.ledgers.clear();
+      },
     });
     c.timer = setInterval(() => c.kick(), opts.tickMs ?? 200);
     c.kick();

@@ -3,7 +3,8 @@
  * revision order (an informer, as Kubernetes calls it). Readers get keys and their JSON values parsed
  * once per change, grouped in buckets (a campaign's keys, the hosts, the assignments) so a reconcile
  * costs what changed and what it looks at, not a read of the whole fleet. The copy may lag etcd:
- * whoever writes from it compares the revisions it read in the transaction, as before.
+ * whoever writes from it compares the revisions it read in the transaction, as before. Should etcd
+ * end the watch (compacted past it), the copy is read again in full and the owner told to reset.
  */
 import type { FleetStore, Kv, WatchEvent } from './store.ts';
 
@@ -12,25 +13,56 @@ interface Entry {
   parsed?: unknown;
 }
 
+/** What a mirror tells its owner. */
+export interface MirrorHandlers {
+  /** After each applied change (the keys of every full read included, as puts). */
+  readonly change: (e: WatchEvent, m: KeyMirror) => void;
+  /** Before a full read replaces the copy (etcd ended the watch: see FleetStore.watch). */
+  readonly reset?: () => void;
+}
+
 export class KeyMirror {
   private readonly buckets = new Map<string, Map<string, Entry>>();
   private stopWatch: (() => Promise<void>) | undefined;
+  private stopped = false;
   /** The highest revision applied. */
   revision = 0n;
+  /** Full reads after the first (each after etcd ended a watch). */
+  resyncs = 0;
 
-  private constructor(private readonly root: string, private readonly bucketOf: (rest: string) => string, private readonly onChange: (e: WatchEvent, m: KeyMirror) => void) {}
+  private constructor(private readonly store: FleetStore, private readonly root: string, private readonly bucketOf: (rest: string) => string, private readonly on: MirrorHandlers) {}
 
-  /**
-   * Mirrors everything under `root`; `bucketOf` names the bucket of a key (given without the root);
-   * `onChange` runs after each applied change, the keys of the first read included (as puts).
-   */
-  static async start(store: FleetStore, root: string, bucketOf: (rest: string) => string, onChange: (e: WatchEvent, m: KeyMirror) => void): Promise<KeyMirror> {
-    const m = new KeyMirror(root, bucketOf, onChange);
-    const { kvs, revision } = await store.range(root);
-    for (const kv of kvs) m.apply({ type: 'put', kv });
-    m.revision = revision;
-    m.stopWatch = await store.watch(root, revision, (e) => m.apply(e));
+  /** Mirrors everything under `root`; `bucketOf` names the bucket of a key (given without the root). */
+  static async start(store: FleetStore, root: string, bucketOf: (rest: string) => string, on: MirrorHandlers): Promise<KeyMirror> {
+    const m = new KeyMirror(store, root, bucketOf, on);
+    await m.load();
     return m;
+  }
+
+  /** One full read, then a watch from its revision. */
+  private async load(): Promise<void> {
+    const { kvs, revision } = await this.store.range(this.root);
+    if (this.stopped) return;
+    if (this.resyncs > 0) {
+      this.buckets.clear();
+      this.on.reset?.();
+    }
+    for (const kv of kvs) this.apply({ type: 'put', kv });
+    this.revision = revision;
+    this.stopWatch = await this.store.watch(this.root, revision, (e) => this.apply(e), () => void this.resync());
+  }
+
+  /** etcd ended the watch: read everything again (retrying while etcd does not answer). */
+  private async resync(): Promise<void> {
+    this.resyncs++;
+    for (let delay = 100; !this.stopped; delay = Math.min(delay * 2, 5000)) {
+      try {
+        await this.load();
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 
   private bucket(key: string, create: boolean): Map<string, Entry> | undefined {
@@ -52,7 +84,7 @@ export class KeyMirror {
       if (b && b.size === 0) this.buckets.delete(this.bucketOf(e.kv.key.slice(this.root.length)));
     }
     if (e.kv.modRevision > this.revision) this.revision = e.kv.modRevision;
-    this.onChange(e, this);
+    this.on.change(e, this);
   }
 
   get(key: string): Kv | undefined {
@@ -82,6 +114,7 @@ export class KeyMirror {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     await this.stopWatch?.();
   }
 }

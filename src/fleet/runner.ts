@@ -202,18 +202,40 @@ export class HostRunner {
     const rec: RunnerRecord = { id: opts.id, pid: process.pid, lease: lease.id, hosts: r.hosts.size };
     await store.put(keys.runner(opts.id), JSON.stringify(rec), lease.id);
     await r.registerAll();
-    const { revision } = await store.range(keys.assigns());
     // assignments made while this runner was away are gone with its old lease: only new ones count
-    r.stopWatch = await store.watch(keys.assigns(), revision, (e) => {
-      if (e.type !== 'put') return;
-      const host = e.kv.key.slice(keys.assigns().length);
-      if (r.hosts.has(host)) r.enqueue(host);
-    });
+    await r.watchAssignments(false);
     void lease.lost.then(() => {
       if (!r.stopped) opts.log?.(`runner ${opts.id}: presence lease ${lease.id} lost`);
     });
     opts.log?.(`runner ${opts.id}: ${r.hosts.size} host(s) registered (${opts.sockets?.length ? `daemons on ${opts.sockets.join(', ')}` : opts.release}; lease ${lease.id})`);
     return r;
+  }
+
+  /**
+   * Takes up each new assignment of one of its hosts. Should etcd end the watch, the assignments
+   * present are read (and taken up: `catchUp`) and a new watch starts, retrying while etcd is away.
+   */
+  private async watchAssignments(catchUp: boolean): Promise<void> {
+    const { kvs, revision } = await this.store.range(keys.assigns());
+    if (catchUp) for (const kv of kvs) this.onAssign(kv.key);
+    this.stopWatch = await this.store.watch(keys.assigns(), revision, (e) => e.type === 'put' && this.onAssign(e.kv.key), () => void this.rewatch());
+  }
+
+  private onAssign(key: string): void {
+    const host = key.slice(keys.assigns().length);
+    if (this.hosts.has(host)) this.enqueue(host);
+  }
+
+  private async rewatch(): Promise<void> {
+    for (let delay = 100; !this.stopped; delay = Math.min(delay * 2, 5000)) {
+      try {
+        await this.watchAssignments(true);
+        this.opts.log?.(`runner ${this.opts.id}: etcd ended the assignment watch; read them again and watching anew`);
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 
   get hostIds(): string[] {

@@ -153,13 +153,26 @@ export class FleetStore {
     };
   }
 
-  /** Calls `on` for every change under `prefix` after `revision` (in order); resolves to a stop function. */
-  async watch(prefix: string, revision: bigint, on: (e: WatchEvent) => void): Promise<() => Promise<void>> {
+  /**
+   * Calls `on` for every change under `prefix` after `revision` (in order); resolves to a stop
+   * function. The client re-establishes a broken stream by itself from the last revision seen; when
+   * etcd ends the watch instead (the revisions it needs were compacted away while it was behind),
+   * `lost` is called once and no more events come: the caller reads again and watches anew.
+   */
+  async watch(prefix: string, revision: bigint, on: (e: WatchEvent) => void, lost?: (err: LuoError) => void): Promise<() => Promise<void>> {
     const w = await this.call(`watch ${prefix}`, () => this.client.watch().prefix(prefix).startRevision(String(revision + 1n)).create());
     w.on('put', (kv) => on({ type: 'put', kv: kvOf(kv) }));
     w.on('delete', (kv) => on({ type: 'delete', kv: kvOf(kv) }));
-    w.on('error', () => undefined);
-    return () => w.cancel();
+    let ended = false;
+    w.on('error', (e: unknown) => {
+      if (ended) return;
+      ended = true;
+      lost?.(new LuoError('ESTALE', `etcd ${this.endpoints.join(',')}: the watch of ${prefix} ended: ${e instanceof Error ? e.message : String(e)}`));
+    });
+    return async () => {
+      ended = true;
+      await w.cancel();
+    };
   }
 
   close(): void {

@@ -81,7 +81,15 @@ export class FleetFeed {
   }
 
   async start(): Promise<void> {
-    this.mirror = await KeyMirror.start(this.store, ROOT, bucketOf, (e, m) => this.note(e, m));
+    this.mirror = await KeyMirror.start(this.store, ROOT, bucketOf, {
+      change: (e, m) => this.note(e, m),
+      reset: () => {
+        this.hostSetChanged = true;
+        if (this.ready) this.event('warn', 'etcd ended the watch: the dashboard read the fleet again');
+        this.ready = false; // the full read replays every key: no events for those
+        queueMicrotask(() => (this.ready = true));
+      },
+    });
     this.ready = true;
     this.publish();
     this.timer = setInterval(() => {

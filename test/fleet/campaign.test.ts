@@ -272,3 +272,34 @@ test('two campaigns over the same hosts at once: a host is never in flight for b
     await f.stop();
   }
 });
+
+test('etcd ends the watches of a stopped controller and runner (compacted past them): both read the fleet again, the campaign completes, nobody twice', async () => {
+  const f = await startFleet('compacted');
+  try {
+    const mon = await monitor(f.store);
+    const runner = await f.start('r', ['host', '--id', 'r', '--count', '12', '--ttl', '120']);
+    const ctl = await f.start('c', ['controller', '--id', 'c']); // its election lease ends while stopped: it leads again after
+    await hostsPresent(f, 12);
+    await until(async () => (await f.store.get(keys.leader()))?.value === 'c', 'the controller to lead');
+    // both stop reading; 30 MB of changes pile up behind their watches; etcd compacts past them
+    runner.child.kill('SIGSTOP');
+    ctl.child.kill('SIGSTOP');
+    const noise = 'n'.repeat(10_000);
+    let rev = 0n;
+    for (let i = 0; i < 3000; i++) rev = await f.store.put(keys.assign(`zz-noise-${i % 50}`), noise);
+    const compact = spawnSync('etcdctl', ['--endpoints', f.cluster.endpoints[0]!, 'compact', String(rev)], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' });
+    assert.equal(compact.status, 0, compact.stderr);
+    for (let i = 0; i < 50; i++) await f.store.delete(keys.assign(`zz-noise-${i}`));
+    const created = f.create('after', 'name: after\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 4 }\n');
+    assert.equal(created.code, 0, created.stderr);
+    runner.child.kill('SIGCONT');
+    ctl.child.kill('SIGCONT');
+    await waitPhase(f, 'after', 'done');
+    assert.equal((await results(f.store, 'after')).filter((r) => r.outcome === 'updated').length, 12);
+    await until(() => /etcd ended the watch of the fleet/.test(ctl.out) && /etcd ended the assignment watch/.test(runner.out), 'both to say they read again');
+    await mon.stop();
+    assert.deepEqual(mon.violations, []);
+  } finally {
+    await f.stop();
+  }
+});
