@@ -157,6 +157,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--from-image <path>', 'boot from a hand-over image (refused if corrupt)')
     .option('--resume', 'boot from <state-dir>/luo.img when it exists, else cold')
     .option('--takeover', 'started by a kexec: report readiness on fd 3')
+    .option('--await-image', 'started by a kexec ahead of its freeze: wait on fd 3 for the image to boot')
     .option('--log <file>', 'append the console to a file instead of stdout')
     .option('--release <name>', 'the kernel release to boot (luo releases; default 7.3.4)')
     .action(async (opts: import('./serve.ts').ServeOptions) => {

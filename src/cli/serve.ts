@@ -3,6 +3,7 @@
  * on a unix socket until SHUTDOWN, SIGTERM/SIGINT, or a kexec into a new daemon process.
  */
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { isLuoError } from '../errno.ts';
 import { KernelPanic } from '../luo/core.ts';
@@ -20,6 +21,8 @@ export interface ServeOptions {
   fromImage?: string;
   resume?: boolean;
   takeover?: boolean;
+  /** Started by a kexec ahead of its freeze: say `loaded` on fd 3, then wait there for the image. */
+  awaitImage?: boolean;
   log?: string;
   /** The kernel release to boot (luo releases; default 7.3.4). */
   release?: string;
@@ -31,6 +34,36 @@ export function parseSize(s: string): bigint {
   if (!m) throw new Error(`bad size "${s}" (e.g. 4G, 512M, 0x40000000)`);
   const shift = { '': 0n, k: 10n, m: 20n, g: 30n, t: 40n }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
   return BigInt(m[1]!) << shift;
+}
+
+/** Test hook: LUO_TEST_HOLD_LOADED=<file> keeps a successor from saying `loaded` until the file exists. */
+async function holdForTest(): Promise<void> {
+  const file = process.env['LUO_TEST_HOLD_LOADED'];
+  while (file && !existsSync(file)) await new Promise((r) => setTimeout(r, 20));
+}
+
+/** The kexec's channel on fd 3 (a socket pair): `loaded` out, then `image PATH` or `abort` in. */
+function awaitImage(): Promise<{ channel: Socket | undefined; path?: string; aborted?: boolean }> {
+  let channel: Socket;
+  try {
+    channel = new Socket({ fd: 3, readable: true, writable: true });
+  } catch {
+    return Promise.resolve({ channel: undefined });
+  }
+  return new Promise((resolve) => {
+    let text = '';
+    channel.on('data', (b: Buffer) => {
+      text += b.toString();
+      if (text.length > 8192) return resolve({ channel }); // not a kexec speaking
+      const m = /^(?:image (.+)|(abort))\n/.exec(text);
+      if (!m) return;
+      channel.pause();
+      resolve({ channel, ...(m[1] !== undefined ? { path: m[1] } : { aborted: true }) });
+    });
+    channel.on('error', () => resolve({ channel }));
+    channel.on('end', () => resolve({ channel }));
+    void holdForTest().then(() => channel.write('loaded\n'));
+  });
 }
 
 export async function runServe(opts: ServeOptions): Promise<number> {
@@ -58,7 +91,19 @@ export async function runServe(opts: ServeOptions): Promise<number> {
   };
   // checked before the machine boots (listen() checks again, for library users)
   if (socketPathState(socketPath) === 'not-a-socket') return fail(`${socketPath} exists and is not a socket: refusing to replace it (choose another --socket)`);
+  let channel: Socket | undefined;
   let image = opts.fromImage;
+  if (opts.awaitImage) {
+    // everything this program needs is loaded by now (serve's imports): only the image is missing
+    const got = await awaitImage();
+    channel = got.channel;
+    if (got.path === undefined) {
+      channel?.destroy();
+      if (got.aborted) return 0; // the kexec was refused: the old daemon serves on
+      return fail('the kexec that started this daemon went away before handing over its image');
+    }
+    image = got.path;
+  }
   if (!image && opts.resume && existsSync(join(stateDir, IMAGE_NAME))) image = join(stateDir, IMAGE_NAME);
 
   let machine: Machine;
@@ -79,7 +124,7 @@ export async function runServe(opts: ServeOptions): Promise<number> {
       }
       // --resume finds whatever the state dir holds: only this socket's own image is booted.
       // An image named with --from-image is the user's deliberate choice (kexec names its own).
-      if (!opts.fromImage && h.meta.socket && h.meta.socket !== resolve(socketPath)) {
+      if (!opts.fromImage && !opts.awaitImage && h.meta.socket && h.meta.socket !== resolve(socketPath)) {
         return fail(`refusing image ${image}: it was written by the daemon on ${h.meta.socket}, not ${resolve(socketPath)} (two daemons never boot each other's image)`);
       }
       machine = new Machine({ ramSize: h.memory.size, memory: h.memory, boot: h.params, build, console: out, ...(opts.cmdline ? { cmdline: opts.cmdline } : {}) });
@@ -100,7 +145,9 @@ export async function runServe(opts: ServeOptions): Promise<number> {
   } catch (e) {
     return fail(`cannot listen on ${socketPath}: ${isLuoError(e) ? e.detail : (e as Error).message}`);
   }
-  if (opts.takeover) signalReady(d);
+  if (opts.takeover) signalReady(d, channel);
+  // the blackout as this daemon saw it: from the old one's freeze to being ready (luo status shows it)
+  if (handover && typeof handover['frozenAt'] === 'number') handover['blackoutMs'] = performance.timeOrigin + performance.now() - handover['frozenAt'];
   const stop = (sig: string) => void d.shutdown(sig);
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

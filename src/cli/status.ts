@@ -27,6 +27,16 @@ function wrapList(head: string, items: readonly string[], indent: string, width 
   return lines;
 }
 
+/** The live update that booted this daemon: its blackout and the phases measured on each side. */
+function lastUpdate(k: Record<string, unknown> | null): string[] {
+  if (!k) return [];
+  const ms = (key: string): string | undefined => (typeof k[key] === 'number' ? `${key.replace(/Ms$/, '')} ${(k[key] as number).toFixed(1)} ms` : undefined);
+  const phases = ['serializeMs', 'handoverMs', 'bootMs'].map(ms).filter((x): x is string => x !== undefined);
+  const from = (k['from'] as { release?: string; pid?: number } | undefined) ?? {};
+  const blackout = typeof k['blackoutMs'] === 'number' ? `blackout ${(k['blackoutMs'] as number).toFixed(1)} ms` : 'blackout not measured (an image from an older luo)';
+  return [`last live update: from ${from.release ?? '?'} (pid ${from.pid ?? '?'}); ${blackout}${phases.length ? ` (${phases.join(', ')})` : ''}`];
+}
+
 export function formatStatus(s: DaemonStatus): string {
   const incoming = s.sessions.incomingPending
     ? ['incoming sessions: handed over by the previous kernel, restored on the first open of /dev/liveupdate']
@@ -42,6 +52,7 @@ export function formatStatus(s: DaemonStatus): string {
     ...incoming,
     `preserved: ${s.preserved.pages} page(s) in ${s.preserved.blocks} block(s); by order ${Object.entries(s.preserved.byOrder).map(([o, n]) => `${o}:${n}`).join(' ') || '-'}; tracker ${s.preserved.trackerPages} page(s)`,
     `clients: ${s.processes} process(es), ${s.connections} connection(s)`,
+    ...lastUpdate(s.kexec),
   ];
   return lines.join('\n');
 }

@@ -4,11 +4,11 @@
  * the image alone and takes the socket path over. The image plays the part of the RAM a real
  * kexec leaves in place; its meta the part of the boot protocol (kho_data, command line).
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { ERRNO, isLuoError, LuoError } from '../errno.ts';
 import type { KhoBootData } from '../kho/incoming.ts';
 import type { BootParams } from '../kernel/kernel.ts';
@@ -64,9 +64,81 @@ function crashPoint(phase: string): void {
   if (process.env['LUO_DAEMON_CRASH_AT'] === phase) process.kill(process.pid, 'SIGKILL');
 }
 
-export async function kexecIntoNewProcess(
+/** What `luo kexec` settles before anything freezes: the build to run, its release, the successor. */
+export interface KexecPlan {
+  readonly bin: string;
+  readonly target: KernelBuild | undefined;
+  readonly cmdline: string | undefined;
+  /** The release the new daemon boots. */
+  readonly release: string;
+  /** The new daemon started and loaded ahead of the freeze (absent: it is started after the image). */
+  readonly successor: Successor | undefined;
+  readonly t0: number;
+}
+
+/**
+ * The new daemon started ahead of the freeze, as `kexec -l` loads the new kernel before `kexec -e`:
+ * it loads its whole program, says `loaded` on fd 3 and waits there for `image PATH` (or `abort`),
+ * so the blackout is only freeze, image, boot and restore. The channel is a socket pair.
+ */
+export interface Successor {
+  readonly child: ChildProcess;
+  readonly channel: Duplex;
+  /** Its start-up, outside the blackout. */
+  readonly startMs: number;
+}
+
+function successorArgs(d: LuoDaemon, release: string, childArgs: readonly string[]): string[] {
+  // the default release is not named, so an older luo build without --release can still be the target
+  const releaseArgs = release === DEFAULT_BUILD.release ? [] : ['--release', release];
+  return ['--socket', d.socketPath, '--state-dir', d.stateDir, '--takeover', ...releaseArgs, ...childArgs];
+}
+
+function spawnDaemon(d: LuoDaemon, bin: string, args: readonly string[], childArgs: readonly string[]): ChildProcess {
+  const logged = childArgs.includes('--log');
+  return spawn(process.execPath, [bin, 'serve', ...args], {
+    detached: true,
+    stdio: ['ignore', logged ? 'ignore' : 'inherit', logged ? 'ignore' : 'inherit', 'pipe'],
+  });
+}
+
+/** Waits for a line matching `re` on the child's fd 3; a string says why it did not come. */
+function awaitLine(child: ChildProcess, re: RegExp, timeoutMs: number, what: string): Promise<RegExpExecArray | string> {
+  return new Promise((res) => {
+    let text = '';
+    const pipe = child.stdio[3] as Readable;
+    const done = (v: RegExpExecArray | string): void => {
+      clearTimeout(timer);
+      pipe.off('data', onData);
+      child.off('exit', onExit);
+      child.off('error', onError);
+      res(v);
+    };
+    const timer = setTimeout(() => done(`the new daemon was not ${what} within ${timeoutMs} ms`), timeoutMs);
+    const onData = (b: Buffer): void => {
+      text += b.toString();
+      const m = re.exec(text);
+      if (m) done(m);
+    };
+    const onExit = (code: number | null, sig: string | null): void => done(`the new daemon exited (${sig ?? `code ${code}`}) before it was ${what}`);
+    const onError = (e: Error): void => done(`could not start it: ${e.message}`);
+    pipe.on('data', onData);
+    pipe.on('error', () => undefined);
+    child.once('exit', onExit);
+    child.once('error', onError);
+  });
+}
+
+const kexecTimeoutMs = (): number => Number(process.env['LUO_KEXEC_TIMEOUT_MS'] ?? 60000);
+
+/**
+ * Everything a kexec settles before the freeze, the old daemon still serving meanwhile: the build
+ * and release (refusals change nothing), and the successor started and loaded. A build that cannot
+ * wait for its image (an older luo) is started after the image instead, as before.
+ */
+export async function planKexec(
   d: LuoDaemon, opts: { build?: string | undefined; cmdline?: string | undefined; release?: string | undefined; childArgs: readonly string[] },
-): Promise<KexecResult> {
+): Promise<KexecPlan | { ok: false; errno: number; message: string }> {
   const t0 = performance.now();
   const k = d.kernel;
   let bin: string;
@@ -77,8 +149,37 @@ export async function kexecIntoNewProcess(
     mkdirSync(d.stateDir, { recursive: true, mode: 0o700 });
   } catch (e) {
     const err = isLuoError(e) ? e : new LuoError('EIO', (e as Error).message);
-    return { ok: false, committed: false, errno: err.code, message: err.detail };
+    return { ok: false, errno: err.code, message: err.detail };
   }
+  const release = target?.release ?? (opts.cmdline !== undefined || !k.kexecLoaded ? k.build : k.kexecLoaded.build).release;
+  let successor: Successor | undefined;
+  if (process.env['LUO_KEXEC_PRESTART'] !== '0') {
+    const child = spawnDaemon(d, bin, ['--await-image', ...successorArgs(d, release, opts.childArgs)], opts.childArgs);
+    const loaded = await awaitLine(child, /^loaded\n/, kexecTimeoutMs(), 'loaded');
+    if (typeof loaded === 'string') {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      d.print('info', `kexec: ${bin} cannot be started ahead of the freeze (${loaded}); it starts after the image`);
+    } else successor = { child, channel: child.stdio[3] as Duplex, startMs: performance.now() - t0 };
+  }
+  return { bin, target, cmdline: opts.cmdline, release, successor, t0 };
+}
+
+/** A kexec refused before the freeze: the successor is told to go away. */
+export function abandonSuccessor(s: Successor | undefined): void {
+  if (!s) return;
+  s.channel.end('abort\n');
+  s.child.unref();
+  setTimeout(() => {
+    if (s.child.exitCode === null) s.child.kill('SIGKILL');
+  }, 5000).unref();
+}
+
+export async function kexecIntoNewProcess(d: LuoDaemon, plan: KexecPlan, childArgs: readonly string[]): Promise<KexecResult> {
+  const t0 = plan.t0;
+  const tFreeze = performance.now();
+  const k = d.kernel;
+  const { bin, target } = plan;
+  const opts = { cmdline: plan.cmdline };
 
   // Freeze: real memfds' contents and positions into their simulated twins, then the reboot
   // path (LUO serializes; an error refuses the kexec and leaves everything as it was).
@@ -92,6 +193,7 @@ export async function kexecIntoNewProcess(
   } catch (e) {
     const err = isLuoError(e) ? e : new LuoError('EIO', (e as Error).message);
     d.print('err', `kexec refused: ${err.message}`);
+    abandonSuccessor(plan.successor);
     return { ok: false, committed: false, errno: err.code, message: err.detail };
   }
   crashPoint('serialized');
@@ -108,7 +210,8 @@ export async function kexecIntoNewProcess(
     image: handover.params.image ? { addr: hex(handover.params.image.addr), size: hex(handover.params.image.size) } : null,
     ramSize: hex(d.machine.memory.size),
     liveupdateNum: (k.luo?.incomingNum ?? 0) + (k.luo?.enabled ? 1 : 0),
-    stats: { ...handover.stats, capturedFiles: captured.files, capturedBytes: captured.bytes },
+    // frozenAt (epoch ms): the new daemon measures the blackout to its readiness from it (same clock)
+    stats: { ...handover.stats, capturedFiles: captured.files, capturedBytes: captured.bytes, frozenAt: performance.timeOrigin + tFreeze },
     createdAt: new Date().toISOString(),
   };
   const imgPath = join(d.stateDir, IMAGE_NAME);
@@ -122,53 +225,34 @@ export async function kexecIntoNewProcess(
   const imageBytes = statSync(imgPath).size;
   crashPoint('image-written');
   const t2 = performance.now();
-  d.print('info', `kexec: image ${imgPath} (${imageBytes} bytes, ${handover.keep.length} ranges) written; starting ${bin}`);
+  const ahead = plan.successor;
+  d.print('info', `kexec: image ${imgPath} (${imageBytes} bytes, ${handover.keep.length} ranges) written; ${ahead ? `handing it to daemon ${ahead.child.pid}, started ahead` : `starting ${bin}`}`);
 
-  const logged = opts.childArgs.includes('--log');
-  // the new kernel is the loaded image's release (the running one unless --release chose another);
-  // the default release is not named, so an older luo build without --release can still be the target
-  const release = (k.kexecLoaded?.build ?? k.build).release;
-  const releaseArgs = release === DEFAULT_BUILD.release ? [] : ['--release', release];
-  const child = spawn(process.execPath, [bin, 'serve', '--from-image', imgPath, '--socket', d.socketPath, '--state-dir', d.stateDir, '--takeover', ...releaseArgs, ...opts.childArgs], {
-    detached: true,
-    stdio: ['ignore', logged ? 'ignore' : 'inherit', logged ? 'ignore' : 'inherit', 'pipe'],
-  });
+  // the successor started ahead takes the image; else the new daemon starts now, from the image
+  let child: ChildProcess;
+  if (ahead) {
+    child = ahead.child;
+    ahead.channel.write(`image ${imgPath}\n`);
+  } else child = spawnDaemon(d, bin, ['--from-image', imgPath, ...successorArgs(d, plan.release, childArgs)], childArgs);
   crashPoint('spawned');
-  const timeoutMs = Number(process.env['LUO_KEXEC_TIMEOUT_MS'] ?? 60000);
-  const ready = await new Promise<{ pid: number; generation: bigint } | string>((res) => {
-    let text = '';
-    const timer = setTimeout(() => res(`the new daemon did not become ready within ${timeoutMs} ms`), timeoutMs);
-    const pipe = child.stdio[3] as Readable;
-    pipe.on('data', (b: Buffer) => {
-      text += b.toString();
-      const m = /^ready (\d+) (\d+)\n/.exec(text);
-      if (m) {
-        clearTimeout(timer);
-        res({ pid: Number(m[1]), generation: BigInt(m[2]!) });
-      }
-    });
-    pipe.on('error', () => undefined);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      res(`could not start ${bin}: ${e.message}`);
-    });
-    child.once('exit', (code, sig) => {
-      clearTimeout(timer);
-      res(`the new daemon exited (${sig ?? `code ${code}`}) before taking over`);
-    });
-  });
+  const line = await awaitLine(child, /^ready (\d+) (\d+)\n/, kexecTimeoutMs(), 'ready');
   (child.stdio[3] as Readable).destroy();
-  if (typeof ready === 'string') {
-    const msg = `kexec: ${ready}; the new state is in ${imgPath} (luo serve --resume boots it)`;
+  if (typeof line === 'string') {
+    const msg = `kexec: ${line}; the new state is in ${imgPath} (luo serve --resume boots it)`;
     d.print('err', msg);
     if (child.exitCode === null) child.kill('SIGKILL');
     return { ok: false, committed: true, errno: ERRNO.EIO, message: msg };
   }
+  const ready = { pid: Number(line[1]), generation: BigInt(line[2]!) };
   child.unref();
   crashPoint('ready');
   const t3 = performance.now();
-  const stats = { ...meta.stats, imageBytes, imageMs: t2 - t1, takeoverMs: t3 - t2, totalMs: t3 - t0, image: imgPath, newPid: ready.pid, warnings: captured.warnings };
-  d.print('info', `kexec: daemon ${ready.pid} took over ${d.socketPath} (total ${(t3 - t0).toFixed(1)} ms)`);
+  // the blackout: from the freeze to the new daemon's readiness (its start-up ahead is not in it)
+  const stats = {
+    ...meta.stats, imageBytes, freezeMs: t1 - tFreeze, imageMs: t2 - t1, takeoverMs: t3 - t2, blackoutMs: t3 - tFreeze, totalMs: t3 - t0,
+    successorStartMs: ahead ? ahead.startMs : null, image: imgPath, newPid: ready.pid, warnings: captured.warnings,
+  };
+  d.print('info', `kexec: daemon ${ready.pid} took over ${d.socketPath} (blackout ${(t3 - tFreeze).toFixed(1)} ms${ahead ? `; it started ahead in ${ahead.startMs.toFixed(1)} ms` : ''})`);
   return { ok: true, pid: ready.pid, generation: ready.generation, stats };
 }
 

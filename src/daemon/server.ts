@@ -89,6 +89,8 @@ export class LuoDaemon {
   private nextFileId = 1n;
   /** Set while a kexec runs: requests wait (and die with this process). */
   kexecing = false;
+  /** A kexec is settling its plan (its successor starting) while everyone is still served. */
+  private kexecPlanned = false;
   private stopped = false;
   /** Inode of the socket this daemon serves on (to remove only its own at shutdown). */
   private socketIno: number | undefined;
@@ -636,7 +638,8 @@ export class LuoDaemon {
     const release = dec.decode(r.bytes(releaseLen));
     r.end();
     if (flags & ~KEXEC_KEEP_CLIENTS) return this.reply(c, MSG.KEXEC, seq, prefixReply(-1, ERRNO.EINVAL, new TextEncoder().encode(`unknown KEXEC flags 0x${flags.toString(16)}`)));
-    if (this.kexecing) return this.reply(c, MSG.KEXEC, seq, prefixReply(-1, ERRNO.EBUSY, new TextEncoder().encode('a kexec is already in progress')));
+    if (this.kexecing || this.kexecPlanned) return this.reply(c, MSG.KEXEC, seq, prefixReply(-1, ERRNO.EBUSY, new TextEncoder().encode('a kexec is already in progress')));
+    this.kexecPlanned = true;
     void this.runKexec(c, seq, { build: build || undefined, cmdline: cmdline || undefined, release: release || undefined, keepClients: (flags & KEXEC_KEEP_CLIENTS) !== 0 });
   }
 
@@ -673,11 +676,23 @@ export class LuoDaemon {
   }
 
   private async runKexec(c: Conn, seq: number, opts: { build: string | undefined; cmdline: string | undefined; release: string | undefined; keepClients: boolean }): Promise<void> {
-    const { kexecIntoNewProcess } = await import('./kexec.ts');
+    const { abandonSuccessor, kexecIntoNewProcess, planKexec } = await import('./kexec.ts');
+    // the new daemon starts and loads while this one still serves everyone (kexec -l)
+    const plan = await planKexec(this, { build: opts.build, cmdline: opts.cmdline, release: opts.release, childArgs: this.childArgs });
+    this.kexecPlanned = false;
+    if (!('bin' in plan)) {
+      this.reply(c, MSG.KEXEC, seq, prefixReply(-1, plan.errno, new TextEncoder().encode(plan.message)));
+      return;
+    }
+    if (this.stopped || c.state === 'closed') {
+      abandonSuccessor(plan.successor); // the caller or the daemon went away meanwhile
+      return;
+    }
+    // the freeze (kexec -e): from here on nobody else is served
     this.kexecing = true;
-    const result = await kexecIntoNewProcess(this, { build: opts.build, cmdline: opts.cmdline, release: opts.release, childArgs: this.childArgs });
+    const result = await kexecIntoNewProcess(this, plan, this.childArgs);
     if (!result.ok && !result.committed) {
-      // Refused before anything changed (LUO's reboot path failed): keep serving.
+      // Refused before anything changed (LUO's reboot path failed): keep serving (the successor was sent away).
       this.kexecing = false;
       this.reply(c, MSG.KEXEC, seq, prefixReply(-1, result.errno, new TextEncoder().encode(result.message)));
       this.resumeAll();
@@ -732,9 +747,14 @@ export function socketPathState(path: string): 'free' | 'socket' | 'not-a-socket
 }
 
 /** Tells a waiting parent (kexec.ts, on fd 3) that this daemon owns the socket path. */
-export function signalReady(d: LuoDaemon): void {
+export function signalReady(d: LuoDaemon, channel?: Socket): void {
+  const line = `ready ${process.pid} ${d.generation.toString()}\n`;
+  if (channel) {
+    channel.end(line); // the channel a kexec opened to a successor it started ahead
+    return;
+  }
   try {
-    writeSync(3, `ready ${process.pid} ${d.generation.toString()}\n`);
+    writeSync(3, line);
     closeSync(3);
   } catch (e) {
     d.print('warn', `could not signal readiness on fd 3: ${(e as Error).message}`);

@@ -166,9 +166,11 @@ class DaemonHost implements HostDriver {
     const after = await LuoClient.connectRetry(this.socket);
     const num = (await after.status()).liveupdateNum;
     await after.close();
-    const phases = { image: Number(stats['imageMs']), takeover: Number(stats['takeoverMs']) };
-    if (num <= before) return { outcome: 'fell-back', layer: 'KHO', reason: 'the new kernel took no hand-over (liveupdate number did not advance)', blackoutMs: Number(stats['totalMs']), phases, release: target };
-    return { outcome: 'updated', blackoutMs: Number(stats['totalMs']), phases, release: target };
+    const phases = { freeze: Number(stats['freezeMs']), image: Number(stats['imageMs']), takeover: Number(stats['takeoverMs']) };
+    // the blackout (freeze to the new daemon's readiness); an older luo reports only the total
+    const blackoutMs = Number(stats['blackoutMs'] ?? stats['totalMs']);
+    if (num <= before) return { outcome: 'fell-back', layer: 'KHO', reason: 'the new kernel took no hand-over (liveupdate number did not advance)', blackoutMs, phases, release: target };
+    return { outcome: 'updated', blackoutMs, phases, release: target };
   }
 }
 

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -226,6 +226,63 @@ test('the position at kexec comes from a forked holder of the hidden dup when th
         /* gone */
       }
     }
+    await cleanup(dir);
+  }
+});
+
+test('the new daemon starts ahead of the freeze: the old one serves meanwhile, the blackout leaves its start-up out; a refused kexec sends it away; an older build is started after the image', async () => {
+  const dir = tempDir('ahead');
+  try {
+    const hold = join(dir, 'loaded-may-go');
+    const d = await startDaemon(dir, [], { LUO_TEST_HOLD_LOADED: hold });
+    const c = await LuoClient.connect(d.socket);
+    const dev = await c.openDevice();
+    const s = await dev.createSession('ahead');
+    const data = randomBytes(32 * 1024);
+    await s.preserveBuffer(data, 7);
+    await dev.close();
+
+    // refused at the freeze (a release luo cannot run): the successor started ahead goes away
+    writeFileSync(hold, '');
+    await assert.rejects(c.kexec({ release: 'luo-v2' }), (e: Error & { errno?: string }) => e.errno === 'EOPNOTSUPP');
+    await until(() => processesMentioning('--await-image').length === 0, 'the successor to go away');
+    assert.equal((await c.status()).pid, d.child.pid, 'the old daemon serves on');
+
+    // while the successor loads (held), everyone else is still served by the old daemon
+    rmSync(hold);
+    const other = await LuoClient.connect(d.socket);
+    const pending = c.kexec();
+    await until(() => processesMentioning('--await-image').length === 1, 'the successor to start');
+    assert.equal((await other.status()).pid, d.child.pid, 'served during the successor start-up');
+    assert.equal((await other.status()).sessions.outgoing.length, 1);
+    writeFileSync(hold, '');
+    const r = await pending;
+    assert.equal(await d.exited, 0);
+    assert.equal(typeof r.stats['successorStartMs'], 'number');
+    assert.ok((r.stats['blackoutMs'] as number) < (r.stats['totalMs'] as number), JSON.stringify(r.stats));
+    const c2 = await LuoClient.connectRetry(d.socket);
+    const { stdout } = await luo('status', '--socket', d.socket);
+    assert.match(stdout, /last live update: from 7\.3\.4-luo \(pid \d+\); blackout \d+\.\d ms \(serialize/);
+    const dev2 = await c2.openDevice();
+    assert.ok(Buffer.from((await (await dev2.retrieveSession('ahead')).retrieve(7)).content).equals(data));
+    await dev2.close();
+
+    // an older luo that cannot wait for its image: it is started after the image, as before
+    const old = join(dir, 'older-build');
+    mkdirSync(join(old, 'bin'), { recursive: true });
+    writeFileSync(join(old, 'bin', 'luo.mjs'), `#!/usr/bin/env node
+// An older luo build (test): it does not know --await-image.
+if (process.argv.includes('--await-image')) { process.stderr.write("error: unknown option '--await-image'\\n"); process.exit(2); }
+import(${JSON.stringify(LUO_BIN)});
+`);
+    const r2 = await c2.kexec({ build: old });
+    assert.equal(r2.stats['successorStartMs'], null);
+    assert.ok(processesMentioning(old).includes(r2.pid), 'the new daemon runs the older build');
+    const c3 = await LuoClient.connectRetry(d.socket);
+    assert.equal(c3.liveupdateNum, 2);
+    await c3.shutdown();
+    await other.close().catch(() => undefined);
+  } finally {
     await cleanup(dir);
   }
 });
