@@ -332,7 +332,8 @@ export async function readImage(
       if (state === 'data') {
         seenData += count;
         if (seenData > dataPages) throw new LuoError('EIO', `loadImage ${path}: run ${i} at offset ${at} has more DATA pages than the header's ${dataPages}`);
-        for (let p = 0; p < count; p++) memory.setPageData(pfn + p, await r.take(PAGE_SIZE, `page ${pfn + p}`));
+        // zero-copy: each page keeps a view of the chunk it was read into (chunks are never reused)
+        for (let p = 0; p < count; p++) memory.setPageData(pfn + p, await r.take(PAGE_SIZE, `page ${pfn + p}`), { adopt: true });
       } else {
         memory.setRunState(pfn, count, state);
       }

@@ -307,11 +307,14 @@ export class PhysicalMemory {
     else this.zeroPages.remove(pfn, pfn + count);
   }
 
-  /** Gives a page storage holding a copy of `bytes` (PAGE_SIZE of them). */
-  setPageData(pfn: number, bytes: Uint8Array): void {
+  /**
+   * Gives a page storage holding `bytes` (PAGE_SIZE of them): a copy, or with `adopt` the view itself
+   * (zero-copy: the caller hands over a buffer nobody else writes, e.g. an image loader's chunk).
+   */
+  setPageData(pfn: number, bytes: Uint8Array, opts: { adopt?: boolean } = {}): void {
     this.checkPfn(pfn, 'setPageData');
     if (bytes.length !== PAGE_SIZE) throw new LuoError('EINVAL', `setPageData: pfn ${pfn}: ${bytes.length} bytes, expected ${PAGE_SIZE}`);
-    this.store(pfn, bytes.slice());
+    this.store(pfn, opts.adopt ? bytes : bytes.slice());
   }
 
   stats(): MemoryStats {
