@@ -190,6 +190,7 @@ const STATIC: Record<string, { file: string; type: string }> = {
   '/fleet.html': { file: 'fleet.html', type: HTML },
   '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
   '/fleet.js': { file: 'fleet.js', type: 'text/javascript; charset=utf-8' },
+  '/dom.js': { file: 'dom.js', type: 'text/javascript; charset=utf-8' },
   '/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
 };
 

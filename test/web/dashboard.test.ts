@@ -7,16 +7,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { launchChromium, openPage, waitForShown } from './browser.ts';
 import { Machine } from '../../src/kernel/machine.ts';
 import { memfdCreate } from '../../src/handlers/memfd-file.ts';
 import { MachineFeed, SnapshotHub, startDashboardServer } from '../../src/web/server.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 /** A 16 GiB machine with two sessions (guest RAM in 2 MiB folios, device state), after one live update. */
 function machineAfterKexec(): { m: Machine; preserveAgain: () => void } {
@@ -66,7 +65,6 @@ function pngSize(b: Buffer): { width: number; height: number } {
 }
 
 test('dashboard in headless chromium: the machine after a kexec, live updates over SSE, a screenshot', async (t) => {
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: the dashboard test needs Debian's chromium (apt-get install chromium; CI installs it)`);
   const dir = mkdtempSync(join(tmpdir(), 'luo-dashboard-test-'));
   const { m, preserveAgain } = machineAfterKexec();
   const hub = new SnapshotHub({ source: { kind: 'machine', label: 'test machine' }, status: 'starting', done: false, error: null, machine: null, timeline: [], daemon: null });
@@ -78,19 +76,9 @@ test('dashboard in headless chromium: the machine after a kexec, live updates ov
   assert.match(server.url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
   let browser: Browser | undefined;
   try {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 0 });
-    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-    page.setDefaultTimeout(15_000);
-    const problems: string[] = [];
-    page.on('console', (msg) => {
-      if (msg.type() === 'error' || msg.type() === 'warning') problems.push(`console.${msg.type()}: ${msg.text()}`);
-    });
-    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-    page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()} ${r.failure()?.errorText ?? ''}`));
-
-    const resp = await page.goto(server.url, { timeout: 0 });
-    assert.equal(resp?.status(), 200);
-    await page.waitForSelector('body[data-liveupdate="1"]', { timeout: 0 });
+    browser = await launchChromium();
+    const { page, problems } = await openPage(browser, server.url);
+    await waitForShown(page, problems, 'body[data-liveupdate="1"]');
 
     // Cards: liveupdate_num 1 after a hand-over.
     const first = await page.locator('.card.hl').innerText();
@@ -131,14 +119,14 @@ test('dashboard in headless chromium: the machine after a kexec, live updates ov
     })()`)) as { count: number; at: { x: number; y: number } | null };
     assert.ok(hit.count > 0 && hit.at, 'no preserved (green) pixels in the memory map');
     await page.mouse.move(hit.at.x, hit.at.y);
-    await page.waitForSelector('#tooltip:not([hidden])', { timeout: 0 });
+    await waitForShown(page, problems, '#tooltip:not([hidden])');
     assert.match(await page.locator('#tooltip').innerText(), /preserved, order/);
 
     // Live: a second kexec reaches the open page over Server-Sent Events.
     m.kexec();
     preserveAgain();
     feed.refresh({ status: 'after live update 2' });
-    await page.waitForSelector('body[data-liveupdate="2"]', { timeout: 0 });
+    await waitForShown(page, problems, 'body[data-liveupdate="2"]');
     assert.equal(await page.locator('.tl-entry').count(), 2);
     assert.match(await page.locator('#status').innerText(), /after live update 2/);
 

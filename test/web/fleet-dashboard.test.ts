@@ -9,14 +9,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { copyFileSync, existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium, openPage, waitForShown } from './browser.ts';
 import { LUO_BIN, until } from '../daemon/helpers.ts';
 import { hostsPresent, startFleet, type Fleet } from '../fleet/helpers.ts';
-
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 /** `luo dashboard --fleet --port 0 --json` as a real process; its URL. */
 async function startDashboard(f: Fleet): Promise<{ child: ChildProcess; url: string }> {
@@ -27,19 +25,6 @@ async function startDashboard(f: Fleet): Promise<{ child: ChildProcess; url: str
   await until(() => out.includes('\n'), 'the dashboard to print its URL', () => (child.exitCode !== null ? `the dashboard exited: ${out}` : undefined));
   const { url } = JSON.parse(out.split('\n')[0]!) as { url: string };
   return { child, url };
-}
-
-async function open(browser: Browser, url: string): Promise<{ page: Page; problems: string[] }> {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  page.setDefaultTimeout(0);
-  const problems: string[] = [];
-  page.on('console', (msg) => {
-    if (msg.type() === 'error' || msg.type() === 'warning') problems.push(`console.${msg.type()}: ${msg.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  const resp = await page.goto(url, { timeout: 0 });
-  assert.equal(resp?.status(), 200);
-  return { page, problems };
 }
 
 /** The colour of grid cell `i` as the canvas drew it ("#rrggbb"). */
@@ -63,7 +48,6 @@ async function cellColour(page: Page, i: number): Promise<string> {
 }
 
 test('fleet dashboard in headless chromium: hosts, a campaign live over SSE, a fall-back and its pause, resume, histogram, events, a screenshot', async (t) => {
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: the dashboard test needs Debian's chromium (apt-get install chromium; CI installs it)`);
   const f = await startFleet('dashboard');
   let browser: Browser | undefined;
   let dash: ChildProcess | undefined;
@@ -73,9 +57,9 @@ test('fleet dashboard in headless chromium: hosts, a campaign live over SSE, a f
     await hostsPresent(f, 40);
     const d = await startDashboard(f);
     dash = d.child;
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 0 });
-    const { page, problems } = await open(browser, d.url);
-    await page.waitForSelector('body[data-hosts="40"][data-phase="none"]');
+    browser = await launchChromium();
+    const { page, problems } = await openPage(browser, d.url);
+    await waitForShown(page, problems, 'body[data-hosts="40"][data-phase="none"]');
     assert.match(await page.locator('#cards').innerText(), /hosts\s*40[\s\S]*1 runner/i);
     assert.match(await page.locator('#waves-panel').innerText(), /Waves/);
     assert.equal(await cellColour(page, 0), '#1b2540', 'a host in no campaign');
@@ -92,7 +76,7 @@ test('fleet dashboard in headless chromium: hosts, a campaign live over SSE, a f
     assert.equal(created.code, 0, created.stderr);
 
     // live: the fall-back pauses the campaign; the page shows why, the failed host's cell is orange
-    await page.waitForSelector('body[data-phase="paused"]');
+    await waitForShown(page, problems, 'body[data-phase="paused"]');
     assert.match(await page.locator('#campaign-note').innerText(), /paused \(wave 1 "rest": 1 failure/);
     const failures = await page.locator('#failures').innerText();
     assert.match(failures, /h-0005\s+1\s+fell-back\s+LUO/);
@@ -104,7 +88,7 @@ test('fleet dashboard in headless chromium: hosts, a campaign live over SSE, a f
 
     const resumed = f.luo(['campaign', 'resume', 'roll']);
     assert.equal(resumed.code, 0, resumed.stderr);
-    await page.waitForSelector('body[data-phase="done"]');
+    await waitForShown(page, problems, 'body[data-phase="done"]');
     const cards = await page.locator('#cards').innerText();
     assert.match(cards, /updated\s*39\/40/i);
     assert.match(cards, /failures\s*1/i);
@@ -136,7 +120,6 @@ test('fleet dashboard in headless chromium: hosts, a campaign live over SSE, a f
 });
 
 test('fleet dashboard: 10 000 hosts, every one a cell, the grid within one screen', async (t) => {
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing`);
   const f = await startFleet('dashboard-10k');
   let browser: Browser | undefined;
   let dash: ChildProcess | undefined;
@@ -145,9 +128,9 @@ test('fleet dashboard: 10 000 hosts, every one a cell, the grid within one scree
     await hostsPresent(f, 10_000);
     const d = await startDashboard(f);
     dash = d.child;
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 0 });
-    const { page, problems } = await open(browser, d.url);
-    await page.waitForSelector('body[data-hosts="10000"]');
+    browser = await launchChromium();
+    const { page, problems } = await openPage(browser, d.url);
+    await waitForShown(page, problems, 'body[data-hosts="10000"]');
     const box = await page.locator('#grid').boundingBox();
     assert.ok(box && box.height <= 720, `the grid is ${box?.height} px high`);
     assert.match(await page.locator('#grid-note').innerText(), /10000 host\(s\), ([3-9]|1\d)px each/);

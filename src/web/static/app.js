@@ -1,6 +1,8 @@
 // luo dashboard: renders snapshots (GET /api/snapshot, then Server-Sent Events on /api/events).
 // Plain browser JavaScript, no dependencies: the network may be closed.
 
+import { $, h } from './dom.js';
+
 const PAGE = 4096;
 const COLORS = {
   free: '#1b2540',
@@ -21,21 +23,6 @@ const PHASE_COLORS = {
 };
 const PHASES = Object.keys(PHASE_COLORS);
 const CONTENT_COLORS = { poison: '#ef4444', data: '#cbd5e1' };
-
-const $ = (id) => document.getElementById(id);
-
-/** Creates an element: h('div', { class: 'x', title: 't' }, child, 'text', ...). No inline styles (CSP). */
-function h(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') e.className = v;
-    else if (k === 'onclick') e.addEventListener('click', v);
-    else e.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const c of kids.flat()) if (c !== undefined && c !== null && c !== false) e.append(c instanceof Node ? c : String(c));
-  return e;
-}
 
 function colorOf(cat) {
   if (COLORS[cat]) return COLORS[cat];

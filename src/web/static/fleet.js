@@ -3,6 +3,8 @@
 // snapshot's hostsRev changes). Plain browser JavaScript, no dependencies; canvases for the waves,
 // the grid of every host (10 000 cells stay one fillRect each) and the blackout histogram.
 
+import { $, h } from './dom.js';
+
 const CELLS = {
   '.': { color: '#1b2540', label: 'not in the campaign' },
   w: { color: '#475569', label: 'waiting' },
@@ -16,20 +18,6 @@ const CELLS = {
   x: { color: '#0b1020', label: 'absent (runner away)' },
 };
 const OUTCOME_CELL = { updated: 'u', 'fell-back': 'f', refused: 'r', 'timed-out': 't', 'verify-failed': 'v', slo: 's' };
-
-const $ = (id) => document.getElementById(id);
-
-function h(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') e.className = v;
-    else if (k === 'onclick') e.addEventListener('click', v);
-    else e.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const c of kids.flat()) if (c !== undefined && c !== null && c !== false) e.append(c instanceof Node ? c : String(c));
-  return e;
-}
 
 const fmtMs = (ms) => (ms === undefined || ms === null ? '—' : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms < 10 ? 2 : 1)} ms`);
 const time = (at) => new Date(at).toISOString().slice(11, 19);
