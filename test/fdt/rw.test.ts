@@ -50,9 +50,13 @@ const pathArb = fc.oneof(
 
 const rwOp: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.tuple(
-    // trees never start less than a header apart, so a later open_into never reads a half-overwritten
-    // header (which libfdt does not survive); overlapping moves are covered by the reorder test
-    fc.constantFrom([0, 0], [0, 0], [0, 0], [0, 8192], [8192, 0], [0, 64], [64, 0]),
+    // buffers never overlap (0 and 8192 are further apart than any tree here), so a later open_into
+    // never reads a blob a move has half overwritten: libfdt 1.6 does not survive that (seed
+    // 1467760446: after a move 0 -> 64, an open_into from 0 finds a reservation map running into the
+    // moved header; fdt_num_mem_rsv's -FDT_ERR_TRUNCATED is used as a count, the negative sizes pass
+    // the NOSPACE check and it writes offsets of -72, returning 0 — luo returns -FDT_ERR_TRUNCATED).
+    // Overlapping moves have their own cases in the reorder test.
+    fc.constantFrom([0, 0], [0, 0], [0, 0], [0, 8192], [8192, 0]),
     fc.oneof(fc.constantFrom(4096, 1024, 512, 400, 300, 200, 150), fc.integer({ min: 0, max: 4096 })),
   ).map(([[s, d], n]): Op => ['openinto', s!, d!, n]) },
   { weight: 4, arbitrary: fc.tuple(sel, nodeName).map(([n, name]): Op => ['addnode', n, name]) },
