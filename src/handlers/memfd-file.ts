@@ -105,6 +105,8 @@ export class MemfdInode {
   /** i_mmap_writable: shared writable mappings (see MemfdFile.mapShared). */
   writableMappings = 0;
   private readonly cache = new Map<number, ShmemFolio>();
+  /** Folios cached per block of HPAGE_PMD_NR pages: whether a block is empty is one lookup, not 512. */
+  private readonly perBlock = new Map<number, number>();
   private openFiles = 0;
   private releasedFlag = false;
 
@@ -134,8 +136,33 @@ export class MemfdInode {
     return n;
   }
 
+  private cacheSet(f: ShmemFolio): void {
+    this.cache.set(f.index, f);
+    const b = Math.floor(f.index / HPAGE_PMD_NR);
+    this.perBlock.set(b, (this.perBlock.get(b) ?? 0) + 1);
+  }
+
+  private cacheDelete(f: ShmemFolio): void {
+    if (!this.cache.delete(f.index)) return;
+    const b = Math.floor(f.index / HPAGE_PMD_NR);
+    const n = this.perBlock.get(b)! - 1;
+    if (n) this.perBlock.set(b, n);
+    else this.perBlock.delete(b);
+  }
+
+  /** No folio caches a page of [start, start + n): whole blocks by their count, the ends page by page. */
   private rangeEmpty(start: number, n: number): boolean {
-    for (let i = start; i < start + n; i++) if (this.folioAt(i)) return false;
+    const end = start + n;
+    for (let i = start; i < end;) {
+      const blockEnd = (Math.floor(i / HPAGE_PMD_NR) + 1) * HPAGE_PMD_NR;
+      if (i % HPAGE_PMD_NR === 0 && blockEnd <= end) {
+        if (this.perBlock.has(i / HPAGE_PMD_NR)) return false;
+        i = blockEnd;
+      } else {
+        if (this.folioAt(i)) return false;
+        i++;
+      }
+    }
     return true;
   }
 
@@ -157,7 +184,7 @@ export class MemfdInode {
     f ??= { index, pfn: this.ctx.alloc.allocFolio(0), order: 0, uptodate: false, pins: 0 };
     // Recycled or post-kexec pages hold old bytes or poison: clear them (free for untouched pages).
     this.ctx.mem.zero(pfnPa(f.pfn), folioBytes(f));
-    this.cache.set(f.index, f);
+    this.cacheSet(f);
     return f;
   }
 
@@ -207,7 +234,7 @@ export class MemfdInode {
   }
 
   private drop(f: ShmemFolio): void {
-    this.cache.delete(f.index);
+    this.cacheDelete(f);
     // A pinned folio stays allocated until its last pin goes (folio_put on unpin).
     if (f.pins === 0) this.ctx.alloc.freeFolio(f.pfn, f.order);
   }
@@ -258,10 +285,12 @@ export class MemfdInode {
   /** shmem_add_to_page_cache of a folio restored from KHO: EINVAL if misaligned, EEXIST if taken. */
   insertFolio(index: number, pfn: number, order: number, uptodate: boolean): void {
     if (index % (1 << order) !== 0) throw new LuoError('EINVAL', `page index ${index} is not aligned to the order-${order} folio at pfn ${hex(pfn)}`);
-    for (let i = index; i < index + (1 << order); i++) {
-      if (this.folioAt(i)) throw new LuoError('EEXIST', `page index ${i} already holds a folio (inserting pfn ${hex(pfn)} order ${order} at index ${index})`);
+    if (!this.rangeEmpty(index, 1 << order)) {
+      let i = index;
+      while (!this.folioAt(i)) i++; // the first page taken, for the message
+      throw new LuoError('EEXIST', `page index ${i} already holds a folio (inserting pfn ${hex(pfn)} order ${order} at index ${index})`);
     }
-    this.cache.set(index, { index, pfn, order, uptodate, pins: 0 });
+    this.cacheSet({ index, pfn, order, uptodate, pins: 0 });
   }
 
   /** An open file now points at this inode (ihold). */

@@ -318,16 +318,17 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
   const checkEntries = (pa: bigint, entries: readonly MemfdFolioSer[], size: number): void => {
     const pages = BigInt(Math.ceil(size / PAGE_SIZE));
     const pfns = new Set<number>();
-    const indexes = new Set<bigint>();
+    const indexes = new Set<number>(); // numbers: bigint keys hash slowly, and an index below `pages` fits
     entries.forEach((e, i) => {
-      const w = `${where(pa)}: folio[${i}] (array offset ${i * FOLIO_SER})`;
+      const w = (): string => `${where(pa)}: folio[${i}] (array offset ${i * FOLIO_SER})`;
       if (e.pfn === 0) return;
-      if (e.pfn >= mem.nrPages) throw new LuoError('EIO', `${w}: pfn ${hex(e.pfn)} lies outside RAM (${mem.nrPages} pages)`);
-      if (pfns.has(e.pfn)) throw new LuoError('EIO', `${w}: pfn ${hex(e.pfn)} is listed twice`);
-      if (e.index >= pages) throw new LuoError('EINVAL', `${w}: page index ${e.index} lies beyond the file's ${pages} page(s)`);
-      if (indexes.has(e.index)) throw new LuoError('EEXIST', `${w}: page index ${e.index} is listed twice`);
+      if (e.pfn >= mem.nrPages) throw new LuoError('EIO', `${w()}: pfn ${hex(e.pfn)} lies outside RAM (${mem.nrPages} pages)`);
+      if (pfns.has(e.pfn)) throw new LuoError('EIO', `${w()}: pfn ${hex(e.pfn)} is listed twice`);
+      if (e.index >= pages) throw new LuoError('EINVAL', `${w()}: page index ${e.index} lies beyond the file's ${pages} page(s)`);
+      const index = Number(e.index);
+      if (indexes.has(index)) throw new LuoError('EEXIST', `${w()}: page index ${e.index} is listed twice`);
       pfns.add(e.pfn);
-      indexes.add(e.index);
+      indexes.add(index);
     });
   };
 
