@@ -204,7 +204,7 @@ export async function runFleetBench(): Promise<void> {
     console.log(`fleet:   campaign ${(r.wallMs / 1000).toFixed(1)} s = ${(n / (r.wallMs / 60_000)).toFixed(0)} hosts/min; ${(r.wallMs / floor).toFixed(2)}x the floor hosts/maxConcurrent x update (${(floor / 1000).toFixed(2)} s), ${(r.wallMs / cpuFloor).toFixed(2)}x the CPU floor hosts x update / ${cores} cores (${(cpuFloor / 1000).toFixed(2)} s)`);
     console.log(`fleet:   CPU during the campaign: runners ${(r.runnerCpuMs / 1000).toFixed(1)} s, etcd (3 members) ${(r.etcdCpuMs / 1000).toFixed(1)} s, controller ${(r.controllerCpuMs / 1000).toFixed(1)} s, of ${((r.wallMs * cores) / 1000).toFixed(1)} s the cores had`);
     console.log(`fleet:   controller CPU ${(r.controllerCpuMs / n).toFixed(2)} ms per host; etcd ${(r.requests / n).toFixed(1)} requests and ${kib(r.bytes / n)} per host updated`);
-    console.log(`fleet:   idle: ${r.idleRequestsPerHostMin.toFixed(3)} etcd requests and ${r.idleBytesPerHostMin.toFixed(1)} bytes per host per minute; runner RSS ${kib(r.idleRssPerHost)} per idle host, ${kib(r.peakRssPerHost)} per host at the peak while updating`);
+    console.log(`fleet:   idle: ${r.idleRequestsPerHostMin.toFixed(3)} etcd requests and ${r.idleBytesPerHostMin.toFixed(1)} bytes per host per minute; runner RSS ${r.idleRssPerHost > 0 ? kib(r.idleRssPerHost) : 'within the noise'} per idle host, ${kib(r.peakRssPerHost)} per host at the peak while updating`);
     console.log(`fleet:   etcd at the end: ${r.keys} keys, database ${(r.dbBytes / 2 ** 20).toFixed(1)} MiB`);
   }
   if (rs.length > 1) {

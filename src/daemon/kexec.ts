@@ -1,8 +1,10 @@
 /**
- * Kexec into a new process (docs/protocol.md 6): the old daemon runs the kernel's reboot path,
- * saves what the hand-over needs as a crash-safe image, and starts a new daemon that boots from
- * the image alone and takes the socket path over. The image plays the part of the RAM a real
- * kexec leaves in place; its meta the part of the boot protocol (kho_data, command line).
+ * Kexec into a new process (docs/protocol.md 6): the new daemon is started ahead and loads while the
+ * old one still serves (planKexec, the `kexec -l`); then the old daemon runs the kernel's reboot
+ * path, saves what the hand-over needs as a crash-safe image and hands it over; the new daemon boots
+ * from the image alone and takes the socket path over (kexecIntoNewProcess, the `kexec -e`). The
+ * image plays the part of the RAM a real kexec leaves in place; its meta the part of the boot
+ * protocol (kho_data, command line).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
@@ -94,7 +96,7 @@ function successorArgs(d: LuoDaemon, release: string, childArgs: readonly string
   return ['--socket', d.socketPath, '--state-dir', d.stateDir, '--takeover', ...releaseArgs, ...childArgs];
 }
 
-function spawnDaemon(d: LuoDaemon, bin: string, args: readonly string[], childArgs: readonly string[]): ChildProcess {
+function spawnDaemon(bin: string, args: readonly string[], childArgs: readonly string[]): ChildProcess {
   const logged = childArgs.includes('--log');
   return spawn(process.execPath, [bin, 'serve', ...args], {
     detached: true,
@@ -154,7 +156,7 @@ export async function planKexec(
   const release = target?.release ?? (opts.cmdline !== undefined || !k.kexecLoaded ? k.build : k.kexecLoaded.build).release;
   let successor: Successor | undefined;
   if (process.env['LUO_KEXEC_PRESTART'] !== '0') {
-    const child = spawnDaemon(d, bin, ['--await-image', ...successorArgs(d, release, opts.childArgs)], opts.childArgs);
+    const child = spawnDaemon(bin, ['--await-image', ...successorArgs(d, release, opts.childArgs)], opts.childArgs);
     const loaded = await awaitLine(child, /^loaded\n/, kexecTimeoutMs(), 'loaded');
     if (typeof loaded === 'string') {
       if (child.exitCode === null) child.kill('SIGKILL');
@@ -233,7 +235,7 @@ export async function kexecIntoNewProcess(d: LuoDaemon, plan: KexecPlan, childAr
   if (ahead) {
     child = ahead.child;
     ahead.channel.write(`image ${imgPath}\n`);
-  } else child = spawnDaemon(d, bin, ['--from-image', imgPath, ...successorArgs(d, plan.release, childArgs)], childArgs);
+  } else child = spawnDaemon(bin, ['--from-image', imgPath, ...successorArgs(d, plan.release, childArgs)], childArgs);
   crashPoint('spawned');
   const line = await awaitLine(child, /^ready (\d+) (\d+)\n/, kexecTimeoutMs(), 'ready');
   (child.stdio[3] as Readable).destroy();

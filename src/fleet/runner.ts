@@ -95,6 +95,8 @@ export class SimHost implements HostDriver {
     }
     const outcome: HostOutcome = report.outcome === 'updated' ? (report.workloads.every((w) => w.files.every((f) => f.verified)) ? 'updated' : 'verify-failed') : report.outcome;
     if (report.outcome !== 'refused') this.release = target;
+    // what the new kernel handed back is the host's memory from now on; after a fall-back the VM's
+    // memory is gone and it restarts from the contents it had (as a VM restarts from its disk)
     const kept = this.guestOf(host.agent);
     if (kept) this.guest = deflateRawSync(kept);
     return {
