@@ -684,10 +684,11 @@ export class LuoDaemon {
       this.reply(c, MSG.KEXEC, seq, prefixReply(-1, plan.errno, new TextEncoder().encode(plan.message)));
       return;
     }
-    if (this.stopped || c.state === 'closed') {
-      abandonSuccessor(plan.successor); // the caller or the daemon went away meanwhile
+    if (this.stopped) {
+      abandonSuccessor(plan.successor); // the daemon was shut down meanwhile
       return;
     }
+    // a caller that went away meanwhile does not stop it: reboot(2) goes on once it has been asked
     // the freeze (kexec -e): from here on nobody else is served
     this.kexecing = true;
     const result = await kexecIntoNewProcess(this, plan, this.childArgs);
