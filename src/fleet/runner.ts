@@ -14,9 +14,9 @@ import { LuoError } from '../errno.ts';
 import { buildForRelease } from '../kernel/build.ts';
 import { Machine } from '../kernel/machine.ts';
 import { injectFault } from '../scenario/faults.ts';
-import { type Assignment, type HostRecord, json, keys, type RunnerRecord, type SlotRecord } from './keys.ts';
+import { type Assignment, type HostRecord, json, keys, type RunnerRecord } from './keys.ts';
 import type { HostOutcome, HostResult } from './result.ts';
-import type { FleetStore, LeaseHandle, Op } from './store.ts';
+import type { Compare, FleetStore, Kv, LeaseHandle, Op } from './store.ts';
 
 /** How a test or demo makes a host fail: its kexec refused, or a corrupt hand-over (a fall-back). */
 export type HostFault = 'refused' | 'fell-back' | 'slow';
@@ -179,6 +179,8 @@ class DaemonHost implements HostDriver {
 export class HostRunner {
   private readonly busy = new Set<string>();
   private readonly again = new Set<string>();
+  /** The latest assignment seen per host, waiting to be performed. */
+  private readonly assigned = new Map<string, Kv>();
   private stopWatch: (() => Promise<void>) | undefined;
   private stopped = false;
   private readonly queue: string[] = [];
@@ -221,13 +223,16 @@ export class HostRunner {
    */
   private async watchAssignments(catchUp: boolean): Promise<void> {
     const { kvs, revision } = await this.store.range(keys.assigns());
-    if (catchUp) for (const kv of kvs) this.onAssign(kv.key);
-    this.stopWatch = await this.store.watch(keys.assigns(), revision, (e) => e.type === 'put' && this.onAssign(e.kv.key), () => void this.rewatch());
+    if (catchUp) for (const kv of kvs) this.onAssign(kv);
+    this.stopWatch = await this.store.watch(keys.assigns(), revision, (e) => e.type === 'put' && this.onAssign(e.kv), () => void this.rewatch());
   }
 
-  private onAssign(key: string): void {
-    const host = key.slice(keys.assigns().length);
-    if (this.hosts.has(host)) this.enqueue(host);
+  /** An assignment of one of its hosts, as the watch delivered it (value and revisions: no read). */
+  private onAssign(kv: Kv): void {
+    const host = kv.key.slice(keys.assigns().length);
+    if (!this.hosts.has(host)) return;
+    this.assigned.set(host, kv);
+    this.enqueue(host);
   }
 
   private async rewatch(): Promise<void> {
@@ -301,16 +306,20 @@ export class HostRunner {
     const h = this.hosts.get(id)!;
     this.busy.add(id);
     try {
-      const a = await this.store.get(keys.assign(id));
+      const a = this.assigned.get(id);
       if (!a) return;
+      this.assigned.delete(id);
       const asg = json<Assignment>(a.value);
       const slotKey = keys.slot(asg.campaign, asg.wave, asg.slot);
-      const slot = await this.store.get(slotKey);
-      if (!slot || json<SlotRecord>(slot.value).host !== id) {
-        await this.store.delete(keys.assign(id));
+      // the admission wrote slot and assignment in one transaction: the slot is still this
+      // admission's while its create revision is the assignment's (checked by etcd, not by a read)
+      const ours: Compare = { key: slotKey, target: 'create', op: '==', value: a.createRevision };
+      const started = await this.store.txn([ours], [{ put: keys.host(id), value: this.record(h, 'updating'), lease: this.lease.id }]);
+      if (!started.succeeded) {
+        // taken back (timed out) before it started: drop this assignment, and only this one
+        await this.store.txn([{ key: keys.assign(id), target: 'create', op: '==', value: a.createRevision }], [{ del: keys.assign(id) }]);
         return;
       }
-      await this.register(h, 'updating');
       if (this.opts.updateDelayMs) await new Promise((r) => setTimeout(r, this.opts.updateDelayMs));
       const fault = this.opts.faults?.[id];
       if (fault === 'slow') await new Promise((r) => setTimeout(r, 60_000));
@@ -321,7 +330,7 @@ export class HostRunner {
       // the result counts only while the slot is still this host's; the host is idle again either way
       const idle: Op = { put: keys.host(id), value: this.record(h, 'idle'), lease: this.lease.id };
       const r = await this.store.txn(
-        [{ key: slotKey, target: 'mod', op: '==', value: slot.modRevision }, { key: keys.result(asg.campaign, id), target: 'create', op: '==', value: 0 }],
+        [ours, { key: keys.result(asg.campaign, id), target: 'create', op: '==', value: 0 }],
         [{ put: keys.result(asg.campaign, id), value: JSON.stringify(result) }, { del: slotKey }, { del: keys.assign(id) }, idle],
         [idle],
       );
