@@ -76,7 +76,17 @@ async function kexecs(sessions: number, bytes: number): Promise<Phases> {
       await n.close();
     }
     const k = await LuoClient.connectRetry(sock);
+    const { pid } = await k.status();
     await k.shutdown();
+    // the daemon logs its last line after answering: wait for it to exit before removing its directory
+    for (;;) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        break;
+      }
+      await sleep(20);
+    }
     return { blackoutMs: median(runs.map((r) => r.blackoutMs)), freezeMs: median(runs.map((r) => r.freezeMs)), imageMs: median(runs.map((r) => r.imageMs)), takeoverMs: median(runs.map((r) => r.takeoverMs)), imageBytes: runs[0]!.imageBytes };
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -218,7 +218,8 @@ export async function kexecIntoNewProcess(d: LuoDaemon, plan: KexecPlan, childAr
   };
   const imgPath = join(d.stateDir, IMAGE_NAME);
   try {
-    await d.machine.memory.saveImage(imgPath, { ranges: handover.keep, meta });
+    // not fsynced: what a kexec hands over does not survive a power loss on a real machine either
+    await d.machine.memory.saveImage(imgPath, { ranges: handover.keep, meta, durable: false });
   } catch (e) {
     const msg = `kexec: writing ${imgPath} failed: ${(e as Error).message}; the previous image (if any) is intact`;
     d.print('err', msg);

@@ -36,6 +36,13 @@ export interface ImageOptions {
   ranges: readonly PhysRange[];
   /** Boot parameters, stored as JSON. */
   meta?: unknown;
+  /**
+   * Survive a power loss (default): fsync the file before the rename and the directory after. A
+   * kexec does without: the memory a real kexec hands over does not survive a power loss either;
+   * a killed process leaves the page cache intact, and a file torn by a power loss fails its
+   * checksum and is refused, never booted.
+   */
+  durable?: boolean;
 }
 
 export interface LoadedImage {
@@ -152,15 +159,18 @@ export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageO
     }
     await w.seal();
     if (w.offset !== fileLength) throw new LuoError('EIO', `saveImage: wrote ${w.offset} bytes, expected ${fileLength}`);
-    await fh.sync();
+    const durable = opts.durable ?? true;
+    if (durable) await fh.sync();
     await fh.close();
     fh = undefined;
     await rename(tmp, path);
-    const dir = await open(dirname(path), 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
+    if (durable) {
+      const dir = await open(dirname(path), 'r');
+      try {
+        await dir.sync();
+      } finally {
+        await dir.close();
+      }
     }
   } catch (e) {
     if (fh) await fh.close().catch(() => undefined);

@@ -338,7 +338,7 @@ export class PhysicalMemory {
 
   /**
    * Writes the pages of `ranges` (DATA bytes, ZERO/POISON as runs) and `meta` to `path`
-   * atomically: path.tmp, fsync, rename, fsync of the directory.
+   * atomically: path.tmp, fsync, rename, fsync of the directory (the fsyncs only if `durable`).
    */
   saveImage(path: string, opts: ImageOptions): Promise<void> {
     return writeImage(this, path, opts);

@@ -61,6 +61,22 @@ test('round trip: saved ranges come back byte for byte, everything else is poiso
   assert.ok(isPoisoned(memory.read(5n * MiB, 100), 5n * MiB));
 });
 
+test('a kexec image (not durable: no fsync) is the same file, and pages loaded as views stay independent', async () => {
+  const { mem, ranges } = sample();
+  const a = join(dir, 'durable.img');
+  const b = join(dir, 'kexec.img');
+  await mem.saveImage(a, { ranges, meta: { n: 1 } });
+  await mem.saveImage(b, { ranges, meta: { n: 1 }, durable: false });
+  assert.ok(readFileSync(a).equals(readFileSync(b)), 'byte-identical files');
+  const { memory } = await PhysicalMemory.loadImage(b);
+  // pages share the loader's read chunks: writing one page changes neither its neighbours nor the file
+  const before = memory.read(4096n, 4096);
+  memory.write(0n, new Uint8Array(4096).fill(0xee));
+  assert.deepEqual(memory.read(4096n, 4096), before);
+  assert.equal(memory.read(0n, 1)[0], 0xee);
+  assertSameInRanges(mem, (await PhysicalMemory.loadImage(b)).memory, ranges);
+});
+
 test('a 1 TiB machine with 512 GiB of kept zero pages saves compactly and streams > 1 MiB of data', async () => {
   const mem = new PhysicalMemory({ size: TiB });
   const data = new Uint8Array(4096);
