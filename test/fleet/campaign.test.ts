@@ -13,7 +13,13 @@ import { join } from 'node:path';
 import { keys } from '../../src/fleet/keys.ts';
 import type { HostResult } from '../../src/fleet/result.ts';
 import { until } from '../daemon/helpers.ts';
-import { campaignPhase, hostsPresent, monitor, startFleet, waitPhase } from './helpers.ts';
+import { campaignPhase, type Fleet, hostsPresent, monitor, startFleet, waitPhase } from './helpers.ts';
+
+/** `etcdctl compact REV`: etcd forgets every revision before `rev`. */
+function compactTo(f: Fleet, rev: bigint): void {
+  const r = spawnSync('etcdctl', ['--endpoints', f.cluster.endpoints[0]!, 'compact', String(rev)], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+}
 
 async function results(store: import('../../src/fleet/store.ts').FleetStore, c: string): Promise<HostResult[]> {
   return (await store.range(keys.results(c))).kvs.map((kv) => JSON.parse(kv.value) as HostResult);
@@ -287,8 +293,7 @@ test('a controller and runner stopped behind 30 MB of changes and a compaction: 
     const noise = 'n'.repeat(10_000);
     let rev = 0n;
     for (let i = 0; i < 3000; i++) rev = await f.store.put(keys.assign(`zz-noise-${i % 50}`), noise);
-    const compact = spawnSync('etcdctl', ['--endpoints', f.cluster.endpoints[0]!, 'compact', String(rev)], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' });
-    assert.equal(compact.status, 0, compact.stderr);
+    compactTo(f, rev);
     for (let i = 0; i < 50; i++) await f.store.delete(keys.assign(`zz-noise-${i}`));
     const created = f.create('after', 'name: after\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 4 }\n');
     assert.equal(created.code, 0, created.stderr);
@@ -312,8 +317,7 @@ test('a watch from a revision etcd compacted away is ended by etcd: the store re
     const first = await f.store.put(keys.assign('x-1'), 'a');
     let last = first;
     for (let i = 0; i < 5; i++) last = await f.store.put(keys.assign(`x-${i}`), String(i));
-    const compact = spawnSync('etcdctl', ['--endpoints', f.cluster.endpoints[0]!, 'compact', String(last)], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' });
-    assert.equal(compact.status, 0, compact.stderr);
+    compactTo(f, last);
     const lost = await new Promise<Error>((resolve) => {
       void f.store.watch(keys.assigns(), first - 1n, () => undefined, resolve);
     });
