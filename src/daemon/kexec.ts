@@ -180,8 +180,7 @@ export async function kexecIntoNewProcess(d: LuoDaemon, plan: KexecPlan, childAr
   const t0 = plan.t0;
   const tFreeze = performance.now();
   const k = d.kernel;
-  const { bin, target } = plan;
-  const opts = { cmdline: plan.cmdline };
+  const { bin, target, cmdline } = plan;
 
   // Freeze: real memfds' contents and positions into their simulated twins, then the reboot
   // path (LUO serializes; an error refuses the kexec and leaves everything as it was).
@@ -190,7 +189,7 @@ export async function kexecIntoNewProcess(d: LuoDaemon, plan: KexecPlan, childAr
   try {
     captured = d.mirrors.captureAll();
     // kexec_file_load of the new release (refused, changing nothing, when luo cannot run it)
-    if (opts.cmdline !== undefined || target || !k.kexecLoaded) k.kexecLoad({ ...(opts.cmdline !== undefined ? { cmdline: opts.cmdline } : {}), ...(target ? { build: target } : {}) });
+    if (cmdline !== undefined || target || !k.kexecLoaded) k.kexecLoad({ ...(cmdline !== undefined ? { cmdline } : {}), ...(target ? { build: target } : {}) });
     handover = k.prepareKexec();
   } catch (e) {
     const err = isLuoError(e) ? e : new LuoError('EIO', (e as Error).message);

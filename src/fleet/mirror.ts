@@ -6,7 +6,7 @@
  * whoever writes from it compares the revisions it read in the transaction, as before. Should etcd
  * end the watch (compacted past it), the copy is read again in full and the owner told to reset.
  */
-import type { FleetStore, Kv, WatchEvent } from './store.ts';
+import { type FleetStore, type Kv, retryWithBackoff, type WatchEvent } from './store.ts';
 
 interface Entry {
   readonly kv: Kv;
@@ -15,8 +15,8 @@ interface Entry {
 
 /** What a mirror tells its owner. */
 export interface MirrorHandlers {
-  /** After each applied change (the keys of every full read included, as puts). */
-  readonly change: (e: WatchEvent, m: KeyMirror) => void;
+  /** After each applied change; `replayed`: a key of a full read (as a put), not a change seen live. */
+  readonly change: (e: WatchEvent, m: KeyMirror, replayed: boolean) => void;
   /** Before a full read replaces the copy (etcd ended the watch: see FleetStore.watch). */
   readonly reset?: () => void;
 }
@@ -47,22 +47,15 @@ export class KeyMirror {
       this.buckets.clear();
       this.on.reset?.();
     }
-    for (const kv of kvs) this.apply({ type: 'put', kv });
+    for (const kv of kvs) this.apply({ type: 'put', kv }, true);
     this.revision = revision;
-    this.stopWatch = await this.store.watch(this.root, revision, (e) => this.apply(e), () => void this.resync());
+    this.stopWatch = await this.store.watch(this.root, revision, (e) => this.apply(e, false), () => void this.resync());
   }
 
   /** etcd ended the watch: read everything again (retrying while etcd does not answer). */
   private async resync(): Promise<void> {
     this.resyncs++;
-    for (let delay = 100; !this.stopped; delay = Math.min(delay * 2, 5000)) {
-      try {
-        await this.load();
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
+    await retryWithBackoff(() => this.load(), () => this.stopped);
   }
 
   private bucket(key: string, create: boolean): Map<string, Entry> | undefined {
@@ -76,7 +69,7 @@ export class KeyMirror {
     this.bucket(kv.key, true)!.set(kv.key, { kv });
   }
 
-  private apply(e: WatchEvent): void {
+  private apply(e: WatchEvent, replayed: boolean): void {
     if (e.type === 'put') this.set(e.kv);
     else {
       const b = this.bucket(e.kv.key, false);
@@ -84,7 +77,7 @@ export class KeyMirror {
       if (b && b.size === 0) this.buckets.delete(this.bucketOf(e.kv.key.slice(this.root.length)));
     }
     if (e.kv.modRevision > this.revision) this.revision = e.kv.modRevision;
-    this.on.change(e, this);
+    this.on.change(e, this, replayed);
   }
 
   get(key: string): Kv | undefined {

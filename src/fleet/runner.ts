@@ -16,7 +16,7 @@ import { Machine } from '../kernel/machine.ts';
 import { injectFault } from '../scenario/faults.ts';
 import { type Assignment, type HostRecord, json, keys, type RunnerRecord } from './keys.ts';
 import type { HostOutcome, HostResult } from './result.ts';
-import type { Compare, FleetStore, Kv, LeaseHandle, Op } from './store.ts';
+import { type Compare, type FleetStore, type Kv, type LeaseHandle, type Op, retryWithBackoff } from './store.ts';
 
 /** How a test or demo makes a host fail: its kexec refused, or a corrupt hand-over (a fall-back). */
 export type HostFault = 'refused' | 'fell-back' | 'slow';
@@ -236,15 +236,10 @@ export class HostRunner {
   }
 
   private async rewatch(): Promise<void> {
-    for (let delay = 100; !this.stopped; delay = Math.min(delay * 2, 5000)) {
-      try {
-        await this.watchAssignments(true);
-        this.opts.log?.(`runner ${this.opts.id}: etcd ended the assignment watch; read them again and watching anew`);
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
+    await retryWithBackoff(async () => {
+      await this.watchAssignments(true);
+      this.opts.log?.(`runner ${this.opts.id}: etcd ended the assignment watch; read them again and watching anew`);
+    }, () => this.stopped);
   }
 
   get hostIds(): string[] {

@@ -180,6 +180,21 @@ export class FleetStore {
   }
 }
 
+/**
+ * Runs `attempt` until it succeeds or `stopped` says to give up, waiting 100 ms, then twice as long
+ * each time up to 5 s: for reading again after etcd ended a watch, while etcd may be away.
+ */
+export async function retryWithBackoff(attempt: () => Promise<void>, stopped: () => boolean): Promise<void> {
+  for (let delay = 100; !stopped(); delay = Math.min(delay * 2, 5000)) {
+    try {
+      await attempt();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
 /** Endpoints from --etcd, else LUO_ETCD (comma-separated URLs). */
 export function etcdEndpoints(flag: string | undefined): string[] {
   return (flag ?? process.env['LUO_ETCD'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);

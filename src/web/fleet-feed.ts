@@ -74,7 +74,6 @@ export class FleetFeed {
   private hostSetChanged = true;
   private readonly events: FleetEvent[] = [];
   private readonly seenState = new Map<string, string>();
-  private ready = false;
 
   constructor(private readonly store: FleetStore, private readonly intervalMs = 250) {
     this.hub = new Hub<FleetSnapshotBody>({ source: { kind: 'fleet', label: store.endpoints.join(',') }, status: 'starting', error: null, leader: null, runners: [], hostCount: 0, hostsRev: 0, campaigns: [], events: [] });
@@ -82,15 +81,12 @@ export class FleetFeed {
 
   async start(): Promise<void> {
     this.mirror = await KeyMirror.start(this.store, ROOT, bucketOf, {
-      change: (e, m) => this.note(e, m),
+      change: (e, m, replayed) => this.note(e, m, replayed),
       reset: () => {
         this.hostSetChanged = true;
-        if (this.ready) this.event('warn', 'etcd ended the watch: the dashboard read the fleet again');
-        this.ready = false; // the full read replays every key: no events for those
-        queueMicrotask(() => (this.ready = true));
+        this.event('warn', 'etcd ended the watch: the dashboard read the fleet again');
       },
     });
-    this.ready = true;
     this.publish();
     this.timer = setInterval(() => {
       if (this.dirty) this.publish();
@@ -107,13 +103,13 @@ export class FleetFeed {
     if (this.events.length > MAX_EVENTS) this.events.pop();
   }
 
-  /** Notes what an operator wants to see happen (only for changes after the first read). */
-  private note(e: WatchEvent, m: KeyMirror): void {
+  /** Notes what an operator wants to see happen (events only for changes seen live, not replayed). */
+  private note(e: WatchEvent, m: KeyMirror, replayed: boolean): void {
     this.dirty = true;
     const rest = e.kv.key.slice(ROOT.length);
     const b = bucketOf(rest);
     if (b === buckets.hosts && (e.type === 'delete' || !this.hostIds.length || e.kv.createRevision === e.kv.modRevision)) this.hostSetChanged = true;
-    if (!this.ready) return;
+    if (replayed) return;
     if (rest === 'leader') this.event(e.type === 'put' ? 'info' : 'warn', e.type === 'put' ? `controller ${e.kv.value} leads` : 'no controller leads (its lease ended)');
     else if (b === 'runners/') {
       const id = rest.slice('runners/'.length);
