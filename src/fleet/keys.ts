@@ -53,9 +53,7 @@ export function bucketOf(rest: string): string {
 export const buckets = {
   hosts: 'hosts/',
   assigns: 'assign/',
-  campaign: (c: string) => `campaigns/${c}/`,
   results: (c: string) => `campaigns/${c}/results/`,
-  admitted: (c: string) => `campaigns/${c}/admitted/`,
   slots: (c: string) => `campaigns/${c}/slots/`,
   /** The campaign a bucket name of the form `campaigns/<c>/` names, else undefined. */
   campaignOf: (bucket: string): string | undefined => /^campaigns\/([^/]+)\/$/.exec(bucket)?.[1],
