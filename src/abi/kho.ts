@@ -8,8 +8,11 @@ import { cstr, defineStruct, u16, u32, u64 } from '../bytes/struct.ts';
 export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 4096;
 
-/** Root compatible strings by profile (kexec_handover.h; kho-v1 from @dd03dd6). */
-export const KHO_FDT_COMPATIBLE = { 'kho-v1': 'kho-v1', 'kho-v4': 'kho-v4' } as const;
+/**
+ * Root compatible strings by profile (kexec_handover.h; kho-v1 from @dd03dd6; kho-v2 the radix
+ * tracker with sub-FDTs by "preserved-data" and no blob-size, abi/kexec_handover.h of that era).
+ */
+export const KHO_FDT_COMPATIBLE = { 'kho-v1': 'kho-v1', 'kho-v2': 'kho-v2', 'kho-v4': 'kho-v4' } as const;
 export type KhoProfile = keyof typeof KHO_FDT_COMPATIBLE;
 
 export const PROP_PRESERVED_MEMORY_MAP = 'preserved-memory-map';

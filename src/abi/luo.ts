@@ -34,7 +34,7 @@ export const LuoSer = luoSerLayout(LUO_ABI_COMPATIBLE);
 export const KhoBlockHeader = defineStruct('kho_block_header_ser', 'le', { next: u64, count: u64 }, 16);
 /** KHO_MAX_BLOCKS (kho_block.c): the cap on blocks in one set. */
 export const KHO_MAX_BLOCKS = 10000;
-export const blockCapacity = (entrySize: number): number => Math.floor((PAGE_SIZE - KhoBlockHeader.size) / entrySize);
+export const blockCapacity = (entrySize: number, pages = 1): number => Math.floor((pages * PAGE_SIZE - KhoBlockHeader.size) / entrySize);
 
 export const LUO_SESSION_NAME_LENGTH = 64;
 export const LuoSessionSer = defineStruct('luo_session_ser', 'le', {
@@ -102,3 +102,10 @@ export const LUO_FDT_SESSION_HEADER = 'luo-session-header';
 export const LUO_FDT_FLB_NODE = 'luo-flb';
 export const LUO_FDT_FLB_COMPATIBLE = 'luo-flb-v1';
 export const LUO_FDT_FLB_HEADER = 'luo-flb-header';
+
+// ---- "luo-v2", transient (v7 series patch 3, "centralize state management into struct luo_ser") ----
+/** The LUO FDT keeps only its compatible and the address of a compatible-less luo_ser. */
+export const LUO_FDT_COMPATIBLE_V2 = 'luo-v2';
+export const LUO_FDT_ABI_HEADER = 'luo-abi-header';
+/** struct luo_ser of luo-v2: no compatible field (24 bytes). */
+export const LuoSerV2 = defineStruct('luo_ser_v2', 'le', { liveupdate_num: u64, sessions_pa: u64, flbs_pa: u64 }, 24);

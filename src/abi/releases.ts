@@ -105,8 +105,8 @@ export const RELEASES: readonly Release[] = [
   },
   {
     name: 'kho-v2', uname: '7.1.0-kho-v2',
-    summary: 'KHO tracks preserved memory in a radix tree; subtrees by "preserved-data"',
-    sources: ['torvalds/linux @c17ee635 (abi/kexec_handover.h)'],
+    summary: 'KHO tracks preserved memory in a radix tree; sub-FDTs by "preserved-data" alone (no blob-size); no finalize',
+    sources: ['abi/kexec_handover.h with KHO_FDT_COMPATIBLE "kho-v2" (radix tracker, preserved-data)', 'kernel log: "kho: remove finalize state and clients" precedes "kho: adopt radix tree for preserved memory tracking"'],
     abi: { kho: { family: 'kho-v2', compatible: 'kho-v2' }, luo: fdtLuo(true), memfd: 'memfd-v2', uapi: OLD_UAPI, limits: FDT_ERA_LIMITS },
   },
   {
@@ -117,20 +117,20 @@ export const RELEASES: readonly Release[] = [
   },
   {
     name: 'luo-v2', uname: '7.2.0-luo-v2',
-    summary: 'transient (v7 series patch 3): the LUO FDT root "luo-v2" points at a 24-byte header by "luo-abi-header"',
-    sources: ['mailing list 2026-06-03, [PATCH v7] patch 3 (kernel-abi.md 1, 4.4)'],
+    summary: 'transient (v7 series patch 3): the LUO FDT root "luo-v2" points at a 24-byte luo_ser by "luo-abi-header"; session array from boot',
+    sources: ['"liveupdate: centralize state management into struct luo_ser" (v7 03/13, applied as d376e4b5; kernel-abi.md 1, 4.4)'],
     abi: { kho: { family: 'kho-v3', compatible: 'kho-v3' }, luo: { format: 'fdt-header', compatible: 'luo-v2' }, memfd: 'memfd-v2', uapi: OLD_UAPI, limits: FDT_ERA_LIMITS },
   },
   {
     name: 'luo-v3', uname: '7.2.0-luo-v3',
-    summary: 'the LUO state becomes a raw luo_ser blob with its compatible inside; GET_NAME; direction checks',
-    sources: ['mailing list 2026-06-03, [PATCH v7] patches 4, 9, 10 (kernel-abi.md 1)', 'linux-mm @d3b55a6a (kho-v4)'],
+    summary: 'the LUO state becomes a raw 32-byte luo_ser with its compatible inside; the session array is allocated at the first session; GET_NAME; direction checks',
+    sources: ['"liveupdate: register luo_ser as KHO subtree" (v7 04/13, cf071b35)', '"kho: add support for linked-block serialization" (v7 07/13: kho-v4)', '"liveupdate: defer session block allocation and physical address setting" (v7 08/13)'],
     abi: { kho: { family: 'kho-v4', compatible: 'kho-v4' }, luo: rawLuo('luo-v3', 'array', 'array'), memfd: 'memfd-v2', uapi: NEW_UAPI, limits: FDT_ERA_LIMITS },
   },
   {
     name: 'luo-v4', uname: '7.2.0-luo-v4',
-    summary: 'sessions in linked blocks (files still in per-session arrays)',
-    sources: ['mailing list 2026-06-03, [PATCH v7] (kernel-abi.md 1)'],
+    summary: 'sessions in one-page linked blocks (files still in 2-page per-session arrays)',
+    sources: ['"liveupdate: Remove limit on the number of sessions" (v7 09/13, 2a441a14)'],
     abi: { kho: { family: 'kho-v4', compatible: 'kho-v4' }, luo: rawLuo('luo-v4', 'blocks', 'array'), memfd: 'memfd-v2', uapi: NEW_UAPI, limits: { ...BLOCK_LIMITS, filesPerSession: FDT_ERA_LIMITS.filesPerSession } },
   },
   {
@@ -158,7 +158,10 @@ export const RELEASES: readonly Release[] = [
     name: 'seed-2page-blocks', uname: '7.3.0-blocks2',
     summary: "the linked-block patch as the seeds show it: LUO_BLOCK_PGCNT 2 under the same compatible strings as 7.3.4",
     sources: ['the linked-block patch as the seeds quote it (LUO_BLOCK_PGCNT 2)'],
-    abi: { kho: { family: 'kho-v4', compatible: 'kho-v4' }, luo: rawLuo('luo-v5', 'blocks', 'blocks', 2), memfd: 'memfd-v2', uapi: NEW_UAPI, limits: BLOCK_LIMITS },
+    abi: {
+      kho: { family: 'kho-v4', compatible: 'kho-v4' }, luo: rawLuo('luo-v5', 'blocks', 'blocks', 2), memfd: 'memfd-v2', uapi: NEW_UAPI,
+      limits: { sessions: blockCapacity(80, 2) * 10000, sessionsErrno: 'ENOSPC', filesPerSession: blockCapacity(64, 2) * 10000 },
+    },
   },
 ];
 

@@ -4,7 +4,6 @@
  * new kernel refuses, why, what it logs, and a chain of hops that can, when there is one).
  */
 import { findRelease, type Release, RELEASES } from '../abi/releases.ts';
-import { unsupportedAbi } from '../kernel/build.ts';
 import { plan, type Plan } from '../releases/plan.ts';
 import { bold, dim, green, red, yellow } from './style.ts';
 
@@ -16,10 +15,7 @@ const luoDesc = (r: Release): string => {
 };
 
 export function releasesJson(): unknown[] {
-  return RELEASES.map((r) => {
-    const missing = unsupportedAbi(r.abi);
-    return { name: r.name, uname: r.uname, summary: r.summary, sources: r.sources, abi: r.abi, runnable: missing === undefined, ...(missing ? { notRunnable: missing } : {}) };
-  });
+  return RELEASES.map((r) => ({ name: r.name, uname: r.uname, summary: r.summary, sources: r.sources, abi: r.abi }));
 }
 
 export function runReleases(opts: { json?: boolean }): number {
@@ -28,13 +24,11 @@ export function runReleases(opts: { json?: boolean }): number {
     return 0;
   }
   for (const r of RELEASES) {
-    const missing = unsupportedAbi(r.abi);
     const a = r.abi;
-    process.stdout.write(`${bold(r.name)} ${dim(`(uname ${r.uname})`)} ${missing ? yellow('listed only') : green('runs')}\n`);
+    process.stdout.write(`${bold(r.name)} ${dim(`(uname ${r.uname})`)}\n`);
     process.stdout.write(`  ${r.summary}\n`);
     process.stdout.write(`  KHO ${a.kho.compatible}; LUO ${luoDesc(r)}; memfd ${a.memfd}\n`);
     process.stdout.write(`  uAPI: ${a.uapi.getName ? 'with GET_NAME, direction checks' : '3 session ioctls (no GET_NAME)'}; at most ${a.limits.sessions} sessions (${a.limits.sessionsErrno}), ${a.limits.filesPerSession} files per session\n`);
-    if (missing) process.stdout.write(`  ${dim(`not runnable yet: ${missing}`)}\n`);
     process.stdout.write(`  ${dim(`sources: ${r.sources.join('; ')}`)}\n`);
   }
   return 0;

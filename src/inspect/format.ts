@@ -4,6 +4,7 @@
  * stable JSON in which every u64 (bigint) is a "0x..." string.
  */
 import { folioFlagNames, sealNames } from './memfd.ts';
+import { entryKindsOf } from './luo.ts';
 import { type BlockInfo, type MemfdInfo, type Report, hex } from './report.ts';
 
 /** Blocks of the tracker listed in the human output before "... N more". */
@@ -78,16 +79,17 @@ export function toHuman(r: Report): string {
   }
   if (r.luo) {
     const l = r.luo;
-    // the FDT era (luo-v1) kept a sub-FDT and fixed arrays where later releases keep luo_ser and blocks
-    const fdt = l.compatible === 'luo-v1';
+    // the FDT era (luo-v1, luo-v2) kept a sub-FDT, and it and luo-v3 fixed arrays, where later releases keep luo_ser and blocks
+    const kinds = entryKindsOf(l.compatible);
     const at = l.pa !== undefined ? ` @${hex(l.pa)}` : '';
-    if (fdt) L.push(`LUO FDT${at}: compatible ${q(l.compatible)}, liveupdate-number ${l.liveupdateNum}, luo-session-header ${hex(l.sessionsPa)}${l.flbsPa ? `, luo-flb-header ${hex(l.flbsPa)}` : ''}`);
+    if (l.compatible === 'luo-v1') L.push(`LUO FDT${at}: compatible ${q(l.compatible)}, liveupdate-number ${l.liveupdateNum}, luo-session-header ${hex(l.sessionsPa)}${l.flbsPa ? `, luo-flb-header ${hex(l.flbsPa)}` : ''}`);
+    else if (l.header !== undefined) L.push(`LUO FDT${at}: compatible ${q(l.compatible)}, luo-abi-header ${hex(l.header)} -> luo_ser: liveupdate_num ${l.liveupdateNum}, sessions_pa ${hex(l.sessionsPa)}, flbs_pa ${hex(l.flbsPa)}`);
     else L.push(`luo_ser${at}: compatible ${q(l.compatible)}, liveupdate_num ${l.liveupdateNum}, sessions_pa ${hex(l.sessionsPa)}, flbs_pa ${hex(l.flbsPa)}`);
-    for (const b of r.sessionBlocks) L.push(`  ${block(fdt ? 'session array' : 'session block', b)}`);
+    for (const b of r.sessionBlocks) L.push(`  ${block(kinds.sessions === 'array' ? 'session array' : 'session block', b)}`);
     if (!r.sessions.length) L.push('  (no sessions)');
     for (const s of r.sessions) {
       L.push(`  session ${s.index} ${q(s.name)} @${hex(s.slotPa)}: files ${hex(s.filesPa)}, count ${s.count}`);
-      for (const b of s.fileBlocks) L.push(`    ${block(fdt ? 'file array' : 'file block', b)}`);
+      for (const b of s.fileBlocks) L.push(`    ${block(kinds.files === 'array' ? 'file array' : 'file block', b)}`);
       for (const f of s.files) {
         L.push(`    file ${f.index} @${hex(f.slotPa)}: compatible ${q(f.compatible)}, token ${hex(f.token)}, data ${hex(f.data)}`);
         if (f.memfd) L.push(...memfdLines(f.memfd, '      '));

@@ -9,9 +9,9 @@ import { PAGE_SIZE } from '../abi/kho.ts';
 import { KEXEC_METADATA_NAME } from '../abi/kho.ts';
 import { LUO_SUBTREE_NAME } from '../abi/luo.ts';
 import { Ctx } from './context.ts';
-import { decodeLuoFdtV1 } from './luo-v1.ts';
+import { decodeLuoFdt } from './luo-v1.ts';
 import { writtenBy } from './releases.ts';
-import { decodeFlbs, decodeLuoSer, decodeSessions } from './luo.ts';
+import { decodeFlbs, decodeLuoSer, decodeSessions, entryKindsOf } from './luo.ts';
 import { MAX_READ, type PhysView, SegmentView, tryRead } from './phys.ts';
 import { type FileInfo, type InputKind, Problems, type Report, type SessionInfo, type SubtreeInfo, hex } from './report.ts';
 import { memfdData } from './memfd.ts';
@@ -134,7 +134,7 @@ function decodeLoneBlob(r: Report, blob: Uint8Array, path: string, kind: InputKi
     const st: SubtreeInfo = { name, compatible: compat };
     r.subtrees = [st];
     if (compat === 'subsystems-v1') r.subsystems = decodeSubsystems(ctx, blob, where) ?? null;
-    else if (compat.startsWith('luo-v')) decodeLuoSer(ctx, blob, undefined, BigInt(blob.length), `LUO blob ${name}`);
+    else if (compat.startsWith('luo-v')) r.luo = decodeLuoFdt(ctx, blob, undefined, where) ?? null;
     else openCheckedFdt(blob, where, problems);
     return;
   }
@@ -239,14 +239,14 @@ function decodeSubtree(r: Report, ctx: Ctx, st: SubtreeInfo, v1: boolean, opts: 
   if (!blob) return;
   const bw = `${where} @${hex(at)}`;
   if (st.name === LUO_SUBTREE_NAME) {
-    // the FDT era (6.19, 7.0) kept LUO as a sub-FDT; later releases as a raw luo_ser
+    // the FDT era (luo-v1, luo-v2) kept LUO as a sub-FDT; later releases as a raw luo_ser
     const fdtEra = isFdtBlob(blob);
-    const ser = fdtEra ? decodeLuoFdtV1(ctx, blob, at, `LUO FDT @${hex(at)}`) : decodeLuoSer(ctx, blob, at, size, `luo_ser @${hex(at)}`);
+    const ser = fdtEra ? decodeLuoFdt(ctx, blob, at, `LUO FDT @${hex(at)}`) : decodeLuoSer(ctx, blob, at, size, `luo_ser @${hex(at)}`);
     if (!ser) return;
     r.luo = ser;
     if (fdtEra) st.compatible = ser.compatible;
     const memfdOpts = { contents: opts.memfdContents ?? 0 };
-    const s = decodeSessions(ctx, ser.sessionsPa, memfdOpts, fdtEra ? 'fdt' : 'blocks');
+    const s = decodeSessions(ctx, ser.sessionsPa, memfdOpts, entryKindsOf(ser.compatible));
     r.sessionBlocks = s.blocks;
     r.sessions = s.sessions;
     r.flbs = decodeFlbs(ctx, ser.flbsPa, fdtEra) ?? null;

@@ -1,20 +1,49 @@
 /**
- * The FDT-era LUO hand-over (luo-v1, releases 6.19 and 7.0): the "LUO" sub-FDT read with the same
- * model the kernel path uses (luo/fdt-v1.ts), then the session array ({u64 count} and 80-byte
- * entries over 16 pages) and each session's file array (64-byte entries over 2 pages).
+ * The FDT-era LUO hand-over: the "LUO" sub-FDT read with the same model the kernel path uses
+ * (luo/fdt-v1.ts) — luo-v1 (6.19 to kho-v3) with its nodes, or luo-v2 with the luo_ser its
+ * luo-abi-header names — then the session array ({u64 count} and 80-byte entries over 16 pages) and
+ * each session's file array (64-byte entries over 2 pages), which luo-v3 kept too.
  */
 import { LuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
-import { LUO_FDT_COMPATIBLE_V1, LUO_FDT_FLB_NODE } from '../abi/luo.ts';
+import { LUO_FDT_ABI_HEADER, LUO_FDT_COMPATIBLE_V1, LUO_FDT_COMPATIBLE_V2, LUO_FDT_FLB_NODE, LuoSerV2 } from '../abi/luo.ts';
 import { Fdt } from '../fdt/ro.ts';
 import { arrayCapacity, type ArrayShape, FILE_ARRAY, SESSION_ARRAY } from '../luo/entry-array.ts';
-import { readLuoFdtV1 } from '../luo/fdt-v1.ts';
+import { readLuoFdtV1, readLuoFdtV2 } from '../luo/fdt-v1.ts';
 import type { Chain } from './chain.ts';
 import type { Ctx } from './context.ts';
 import { hex, type LuoSerInfo } from './report.ts';
 
-/** Decodes the "LUO" sub-FDT at `pa`; undefined (reported) when the kernel of that era would refuse it. */
-export function decodeLuoFdtV1(ctx: Ctx, blob: Uint8Array, pa: bigint | undefined, where: string): LuoSerInfo | undefined {
+/** Decodes a "LUO" sub-FDT at `pa` by its root compatible; undefined (reported) when no kernel of that era would take it. */
+export function decodeLuoFdt(ctx: Ctx, blob: Uint8Array, pa: bigint | undefined, where: string): LuoSerInfo | undefined {
+  let compat: string | undefined;
+  try {
+    compat = Fdt.open(blob).getPropStrings(0, 'compatible')[0];
+  } catch {
+    // the luo-v1 reader says what is wrong with it
+  }
+  return compat === LUO_FDT_COMPATIBLE_V2 ? decodeLuoFdtV2(ctx, blob, pa, where) : decodeLuoFdtV1(ctx, blob, pa, where);
+}
+
+/** luo-v2: the FDT, then the 24-byte luo_ser at its luo-abi-header (read from memory when there is any). */
+function decodeLuoFdtV2(ctx: Ctx, blob: Uint8Array, pa: bigint | undefined, where: string): LuoSerInfo | undefined {
+  let header: bigint;
+  try {
+    header = readLuoFdtV2(blob);
+  } catch (e) {
+    ctx.problems.error(where, `${e instanceof LuoError ? e.detail : String(e)}: the kernel refuses it (EINVAL at LUO's early startup); not decoded further`);
+    return undefined;
+  }
+  const sw = `luo_ser @${hex(header)} (luo-abi-header)`;
+  const bytes = ctx.read(header, LuoSerV2.size, sw, LUO_FDT_ABI_HEADER);
+  if (!bytes) return undefined;
+  ctx.checkPreserved(header, LuoSerV2.size, sw, 'luo_ser');
+  const v = LuoSerV2.decode(bytes);
+  return { ...(pa !== undefined ? { pa } : {}), size: BigInt(blob.length), compatible: LUO_FDT_COMPATIBLE_V2, header, liveupdateNum: v.liveupdate_num, sessionsPa: v.sessions_pa, flbsPa: v.flbs_pa };
+}
+
+/** Decodes the luo-v1 sub-FDT at `pa`; undefined (reported) when the kernel of that era would refuse it. */
+function decodeLuoFdtV1(ctx: Ctx, blob: Uint8Array, pa: bigint | undefined, where: string): LuoSerInfo | undefined {
   let flb = false;
   try {
     flb = Fdt.open(blob).subnodeOffset(0, LUO_FDT_FLB_NODE) >= 0;

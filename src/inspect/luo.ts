@@ -1,7 +1,9 @@
 /**
- * The LUO hand-over (luo-v5, and the granular RFC's luo-v5;block-v1): struct luo_ser, the session block chain, each session's file block
- * chain, each file (handler compatible, token, data; memfd descriptors decoded) and the FLB page,
- * validated as luo_session/luo_file/luo_flb deserialization would, plus duplicate and count checks.
+ * The LUO hand-over of the raw-blob releases (luo-v3, luo-v4, luo-v5 and the granular RFC's
+ * luo-v5;block-v1): struct luo_ser, the sessions (an array or a block chain, as the compatible's
+ * release keeps them), each session's files (likewise), each file (handler compatible, token, data;
+ * memfd descriptors decoded) and the FLB page, validated as luo_session/luo_file/luo_flb
+ * deserialization would, plus duplicate and count checks. The FDT era's roots are in luo-v1.ts.
  */
 import { PAGE_SIZE } from '../abi/kho.ts';
 import {
@@ -30,8 +32,20 @@ export function showBytes(b: Uint8Array): string {
   return s;
 }
 
-/** Raw luo_ser compatibles of the catalogue whose sessions and files are in blocks (luo-v5 and its composite). */
-const BLOCK_LUO_COMPATS = new Set(RELEASES.flatMap((r) => (r.abi.luo.format === 'raw' && r.abi.luo.files === 'blocks' ? [r.abi.luo.compatible] : [])));
+/** Where a release keeps sessions and files. */
+export interface EntryKinds { readonly sessions: 'array' | 'blocks'; readonly files: 'array' | 'blocks' }
+
+/** Raw luo_ser compatibles of the catalogue and how their releases keep entries (the first release wins). */
+const RAW_LUO = new Map<string, EntryKinds>();
+for (const r of RELEASES) {
+  const l = r.abi.luo;
+  if (l.format === 'raw' && !RAW_LUO.has(l.compatible)) RAW_LUO.set(l.compatible, { sessions: l.sessions, files: l.files });
+}
+/** The FDT era's releases (luo-v1, luo-v2) keep both in fixed arrays. */
+export const ARRAYS: EntryKinds = { sessions: 'array', files: 'array' };
+
+/** How the release that writes `compatible` keeps its entries (blocks for anything unknown). */
+export const entryKindsOf = (compatible: string): EntryKinds => RAW_LUO.get(compatible) ?? (compatible === 'luo-v1' || compatible === 'luo-v2' ? ARRAYS : { sessions: 'blocks', files: 'blocks' });
 
 /**
  * Decodes the luo_ser blob `bytes` found at `pa` (blob-size `size`): "luo-v5" (32 bytes) or the
@@ -44,7 +58,7 @@ export function decodeLuoSer(ctx: Ctx, bytes: Uint8Array, pa: bigint | undefined
     return undefined;
   }
   const named = cstr(bytes, Math.min(bytes.length, 32)).s;
-  const LuoSer = luoSerLayout(BLOCK_LUO_COMPATS.has(named) ? named : LUO_ABI_COMPATIBLE);
+  const LuoSer = luoSerLayout(RAW_LUO.has(named) ? named : LUO_ABI_COMPATIBLE);
   const clen = LuoSer.size - 24;
   if (bytes.length < LuoSer.size) {
     ctx.problems.error(where, `blob of ${bytes.length} byte(s) is too small for struct luo_ser (${LuoSer.size})`);
@@ -53,17 +67,17 @@ export function decodeLuoSer(ctx: Ctx, bytes: Uint8Array, pa: bigint | undefined
   if (size !== BigInt(LuoSer.size)) ctx.problems.warn(where, `blob-size ${size} is not sizeof(struct luo_ser) = ${LuoSer.size}`);
   const s = LuoSer.decode(bytes);
   const c = cstr(bytes, clen);
-  if (!BLOCK_LUO_COMPATS.has(c.s) || !c.terminated) {
-    ctx.problems.error(where, `compatible "${showBytes(bytes.subarray(0, clen))}" is not ${[...BLOCK_LUO_COMPATS].map((x) => `"${x}"`).join(' or ')}: not a luo_ser luo decodes (a kernel of another LUO version panics on it); not decoded further`);
+  if (!RAW_LUO.has(c.s) || !c.terminated) {
+    ctx.problems.error(where, `compatible "${showBytes(bytes.subarray(0, clen))}" is not ${[...RAW_LUO.keys()].map((x) => `"${x}"`).join(' or ')}: not a luo_ser luo decodes (a kernel of another LUO version panics on it); not decoded further`);
     return undefined;
   }
   return { ...(pa !== undefined ? { pa } : {}), size, compatible: s.compatible, liveupdateNum: s.liveupdate_num, sessionsPa: s.sessions_pa, flbsPa: s.flbs_pa };
 }
 
-/** Sessions and their files from the chain at `ser.sessionsPa` (the FDT era: the session array). */
-export function decodeSessions(ctx: Ctx, sessionsPa: bigint, opts: MemfdOptions, layout: 'blocks' | 'fdt' = 'blocks'): { blocks: BlockInfo[]; sessions: SessionInfo[] } {
+/** Sessions and their files from `sessionsPa`: a block chain, or the session array. */
+export function decodeSessions(ctx: Ctx, sessionsPa: bigint, opts: MemfdOptions, layout: EntryKinds = { sessions: 'blocks', files: 'blocks' }): { blocks: BlockInfo[]; sessions: SessionInfo[] } {
   if (sessionsPa === 0n) return { blocks: [], sessions: [] };
-  const chain = layout === 'fdt' ? sessionArray(ctx, sessionsPa) : walkChain(ctx, sessionsPa, LuoSessionSer.size, 'session block', true);
+  const chain = layout.sessions === 'array' ? sessionArray(ctx, sessionsPa) : walkChain(ctx, sessionsPa, LuoSessionSer.size, 'session block', true);
   const sessions: SessionInfo[] = [];
   const names = new Map<string, number>();
   chain.entries.forEach((e, i) => {
@@ -82,14 +96,14 @@ export function decodeSessions(ctx: Ctx, sessionsPa: bigint, opts: MemfdOptions,
   return { blocks: chain.blocks, sessions };
 }
 
-function decodeFiles(ctx: Ctx, s: SessionInfo, where: string, opts: MemfdOptions, layout: 'blocks' | 'fdt'): void {
+function decodeFiles(ctx: Ctx, s: SessionInfo, where: string, opts: MemfdOptions, layout: EntryKinds): void {
   if (s.filesPa === 0n) {
     if (s.count !== 0n) ctx.problems.error(where, `file count mismatch: count is ${s.count} but there are no file blocks (files 0)`);
     return;
   }
-  const chain = layout === 'fdt' ? fileArray(ctx, s.filesPa, s.count, s.name) : walkChain(ctx, s.filesPa, LuoFileSer.size, `session "${s.name}" file block`, false);
+  const chain = layout.files === 'array' ? fileArray(ctx, s.filesPa, s.count, s.name) : walkChain(ctx, s.filesPa, LuoFileSer.size, `session "${s.name}" file block`, false);
   s.fileBlocks = chain.blocks;
-  if (layout === 'blocks' && BigInt(chain.entries.length) !== s.count) {
+  if (layout.files === 'blocks' && BigInt(chain.entries.length) !== s.count) {
     ctx.problems.error(where, `file count mismatch: the session says ${s.count}, its file blocks hold ${chain.entries.length} (EINVAL)`);
   }
   const tokens = new Map<bigint, number>();

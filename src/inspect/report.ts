@@ -82,7 +82,11 @@ export interface TrackerInfo {
 
 export interface KexecMetadataInfo { pa?: bigint; size: bigint; version: number; previousRelease: string; kexecCount: number }
 
-export interface LuoSerInfo { pa?: bigint; size: bigint; compatible: string; liveupdateNum: bigint; sessionsPa: bigint; flbsPa: bigint }
+export interface LuoSerInfo {
+  pa?: bigint; size: bigint; compatible: string; liveupdateNum: bigint; sessionsPa: bigint; flbsPa: bigint;
+  /** luo-v2: where its luo-abi-header points (the LUO FDT is at `pa`). */
+  header?: bigint;
+}
 
 export interface BlockInfo { index: number; pa: bigint; next: bigint; count: bigint; capacity: number }
 

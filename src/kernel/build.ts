@@ -1,7 +1,6 @@
 /**
  * How a simulated kernel was built: its `uname -r`, the release ABI its code speaks (the catalogue
- * in src/abi/releases.ts) and a few Kconfig facts. Which release ABIs luo can run today is said here:
- * the others are listed (luo releases, luo plan) but refused at boot with the layer still missing.
+ * in src/abi/releases.ts, every entry of which luo runs) and a few Kconfig facts.
  */
 import { LuoError } from '../errno.ts';
 import type { KhoProfile } from '../abi/kho.ts';
@@ -37,29 +36,14 @@ export function withKhoProfile(b: KernelBuild, profile: KhoProfile): KernelBuild
 }
 
 /**
- * The KHO implementation a build runs: kho-v1's bitmaps, or the radix tree with raw subtrees
- * (preserved-data and blob-size) and kexec-metadata that kho-v3 (linux-mm @65660710) and kho-v4 share —
- * kho-v4 only bumped the string (kernel-abi.md 6.1).
+ * The KHO implementation a build runs: kho-v1's bitmaps; kho-v2's radix tree with sub-FDTs by
+ * preserved-data alone (no finalize: "kho: remove finalize state and clients" came before the radix
+ * tree); or the radix tree with raw subtrees (preserved-data and blob-size) and kexec-metadata that
+ * kho-v3 (linux-mm @65660710) and kho-v4 share — kho-v4 only bumped the string (kernel-abi.md 6.1).
  */
 export function khoProfileOf(b: KernelBuild): KhoProfile {
   const f = b.abi.kho.family;
-  if (f === 'kho-v1' || f === 'kho-v4') return f;
-  if (f === 'kho-v3') return 'kho-v4';
-  throw new LuoError('EOPNOTSUPP', `KHO ${f} is not modelled yet`);
-}
-
-/**
- * Why luo cannot run a kernel of this ABI yet (undefined: it can). A kho-v1 build with a raw LUO
- * runs with live update disabled, as such a kernel would (it cannot describe a raw subtree).
- */
-export function unsupportedAbi(abi: ReleaseAbi): string | undefined {
-  if (abi.kho.family === 'kho-v2') return `KHO ${abi.kho.family} (${abi.kho.compatible}) is not modelled yet`;
-  const l = abi.luo;
-  if (l.format === 'fdt') return undefined;
-  if (l.format !== 'raw') return `LUO ${l.compatible} (an FDT with luo-abi-header) is not modelled yet`;
-  if (l.sessions !== 'blocks' || l.files !== 'blocks') return `LUO ${l.compatible} (sessions in ${l.sessions === 'blocks' ? 'blocks' : 'an array'}, files in ${l.files === 'blocks' ? 'blocks' : 'arrays'}) is not modelled yet`;
-  if (l.blockPages !== 1) return `LUO blocks of ${l.blockPages} pages are not modelled yet`;
-  return undefined;
+  return f === 'kho-v3' ? 'kho-v4' : f;
 }
 
 /** A short label: "kho-v4, luo-v5". */

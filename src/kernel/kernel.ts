@@ -7,7 +7,7 @@
  */
 import { LuoError } from '../errno.ts';
 import { KhoScratch, PAGE_SIZE } from '../abi/kho.ts';
-import { abiLabel, type KernelBuild, khoProfileOf, unsupportedAbi } from './build.ts';
+import { abiLabel, type KernelBuild, khoProfileOf } from './build.ts';
 import { Kho, type ScratchArea } from '../kho/kho.ts';
 import { type KhoBootData, khoMemoryInit, khoPopulate, type Populated } from '../kho/incoming.ts';
 import type { PageStamps } from '../kho/stamps.ts';
@@ -206,8 +206,6 @@ export class Kernel {
 
   /** Boots a kernel on `machine` (a cold boot when `params.kho` is absent). */
   static boot(machine: Machine, build: KernelBuild, params: BootParams, echo?: (l: string) => void): Kernel {
-    const missing = unsupportedAbi(build.abi);
-    if (missing) throw new LuoError('EOPNOTSUPP', `cannot boot ${build.release}: ${missing} (see luo releases)`);
     return new Kernel(machine, build, params, echo);
   }
 
@@ -241,9 +239,6 @@ export class Kernel {
   kexecLoad(opts: { build?: KernelBuild; cmdline?: string } = {}): KexecImage {
     this.assertRunning();
     const build = opts.build ?? this.build;
-    // kexec_file_load of a kernel luo cannot run yet: refused before anything changes
-    const missing = unsupportedAbi(build.abi);
-    if (missing) throw new LuoError('EOPNOTSUPP', `kexec_file_load: ${build.release}: ${missing} (see luo releases)`);
     const size = BigInt(build.imageSize);
     const areas = this.scratch.filter((s) => s.size > 0n);
     let image: { addr: bigint; size: bigint } | undefined;

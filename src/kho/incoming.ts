@@ -82,7 +82,7 @@ export function khoMemoryInit(
     const collect = (pfn: number, order: number): void => blocks.push(pfn * 64 + order);
     let r: { blocks: number };
     try {
-      r = profile === 'kho-v4' ? walkIncomingTree(mem, p.root.memMapPa, limits, collect) : walkIncomingChunks(mem, p.root.memMapPa, limits, collect);
+      r = profile !== 'kho-v1' ? walkIncomingTree(mem, p.root.memMapPa, limits, collect) : walkIncomingChunks(mem, p.root.memMapPa, limits, collect);
     } catch (e) {
       // A block listed twice before the failing one is what the walk would have stopped at.
       throwFirstDuplicate(blocks);

@@ -114,8 +114,8 @@ export class Kho {
     if (incoming) {
       this.incoming = { root: incoming.root, fdtPa: incoming.fdtPa, scratchPa: incoming.scratchPa, kexecCount: 0, blocks: incoming.blocks };
     }
-    // kho_init (fs_initcall): tracker root (v4), the root FDT page, then kexec-metadata.
-    this.tracker = this.profile === 'kho-v4' ? new RadixTracker(mem, alloc) : new BitmapTracker(mem, alloc);
+    // kho_init (fs_initcall): tracker root (radix from kho-v2), the root FDT page, then kexec-metadata (kho-v3 on).
+    this.tracker = this.profile === 'kho-v1' ? new BitmapTracker(mem, alloc) : new RadixTracker(mem, alloc);
     this.fdtPfn = paToPfn(this.allocPreserve(PAGE_SIZE));
     buildRootFdt(this.mem.page(this.fdtPfn), this.profile, this.tracker instanceof RadixTracker ? this.tracker.rootPa : 0n, opts.compatible);
     if (this.profile === 'kho-v4') this.initKexecMetadata();

@@ -37,8 +37,8 @@ export function buildRootFdt(page: Uint8Array, profile: KhoProfile, memMapPa: bi
 
 /**
  * kho_add_subtree. kho-v4: child node `name` with preserved-data then blob-size (libfdt inserts
- * each new property first, so blob-size ends up first in the blob, as on real kernels). kho-v1:
- * one "fdt" property. A duplicate name is EEXIST; running out of the page is ENOMEM.
+ * each new property first, so blob-size ends up first in the blob, as on real kernels). kho-v2:
+ * preserved-data alone. kho-v1: one "fdt" property. A duplicate name is EEXIST; running out of the page is ENOMEM.
  */
 export function addSubtreeNode(page: Uint8Array, profile: KhoProfile, name: string, pa: bigint, size: number): void {
   const rw = FdtRw.openInto(page, page, PAGE_SIZE);
@@ -53,6 +53,8 @@ export function addSubtreeNode(page: Uint8Array, profile: KhoProfile, name: stri
   try {
     if (profile === 'kho-v1') {
       rw.setProp(off, PROP_SUB_FDT_V1, le64(pa));
+    } else if (profile === 'kho-v2') {
+      rw.setProp(off, PROP_SUB_FDT_DATA, le64(pa));
     } else {
       rw.setProp(off, PROP_SUB_FDT_DATA, le64(pa));
       rw.setProp(off, PROP_SUB_BLOB_SIZE, le64(BigInt(size)));
@@ -150,6 +152,8 @@ export function subtreeOf(root: IncomingRoot, name: string, profile: KhoProfile)
   }
   const pa = u64(PROP_SUB_FDT_DATA);
   if (pa === undefined) throw new LuoError('EINVAL', `KHO subtree "${name}": missing or invalid preserved-data property`);
+  // kho-v2 records no size: its subtrees are one-page sub-FDTs, as kho-v1's
+  if (profile === 'kho-v2') return { pa, size: PAGE_SIZE };
   const size = u64(PROP_SUB_BLOB_SIZE);
   if (size === undefined) throw new LuoError('EINVAL', `broken KHO subnode '${name}': missing or invalid blob-size property`);
   if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new LuoError('EINVAL', `KHO subtree "${name}": blob-size ${size} is impossible`);

@@ -1,13 +1,16 @@
 /**
  * Linked serialization blocks (kernel/liveupdate/kho_block.c, include/linux/kho/abi/block.h):
- * one preserved page each, a {next, count} header then packed entries. Sets grow ahead of need
- * and shrink from the end; an incoming chain is checked (cycle, length cap, pointers, per-block
- * counts) before anything trusts it. Iterators write, read and step back over entry slots.
+ * one preserved page each (KHO_BLOCK_SIZE; the seeds' linked-block patch used LUO_BLOCK_PGCNT 2),
+ * a {next, count} header then packed entries. Sets grow ahead of need and shrink from the end; an
+ * incoming chain is checked (cycle, length cap, pointers, per-block counts) before anything trusts
+ * it. Iterators write, read and step back over entry slots. Blocks of several pages are worked on
+ * in a contiguous copy (entries straddle page boundaries) that `sync` writes out; their headers
+ * are written through at once.
  */
 import { LuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
 import { blockCapacity, KHO_MAX_BLOCKS, KhoBlockHeader } from '../abi/luo.ts';
-import type { KhoMemory } from '../kho/memory.ts';
+import { type KhoMemory, readPhysBytes } from '../kho/memory.ts';
 import type { EntryStore } from './entry-store.ts';
 
 /** The KHO services a block set needs (a subset of Kho). */
@@ -68,9 +71,23 @@ export class BlockSet implements EntryStore {
   private blocks: bigint[] = [];
   private incomingSet = false;
 
-  constructor(private readonly kho: BlockKho, private readonly mem: KhoMemory, readonly entrySize: number) {
-    this.countPerBlock = blockCapacity(entrySize);
+  /** Multi-page blocks: their contiguous copies, by address. */
+  private readonly shadows: Map<bigint, Uint8Array> | undefined;
+
+  constructor(private readonly kho: BlockKho, private readonly mem: KhoMemory, readonly entrySize: number, readonly pages = 1) {
+    this.countPerBlock = blockCapacity(entrySize, pages);
     if (this.countPerBlock < 1) throw new LuoError('EINVAL', `entry size ${entrySize} does not fit a block`);
+    if (pages > 1) this.shadows = new Map();
+  }
+
+  /** The bytes of the block at `pa`: its page, or the copy of a multi-page block. */
+  view(pa: bigint): Uint8Array {
+    return this.shadows?.get(pa) ?? pageOf(this.mem, pa);
+  }
+
+  private setNext(pa: bigint, next: bigint): void {
+    writeNext(this.view(pa), next);
+    if (this.shadows) writeNext(pageOf(this.mem, pa), next);
   }
 
   get nblocks(): number {
@@ -101,9 +118,10 @@ export class BlockSet implements EntryStore {
 
   private growOne(): void {
     if (this.blocks.length >= KHO_MAX_BLOCKS) throw new LuoError('ENOSPC', `block set is at its cap of ${KHO_MAX_BLOCKS} blocks`);
-    const pa = this.kho.allocPreserve(PAGE_SIZE);
+    const pa = this.kho.allocPreserve(this.pages * PAGE_SIZE);
+    this.shadows?.set(pa, new Uint8Array(this.pages * PAGE_SIZE));
     const last = this.blocks[this.blocks.length - 1];
-    if (last !== undefined) writeNext(pageOf(this.mem, last), pa);
+    if (last !== undefined) this.setNext(last, pa);
     this.blocks.push(pa);
   }
 
@@ -111,8 +129,9 @@ export class BlockSet implements EntryStore {
     const last = this.blocks.pop();
     if (last === undefined) return;
     this.freeBlock(last);
+    this.shadows?.delete(last);
     const newLast = this.blocks[this.blocks.length - 1];
-    if (newLast !== undefined) writeNext(pageOf(this.mem, newLast), 0n);
+    if (newLast !== undefined) this.setNext(newLast, 0n);
   }
 
   /** kho_block_set_grow: room for `count` entries, or nothing changes (ENOMEM/ENOSPC). */
@@ -136,14 +155,16 @@ export class BlockSet implements EntryStore {
   destroy(): void {
     for (const pa of this.blocks) this.freeBlock(pa);
     this.blocks = [];
+    this.shadows?.clear();
   }
 
   /** kho_block_set_clear: zero every count and entry, keeping the blocks. */
   clear(): void {
     for (const pa of this.blocks) {
-      const p = pageOf(this.mem, pa);
+      const p = this.view(pa);
       writeCount(p, 0);
       p.fill(0, HDR);
+      if (this.shadows) for (let i = 0; i < this.pages; i++) pageOf(this.mem, pa + BigInt(i * PAGE_SIZE)).fill(0, i === 0 ? 8 : 0);
     }
   }
 
@@ -157,9 +178,10 @@ export class BlockSet implements EntryStore {
   restore(headPa: bigint, ramPages: number, what = 'block set'): void {
     this.incomingSet = true;
     if (headPa === 0n) return;
+    const span = BigInt(this.pages * PAGE_SIZE);
     const check = (pa: bigint, where: string): void => {
-      if (pa % BigInt(PAGE_SIZE) !== 0n || pa >> 12n >= BigInt(ramPages)) {
-        throw new LuoError('EINVAL', `${what}: ${where} points to 0x${pa.toString(16)}, not a page inside RAM`);
+      if (pa % BigInt(PAGE_SIZE) !== 0n || (pa + span) >> 12n > BigInt(ramPages)) {
+        throw new LuoError('EINVAL', `${what}: ${where} points to 0x${pa.toString(16)}, not a ${this.pages === 1 ? 'page' : `${this.pages}-page block`} inside RAM`);
       }
     };
     check(headPa, 'head');
@@ -193,6 +215,12 @@ export class BlockSet implements EntryStore {
         break;
       }
       this.blocks.push(pa);
+      if (this.shadows) {
+        // only what the entries cover is read, as the kernel touches nothing past its count
+        const copy = new Uint8Array(this.pages * PAGE_SIZE);
+        copy.set(readPhysBytes(this.mem, pa, HDR + Number(count) * this.entrySize));
+        this.shadows.set(pa, copy);
+      }
       pa = readNext(page);
     }
     if (err) {
@@ -210,18 +238,23 @@ export class BlockSet implements EntryStore {
     }
   }
 
-  /** Entries are written in place, block counts included: nothing to copy out. */
-  sync(_count: number): void {}
+  /** One-page blocks are written in place; multi-page ones are copied out whole. */
+  sync(_count: number): void {
+    if (!this.shadows) return;
+    for (const [pa, bytes] of this.shadows) {
+      for (let i = 0; i < this.pages; i++) pageOf(this.mem, pa + BigInt(i * PAGE_SIZE)).set(bytes.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+    }
+  }
 
   /** Number of entries the chain holds (sum of counts). */
   entryCount(): number {
     let n = 0;
-    for (const pa of this.blocks) n += readCountNum(pageOf(this.mem, pa));
+    for (const pa of this.blocks) n += readCountNum(this.view(pa));
     return n;
   }
 
   iterator(): BlockIterator {
-    return new BlockIterator(this, this.mem);
+    return new BlockIterator(this);
   }
 }
 
@@ -229,11 +262,11 @@ export class BlockSet implements EntryStore {
 export class BlockIterator {
   private block = 0;
   private i = 0;
-  constructor(private readonly bs: BlockSet, private readonly mem: KhoMemory) {}
+  constructor(private readonly bs: BlockSet) {}
 
   private slot(): EntrySlot {
     const pa = this.bs.blockAddresses()[this.block]!;
-    return new Slot(pageOf(this.mem, pa), HDR + this.i * this.bs.entrySize, pa);
+    return new Slot(this.bs.view(pa), HDR + this.i * this.bs.entrySize, pa);
   }
 
   /** Next free slot for writing (the block's count follows), or undefined when the set is full. */
@@ -255,13 +288,13 @@ export class BlockIterator {
   readEntry(): EntrySlot | undefined {
     const blocks = this.bs.blockAddresses();
     if (blocks.length === 0) return undefined;
-    const count = readCountNum(pageOf(this.mem, blocks[this.block]!));
+    const count = readCountNum(this.bs.view(blocks[this.block]!));
     if (this.i >= count) {
       if (this.block === blocks.length - 1) return undefined;
       this.block++;
       this.i = 0;
       // Restored chains never hold an empty block; stop rather than read slots nobody wrote.
-      if (readCountNum(pageOf(this.mem, blocks[this.block]!)) === 0) return undefined;
+      if (readCountNum(this.bs.view(blocks[this.block]!)) === 0) return undefined;
     }
     const s = this.slot();
     this.i++;

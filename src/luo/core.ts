@@ -6,14 +6,15 @@
  */
 import { LuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
-import { compatLen, LUO_ABI_COMPATIBLE, LUO_SUBTREE_NAME, LuoFlbHeaderSer, luoSerLayout } from '../abi/luo.ts';
+import { compatLen, LUO_ABI_COMPATIBLE, LUO_SUBTREE_NAME, LuoFlbHeaderSer, LuoSerV2, luoSerLayout } from '../abi/luo.ts';
 import type { Kho } from '../kho/kho.ts';
 import type { LuoAbi, UapiAbi } from '../abi/releases.ts';
-import { readLuoFdtV1, writeLuoFdtV1 } from './fdt-v1.ts';
+import { readLuoFdtV1, readLuoFdtV2, writeLuoFdtV1, writeLuoFdtV2 } from './fdt-v1.ts';
 import type { KhoMemory } from '../kho/memory.ts';
 import type { FileHandler, KernelFile } from './file-handler.ts';
 import type { FileContext } from './file.ts';
 import { FlbRegistry, readFlbPage } from './flb.ts';
+import { entryLayoutOf } from './layout.ts';
 import { type LuoSession, SessionManager } from './session.ts';
 import { decodeSubsystemsFdt, SUBSYSTEMS_SUBTREE, Subsystems } from './subsystems.ts';
 
@@ -64,12 +65,12 @@ export class Luo {
   constructor(private readonly kho: Kho | undefined, private readonly mem: KhoMemory, private readonly opts: LuoOptions) {
     this.abi = opts.abi ?? LUO_V5;
     this.uapi = opts.uapi ?? { getName: true, directionChecks: true };
-    // a raw luo_ser needs raw KHO subtrees (blob-size), which kho-v1 roots cannot describe; the FDT
-    // era's LUO is a sub-FDT, which every KHO can (kho-v1 by "fdt", kho-v3 by preserved-data)
-    const fits = kho !== undefined && (this.abi.format === 'fdt' || kho.profile !== 'kho-v1');
+    // a raw luo_ser needs raw KHO subtrees (blob-size), which kho-v1 and kho-v2 roots cannot describe;
+    // the FDT era's LUO is a sub-FDT, which every KHO can (kho-v1 by "fdt", later by preserved-data)
+    const fits = kho !== undefined && (this.abi.format !== 'raw' || kho.profile === 'kho-v4');
     this.enabledFlag = opts.enabled && fits;
     if (opts.enabled && !kho) opts.log('warn', 'luo: KHO is disabled, disabling live update');
-    if (opts.enabled && kho && !fits) opts.log('warn', `luo: ${this.abi.compatible} ${this.abi.format === 'raw' ? 'needs raw KHO subtrees (kho-v3 or later)' : 'is an FDT for kho-v1 roots'}; live update disabled`);
+    if (opts.enabled && kho && !fits) opts.log('warn', `luo: ${this.abi.compatible} needs raw KHO subtrees (kho-v3 or later); live update disabled`);
     let subsystemData = new Map<string, bigint>();
     this.flbs = new FlbRegistry(() => this.enabledFlag, (h) => this.handlers.includes(h));
     const ctx: FileContext = {
@@ -84,7 +85,7 @@ export class Luo {
       preservedIds: new Map<unknown, KernelFile>(),
       flb: this.flbs,
       log: (m) => opts.log('warn', `luo: ${m}`),
-      format: this.abi.format === 'fdt' ? 'fdt' : 'blocks',
+      layout: entryLayoutOf(this.abi),
     };
     this.sessions = new SessionManager(ctx);
     let num = 0;
@@ -133,12 +134,10 @@ export class Luo {
     const sub = this.incomingSubtree();
     if (!sub) return { num: 0, flbs: 0n };
     if (this.abi.format === 'fdt') return this.earlyStartupFdt(sub);
+    if (this.abi.format === 'fdt-header') return this.earlyStartupFdtHeader(sub);
     const LuoSer = luoSerLayout(this.compatible);
     if (sub.size < LuoSer.size) throw new LuoError('EINVAL', `"LUO" blob is ${sub.size} bytes, struct luo_ser needs ${LuoSer.size}`);
-    if (sub.pa % 8n !== 0n || sub.pa >> 12n >= BigInt(this.opts.ramPages)) throw new LuoError('EINVAL', `"LUO" blob address 0x${sub.pa.toString(16)} is not inside RAM`);
-    const page = this.mem.page(Number(sub.pa >> 12n));
-    const off = Number(sub.pa % BigInt(PAGE_SIZE));
-    if (off + LuoSer.size > PAGE_SIZE) throw new LuoError('EINVAL', `"LUO" blob at 0x${sub.pa.toString(16)} crosses a page`);
+    const { page, off } = this.structAt(sub.pa, LuoSer.size, '"LUO" blob');
     const len = compatLen(this.compatible);
     const compat = page.subarray(off, off + len);
     const want = new TextEncoder().encode(this.compatible);
@@ -183,6 +182,29 @@ export class Luo {
     return { num: Number(v.liveupdateNum), flbs: v.flbHeaderPa ?? 0n };
   }
 
+  /** luo_early_startup of luo-v2: the "LUO" sub-FDT names the 24-byte luo_ser that holds the rest. */
+  private earlyStartupFdtHeader(sub: { pa: bigint; size: number }): { num: number; flbs: bigint } {
+    if (sub.pa % BigInt(PAGE_SIZE) !== 0n || sub.pa >> 12n >= BigInt(this.opts.ramPages)) throw new LuoError('EINVAL', `"LUO" FDT address 0x${sub.pa.toString(16)} is not a page inside RAM`);
+    const serPa = readLuoFdtV2(this.mem.page(Number(sub.pa >> 12n)));
+    const { page, off } = this.structAt(serPa, LuoSerV2.size, 'luo-abi-header');
+    const ser = LuoSerV2.decode(page, off);
+    if (ser.liveupdate_num > BigInt(Number.MAX_SAFE_INTEGER)) throw new LuoError('EINVAL', `liveupdate_num ${ser.liveupdate_num} is impossible`);
+    this.opts.log('info', `luo: Retrieved live update data, liveupdate number: ${ser.liveupdate_num}`);
+    this.sessions.setupIncoming(ser.sessions_pa);
+    return { num: Number(ser.liveupdate_num), flbs: ser.flbs_pa };
+  }
+
+  /**
+   * The page and offset of a `size`-byte struct at `pa`. The kernel trusts the address; luo checks
+   * (EINVAL) that it is 8-aligned, inside RAM and within one page, so a corrupt one cannot fault.
+   */
+  private structAt(pa: bigint, size: number, what: string): { page: Uint8Array; off: number } {
+    if (pa % 8n !== 0n || pa >> 12n >= BigInt(this.opts.ramPages)) throw new LuoError('EINVAL', `${what} address 0x${pa.toString(16)} is not inside RAM`);
+    const off = Number(pa % BigInt(PAGE_SIZE));
+    if (off + size > PAGE_SIZE) throw new LuoError('EINVAL', `${what} at 0x${pa.toString(16)} crosses a page`);
+    return { page: this.mem.page(Number(pa >> 12n)), off };
+  }
+
   /** The incoming "subsystems" subtree: absent is fine, broken is a restore failure. */
   private readSubsystems(): Map<string, bigint> {
     let sub: { pa: bigint; size: number };
@@ -207,22 +229,36 @@ export class Luo {
       // luo_fdt_setup: the FDT page, the session array, the FLB page (from 7.0), then the subtree
       this.outSerPa = kho.allocPreserve(PAGE_SIZE);
       const sessionHeaderPa = this.sessions.allocateOutgoingArray();
-      if (this.abi.flb) {
-        this.flbPagePa = kho.allocPreserve(PAGE_SIZE);
-        LuoFlbHeaderSer.encode({ pgcnt: 1n, count: 0n }, this.mem.page(Number(this.flbPagePa >> 12n)));
-      }
-      writeLuoFdtV1(this.mem.page(Number(this.outSerPa >> 12n)), { liveupdateNum: BigInt(this.incomingNum + 1), sessionHeaderPa, ...(this.abi.flb ? { flbHeaderPa: this.flbPagePa } : {}) });
-      kho.addSubtree(LUO_SUBTREE_NAME, this.outSerPa, PAGE_SIZE);
+      if (this.abi.flb) this.flbPagePa = this.allocFlbPage();
+      const size = writeLuoFdtV1(this.mem.page(Number(this.outSerPa >> 12n)), { liveupdateNum: BigInt(this.incomingNum + 1), sessionHeaderPa, ...(this.abi.flb ? { flbHeaderPa: this.flbPagePa } : {}) });
+      kho.addSubtree(LUO_SUBTREE_NAME, this.outSerPa, size);
+      this.deviceRegistered = true;
+      return;
+    }
+    if (this.abi.format === 'fdt-header') {
+      // luo_fdt_setup of luo-v2: the FDT page, luo_ser, the session array, the FLB page, then the subtree
+      this.outSerPa = kho.allocPreserve(PAGE_SIZE);
+      const serPa = kho.allocPreserve(LuoSerV2.size);
+      const sessionsPa = this.sessions.allocateOutgoingArray();
+      this.flbPagePa = this.allocFlbPage();
+      LuoSerV2.encode({ liveupdate_num: BigInt(this.incomingNum + 1), sessions_pa: sessionsPa, flbs_pa: this.flbPagePa }, this.mem.page(Number(serPa >> 12n)));
+      kho.addSubtree(LUO_SUBTREE_NAME, this.outSerPa, writeLuoFdtV2(this.mem.page(Number(this.outSerPa >> 12n)), serPa));
       this.deviceRegistered = true;
       return;
     }
     const LuoSer = luoSerLayout(this.compatible);
     this.outSerPa = kho.allocPreserve(LuoSer.size);
-    this.flbPagePa = kho.allocPreserve(PAGE_SIZE);
-    LuoFlbHeaderSer.encode({ pgcnt: 1n, count: 0n }, this.mem.page(Number(this.flbPagePa >> 12n)));
+    this.flbPagePa = this.allocFlbPage();
     this.writeSer(0n);
     kho.addSubtree(LUO_SUBTREE_NAME, this.outSerPa, LuoSer.size);
     this.deviceRegistered = true;
+  }
+
+  /** luo_flb_setup_outgoing: the FLB header page, {pgcnt 1, count 0}. */
+  private allocFlbPage(): bigint {
+    const pa = this.kho!.allocPreserve(PAGE_SIZE);
+    LuoFlbHeaderSer.encode({ pgcnt: 1n, count: 0n }, this.mem.page(Number(pa >> 12n)));
+    return pa;
   }
 
   private writeSer(sessionsPa: bigint): void {
@@ -289,7 +325,7 @@ export class Luo {
   }
 
   createSession(name: string): LuoSession {
-    return this.sessions.create(name);
+    return this.sessions.create(name, this.uapi.directionChecks);
   }
 
   retrieveSession(name: string): LuoSession {
@@ -312,9 +348,9 @@ export class Luo {
       this.subsystems.cancel();
       throw e;
     }
-    if (this.abi.format === 'fdt') {
+    if (this.abi.format !== 'raw') {
       // liveupdate_reboot of the FDT era: the FLBs, then LUO asks KHO to finalize (its failure is
-      // EAGAIN) — on kho-v1; kho-v3 has no finalize, its tree is always live
+      // EAGAIN) — on kho-v1; later KHOs have no finalize, their tree is always live
       if (this.flbPagePa !== 0n) this.flbs.serialize(this.mem.page(Number(this.flbPagePa >> 12n)));
       if (this.kho!.profile !== 'kho-v1') return;
       try {

@@ -20,13 +20,15 @@ export interface ArrayShape {
   readonly entrySize: number;
   /** Allocated at the first grow (file arrays) rather than by `allocate` at boot (the session array). */
   readonly lazy: boolean;
+  /** Freed once nothing is in it (luo_free_files_mem); luo-v3's deferred session array is kept. */
+  readonly freeWhenEmpty: boolean;
   /** What a full array answers. */
   readonly fullErrno: 'ENOMEM' | 'ENOSPC';
   readonly what: string;
 }
 
-export const SESSION_ARRAY: ArrayShape = { pages: 16, header: 8, entrySize: 80, lazy: false, fullErrno: 'ENOMEM', what: 'session array' };
-export const FILE_ARRAY: ArrayShape = { pages: 2, header: 0, entrySize: 64, lazy: true, fullErrno: 'ENOSPC', what: 'file array' };
+export const SESSION_ARRAY: ArrayShape = { pages: 16, header: 8, entrySize: 80, lazy: false, freeWhenEmpty: false, fullErrno: 'ENOMEM', what: 'session array' };
+export const FILE_ARRAY: ArrayShape = { pages: 2, header: 0, entrySize: 64, lazy: true, freeWhenEmpty: true, fullErrno: 'ENOSPC', what: 'file array' };
 
 export const arrayCapacity = (s: ArrayShape): number => Math.floor((s.pages * PAGE_SIZE - s.header) / s.entrySize);
 
@@ -67,9 +69,9 @@ export class EntryArray implements EntryStore {
     if (this.shape.lazy) this.allocate();
   }
 
-  /** A lazily allocated array is freed once nothing is in it (luo_free_files_mem). */
+  /** A file array is freed once nothing is in it (luo_free_files_mem). */
   shrink(count: number): void {
-    if (!this.shape.lazy || count > 0 || this.pa === 0n || this.incoming) return;
+    if (!this.shape.freeWhenEmpty || count > 0 || this.pa === 0n || this.incoming) return;
     this.kho.unpreserveFree(this.pa);
     this.pa = 0n;
     this.shadow = undefined;

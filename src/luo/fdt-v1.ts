@@ -1,14 +1,16 @@
 /**
- * The FDT-era LUO state (luo-v1): the one-page FDT under the KHO subtree "LUO" — root compatible
+ * The FDT-era LUO state: the one-page FDT under the KHO subtree "LUO". luo-v1: root compatible
  * "luo-v1" and `liveupdate-number`, a `luo-session` node pointing at the session array, and (from
- * the FLB patches on) a `luo-flb` node pointing at the FLB header page. Values are native-endian u64.
- * The reader makes exactly the checks of luo_early_startup (luo_core.c @cab056f2),
- * luo_session_setup_incoming (luo_session.c @7f790dd) and luo_flb_setup_incoming (luo_flb.c @cab056f2).
+ * the FLB patches on) a `luo-flb` node pointing at the FLB header page. luo-v2 (the v7 series'
+ * patch 3): root compatible "luo-v2" and `luo-abi-header`, the address of a 24-byte luo_ser holding
+ * the number and both addresses. Values are native-endian u64. The readers make exactly the checks
+ * of luo_early_startup (luo_core.c @cab056f2, and as patch 3 left it), luo_session_setup_incoming
+ * (luo_session.c @7f790dd) and luo_flb_setup_incoming (luo_flb.c @cab056f2).
  */
 import { LuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
 import {
-  LUO_FDT_COMPATIBLE_V1, LUO_FDT_FLB_COMPATIBLE, LUO_FDT_FLB_HEADER, LUO_FDT_FLB_NODE, LUO_FDT_LIVEUPDATE_NUM, LUO_FDT_SESSION_COMPATIBLE,
+  LUO_FDT_ABI_HEADER, LUO_FDT_COMPATIBLE_V1, LUO_FDT_COMPATIBLE_V2, LUO_FDT_FLB_COMPATIBLE, LUO_FDT_FLB_HEADER, LUO_FDT_FLB_NODE, LUO_FDT_LIVEUPDATE_NUM, LUO_FDT_SESSION_COMPATIBLE,
   LUO_FDT_SESSION_HEADER, LUO_FDT_SESSION_NODE,
 } from '../abi/luo.ts';
 import { Fdt } from '../fdt/ro.ts';
@@ -21,8 +23,8 @@ export interface LuoFdtV1 {
   readonly flbHeaderPa?: bigint;
 }
 
-/** luo_fdt_setup: writes the FDT into `page` (fdt_create over the whole page). */
-export function writeLuoFdtV1(page: Uint8Array, v: LuoFdtV1): void {
+/** luo_fdt_setup: writes the FDT into `page` (fdt_create over the whole page); returns fdt_totalsize. */
+export function writeLuoFdtV1(page: Uint8Array, v: LuoFdtV1): number {
   const sw = new FdtSw(PAGE_SIZE);
   sw.finishReservemap();
   sw.beginNode('');
@@ -39,20 +41,50 @@ export function writeLuoFdtV1(page: Uint8Array, v: LuoFdtV1): void {
     sw.endNode();
   }
   sw.endNode();
+  return finishInto(sw, page);
+}
+
+function finishInto(sw: FdtSw, page: Uint8Array): number {
   page.set(sw.finish().subarray(0, PAGE_SIZE));
+  return sw.blob().length;
+}
+
+/** luo_fdt_setup of luo-v2: compatible and luo-abi-header; returns fdt_totalsize. */
+export function writeLuoFdtV2(page: Uint8Array, luoSerPa: bigint): number {
+  const sw = new FdtSw(PAGE_SIZE);
+  sw.finishReservemap();
+  sw.beginNode('');
+  sw.propertyString('compatible', LUO_FDT_COMPATIBLE_V2);
+  sw.propertyLeU64(LUO_FDT_ABI_HEADER, luoSerPa);
+  sw.endNode();
+  return finishInto(sw, page);
 }
 
 const u64Of = (v: Uint8Array | undefined): bigint | undefined => (v && v.length === 8 ? new DataView(v.buffer, v.byteOffset, 8).getBigUint64(0, true) : undefined);
 
-/** The incoming FDT: EINVAL for a wrong compatible or property, ENOENT for a missing FLB node (when `flb`). */
-export function readLuoFdtV1(blob: Uint8Array, flb: boolean): LuoFdtV1 {
+function openLuoFdt(blob: Uint8Array, compatible: string): Fdt {
   let fdt: Fdt;
   try {
     fdt = Fdt.open(blob);
   } catch (e) {
     throw new LuoError('EINVAL', `FDT 'LUO' is invalid: ${e instanceof Error ? e.message : String(e)}`);
   }
-  if (!fdt.nodeCheckCompatible(0, LUO_FDT_COMPATIBLE_V1)) throw new LuoError('EINVAL', `FDT 'LUO' is incompatible with '${LUO_FDT_COMPATIBLE_V1}'`);
+  if (!fdt.nodeCheckCompatible(0, compatible)) throw new LuoError('EINVAL', `FDT 'LUO' is incompatible with '${compatible}'`);
+  return fdt;
+}
+
+/** The incoming luo-v2 FDT: the address of its luo_ser (EINVAL for a wrong compatible or header property). */
+export function readLuoFdtV2(blob: Uint8Array): bigint {
+  const fdt = openLuoFdt(blob, LUO_FDT_COMPATIBLE_V2);
+  const v = fdt.getProp(0, LUO_FDT_ABI_HEADER);
+  const pa = u64Of(v);
+  if (pa === undefined) throw new LuoError('EINVAL', `Unable to get ABI header '${LUO_FDT_ABI_HEADER}' [${v?.length ?? 0}]`);
+  return pa;
+}
+
+/** The incoming FDT: EINVAL for a wrong compatible or property, ENOENT for a missing FLB node (when `flb`). */
+export function readLuoFdtV1(blob: Uint8Array, flb: boolean): LuoFdtV1 {
+  const fdt = openLuoFdt(blob, LUO_FDT_COMPATIBLE_V1);
   const num = u64Of(fdt.getProp(0, LUO_FDT_LIVEUPDATE_NUM));
   if (num === undefined) throw new LuoError('EINVAL', `Unable to get live update number '${LUO_FDT_LIVEUPDATE_NUM}'`);
   const s = fdt.subnodeOffset(0, LUO_FDT_SESSION_NODE);

@@ -8,7 +8,8 @@ import { LuoError } from '../errno.ts';
 import { LuoFileSer, LuoSessionSer } from '../abi/luo.ts';
 import type { KhoMemory } from '../kho/memory.ts';
 import { type BlockKho, BlockSet } from './blocks.ts';
-import { EntryArray, FILE_ARRAY, SESSION_ARRAY } from './entry-array.ts';
+import { EntryArray } from './entry-array.ts';
+import type { EntryLayout } from './layout.ts';
 import type { EntryStore } from './entry-store.ts';
 import { decodeFileEntry, encodeFileEntry } from './entry-codec.ts';
 import type { FileHandler, FileOpArgs, KernelFile } from './file-handler.ts';
@@ -30,14 +31,15 @@ export interface FileContext {
   readonly preservedIds: Map<unknown, KernelFile>;
   readonly flb: FlbHooks;
   readonly log: (msg: string) => void;
-  /** How entries are kept: linked blocks (luo-v5), or the FDT era's fixed arrays (luo-v1). */
-  readonly format: 'blocks' | 'fdt';
+  /** How the release keeps its entries: linked blocks or fixed arrays (layout.ts). */
+  readonly layout: EntryLayout;
 }
 
-/** A store for the entries of sessions or of one session's files, in the context's format. */
+/** A store for the entries of sessions or of one session's files, in the release's layout. */
 export function newStore(ctx: FileContext, kind: 'sessions' | 'files'): EntryStore {
-  if (ctx.format === 'fdt') return new EntryArray(ctx.kho, ctx.mem, kind === 'sessions' ? SESSION_ARRAY : FILE_ARRAY);
-  return new BlockSet(ctx.kho, ctx.mem, kind === 'sessions' ? LuoSessionSer.size : LuoFileSer.size);
+  const l = ctx.layout[kind];
+  if (l.kind === 'array') return new EntryArray(ctx.kho, ctx.mem, l.shape);
+  return new BlockSet(ctx.kho, ctx.mem, kind === 'sessions' ? LuoSessionSer.size : LuoFileSer.size, l.pages);
 }
 
 /** One preserved file (struct luo_file). */
@@ -187,12 +189,12 @@ export class FileSet {
 
   /**
    * luo_file_deserialize from {files, count}: the chain is checked, every entry's handler must
-   * be registered (ENOENT) and the entries must add up to `count` (EINVAL). The FDT era read
-   * `count` entries of the array and stopped at the first without a handler, keeping the ones before
-   * (its caller ignored the error: the session is restored without the rest).
+   * be registered (ENOENT) and the entries must add up to `count` (EINVAL). The array releases
+   * read `count` entries of the array; luo-v1 stopped at the first without a handler, keeping the
+   * ones before (its caller ignored the error: the session is restored without the rest).
    */
   deserialize(filesPa: bigint, count: bigint, where: string): void {
-    if (this.ctx.format === 'fdt') return this.deserializeArray(filesPa, count, where);
+    if (this.blocks instanceof EntryArray) return this.deserializeArray(filesPa, count, where);
     if (filesPa === 0n) {
       if (count !== 0n) throw new LuoError('EINVAL', `${where}: no file blocks but a count of ${count}`);
       return;
@@ -219,6 +221,7 @@ export class FileSet {
       const ser = decodeFileEntry(slot.page, slot.offset);
       const handler = this.ctx.handlers().find((h) => h.compatible === ser.compatible);
       if (!handler) {
+        if (!this.ctx.layout.dropUnclaimedFiles) throw new LuoError('ENOENT', `${where}: no registered handler for compatible '${ser.compatible}'`);
         this.ctx.log(`${where}: No registered handler for compatible '${ser.compatible}'`);
         return;
       }

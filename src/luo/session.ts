@@ -7,7 +7,7 @@
 import { LuoError } from '../errno.ts';
 import { LIVEUPDATE_SESSION_NAME_LENGTH } from '../abi/uapi.ts';
 import { LuoSessionSer } from '../abi/luo.ts';
-import { stringBytes } from '../bytes/cursor.ts';
+import { latin1String, stringBytes } from '../bytes/cursor.ts';
 import { EntryArray } from './entry-array.ts';
 import type { EntryStore } from './entry-store.ts';
 import { decodeSessionEntry, encodeSessionEntry } from './entry-codec.ts';
@@ -101,13 +101,20 @@ export class SessionManager {
     if (this.frozen) throw new LuoError('EBUSY', 'sessions are frozen: a live update is in progress');
   }
 
-  /** luo_session_create: EINVAL for a bad name, EEXIST for an outgoing duplicate, ENOMEM/ENOSPC for blocks. */
-  create(name: string): LuoSession {
+  /**
+   * luo_session_create: EINVAL for a bad name, EEXIST for an outgoing duplicate, ENOMEM/ENOSPC for
+   * blocks. The first uAPI (6.19 to luo-v2) did not check names: strscpy kept 63 bytes of a longer
+   * one, and an empty name made a session named "".
+   */
+  create(name: string, validateName = true): LuoSession {
     this.assertMutable();
     const bytes = stringBytes(name);
     const nul = bytes.indexOf(0);
     const len = Math.min(nul >= 0 ? nul : bytes.length, LIVEUPDATE_SESSION_NAME_LENGTH);
-    if (len === 0 || len > LIVEUPDATE_SESSION_NAME_LENGTH - 1) {
+    if (!validateName) {
+      const keep = Math.min(len, LIVEUPDATE_SESSION_NAME_LENGTH - 1);
+      if (keep !== bytes.length) name = latin1String(bytes.subarray(0, keep));
+    } else if (len === 0 || len > LIVEUPDATE_SESSION_NAME_LENGTH - 1) {
       throw new LuoError('EINVAL', `session name must be 1..${LIVEUPDATE_SESSION_NAME_LENGTH - 1} bytes (got ${len === LIVEUPDATE_SESSION_NAME_LENGTH ? '64 without a terminator' : len})`);
     }
     // The kernel grows the session blocks before looking for a duplicate (so ENOSPC/ENOMEM win

@@ -5,6 +5,7 @@
  * cannot live-update, the shortest chain of releases that can, hop by hop. The matrix tests run every
  * pair luo can boot and check each prediction against what the simulated kernels do.
  */
+import { blockCapacity, LuoFileSer, LuoSessionSer } from '../abi/luo.ts';
 import { type Release, type ReleaseAbi, RELEASES } from '../abi/releases.ts';
 
 export type Layer = 'KHO' | 'LUO' | 'files';
@@ -62,9 +63,12 @@ export function verdictOf(from: ReleaseAbi, to: ReleaseAbi): Verdict {
     // luo_flb_setup_incoming (luo_flb.c @cab056f2): a missing node is -ENOENT, and early startup fails
     return { kind: 'restore-failed', layer: 'LUO', errno: 'ENOENT', reason: 'the new kernel requires a "luo-flb" node the old one did not write', log: 'Unable to get FLB node [luo-flb]' };
   }
-  if (a.format === 'raw' && b.format === 'raw' && (a.blockPages !== b.blockPages || a.sessions !== b.sessions || a.files !== b.files)) {
-    return { kind: 'undefined', layer: 'LUO', reason: `both say "${a.compatible}" but the layouts differ (blocks of ${a.blockPages} vs ${b.blockPages} page(s)): nothing notices, the new kernel misreads the hand-over` };
+  if (a.format === 'raw' && b.format === 'raw' && (a.sessions !== b.sessions || a.files !== b.files)) {
+    return { kind: 'undefined', layer: 'LUO', reason: `both say "${a.compatible}" but one keeps entries in arrays, the other in blocks: nothing notices, the new kernel misreads the hand-over` };
   }
+  // Blocks of another size under the same string (the seeds' 2-page blocks): the new kernel reads each
+  // block's header and its entries from the start, so it works while no block holds more than the new
+  // kernel's blocks can (notesOf says the limit).
   // luo_file_deserialize at the first open: every file needs a handler with its compatible
   if (from.memfd !== to.memfd && b.format === 'fdt') {
     // the FDT era's luo_session_deserialize ignored its files' error (luo_session.c @7f790dd)
@@ -86,6 +90,15 @@ export function verdictOf(from: ReleaseAbi, to: ReleaseAbi): Verdict {
 
 function notesOf(from: ReleaseAbi, to: ReleaseAbi): string[] {
   const n: string[] = [];
+  const a = from.luo;
+  const b = to.luo;
+  if (a.format === 'raw' && b.format === 'raw' && a.compatible === b.compatible && a.blockPages > b.blockPages) {
+    const cap = (size: number, pages: number): number => blockCapacity(size, pages);
+    n.push(
+      `the old kernel's ${a.blockPages}-page blocks hold up to ${cap(LuoSessionSer.size, a.blockPages)} sessions or ${cap(LuoFileSer.size, a.blockPages)} files each; `
+      + `the new kernel accepts at most ${cap(LuoSessionSer.size, b.blockPages)} and ${cap(LuoFileSer.size, b.blockPages)} per block: a fuller session block is EINVAL at early boot (a panic), a fuller file block EIO at the first open`,
+    );
+  }
   if ((from.memfd === 'memfd-v1' || to.memfd === 'memfd-v1') && from.memfd === to.memfd) n.push('memfd-v1 does not hand seals over: retrieved memfds come back with only F_SEAL_SEAL');
   if (from.uapi.getName && !to.uapi.getName) n.push('the new kernel has no LIVEUPDATE_SESSION_GET_NAME');
   if (!from.uapi.getName && to.uapi.getName) n.push('the new kernel adds LIVEUPDATE_SESSION_GET_NAME and checks session directions');

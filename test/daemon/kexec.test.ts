@@ -242,11 +242,20 @@ test('the new daemon starts ahead of the freeze: the old one serves meanwhile, t
     await s.preserveBuffer(data, 7);
     await dev.close();
 
-    // refused at the freeze (a release luo cannot run): the successor started ahead goes away
+    // refused at the freeze: a kernel whose KHO scratch areas (kho_scratch=8M) cannot hold the next
+    // image fails kexec_file_load (ENOMEM); the successor started ahead goes away, the daemon serves on
     writeFileSync(hold, '');
-    await assert.rejects(c.kexec({ release: 'luo-v2' }), (e: Error & { errno?: string }) => e.errno === 'EOPNOTSUPP');
-    await until(() => processesMentioning('--await-image').length === 0, 'the successor to go away');
-    assert.equal((await c.status()).pid, d.child.pid, 'the old daemon serves on');
+    const smallDir = tempDir('ahead-refused');
+    try {
+      const small = await startDaemon(smallDir, ['--cmdline', 'console=ttyS0 kho=on liveupdate=on kho_scratch=8M,8M,8M'], { LUO_TEST_HOLD_LOADED: hold });
+      const sc = await LuoClient.connect(small.socket);
+      await assert.rejects(sc.kexec(), (e: Error & { errno?: string }) => e.errno === 'ENOMEM');
+      await until(() => processesMentioning('--await-image').length === 0, 'the successor to go away');
+      assert.equal((await sc.status()).pid, small.child.pid, 'the old daemon serves on');
+      await sc.shutdown();
+    } finally {
+      await cleanup(smallDir);
+    }
 
     // while the successor loads (held), everyone else is still served by the old daemon
     rmSync(hold);

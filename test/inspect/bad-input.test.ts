@@ -96,8 +96,8 @@ test('a referenced page the tracker does not preserve', () => {
 });
 
 test('bad luo_ser and FLB page', () => {
-  const r = inspectPages((p) => p.get(0x3ac000n)!.set(new TextEncoder().encode('luo-v4\0'), 0));
-  expectProblem(r, 'luo_ser @0x3ac000', /compatible "luo-v4\\x00\\x00" is not "luo-v5"/);
+  const r = inspectPages((p) => p.get(0x3ac000n)!.set(new TextEncoder().encode('luo-v9\0'), 0));
+  expectProblem(r, 'luo_ser @0x3ac000', /compatible "luo-v9\\x00\\x00" is not "luo-v3" or "luo-v4" or "luo-v5" or "luo-v5;block-v1"/);
   assert.equal(r.sessions.length, 0);
   const f = inspectPages((p) => setU64(p.get(0x3ad000n)!, 0, 2n));
   expectProblem(f, 'FLB page @0x3ad000', /pgcnt 2, luo-v5 writes 1/);

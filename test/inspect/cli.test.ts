@@ -59,7 +59,7 @@ test('luo inspect --json: a stable structure, u64 values as hex strings', () => 
 test('problems: exit 1, everything decodable still printed; ELF detected by magic', () => {
   const stale = luo(['inspect', FIX + 'debugfs/s2-boot/in/sub_fdts/LUO']);
   assert.equal(stale.status, 1);
-  assert.match(stale.stdout, /error: LUO blob LUO: compatible .* is not "luo-v5"/);
+  assert.match(stale.stdout, /error: LUO blob LUO: compatible .* is not .*"luo-v5"/);
   assert.match(stale.stderr, /1 problem\(s\)/);
   const trunc = luo(['inspect', '--json', FIX + 'debugfs/s1-boot/out/fdt']);
   assert.equal(trunc.status, 1);
