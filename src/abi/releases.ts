@@ -24,6 +24,8 @@ export type LuoAbi =
     readonly sessionCompatible: 'luo-session-v2';
     /** A `luo-flb` node ("luo-flb-v1"). */
     readonly flb: boolean;
+    /** A `subsystems` node ("subsystems-v1"), mandatory on the read side (the seeds' luo_subsystems.c). */
+    readonly subsystems: boolean;
   }
   | {
     /** The transient FDT whose `luo-abi-header` points at {liveupdate_num, sessions_pa, flbs_pa}. */
@@ -86,7 +88,7 @@ const BLOCK_LIMITS: ReleaseLimits = {
 };
 const OLD_UAPI: UapiAbi = { getName: false, directionChecks: false };
 const NEW_UAPI: UapiAbi = { getName: true, directionChecks: true };
-const fdtLuo = (flb: boolean): LuoAbi => ({ format: 'fdt', compatible: 'luo-v1', sessionCompatible: 'luo-session-v2', flb });
+const fdtLuo = (flb: boolean, subsystems = false): LuoAbi => ({ format: 'fdt', compatible: 'luo-v1', sessionCompatible: 'luo-session-v2', flb, subsystems });
 const rawLuo = (compatible: string, sessions: 'array' | 'blocks', files: 'array' | 'blocks', blockPages = 1): LuoAbi => ({ format: 'raw', compatible, sessions, files, blockPages });
 
 /** Every release luo knows, oldest first. */
@@ -104,6 +106,12 @@ export const RELEASES: readonly Release[] = [
     abi: { kho: { family: 'kho-v1', compatible: 'kho-v1' }, luo: fdtLuo(true), memfd: 'memfd-v2', uapi: OLD_UAPI, limits: FDT_ERA_LIMITS },
   },
   {
+    name: 'seed-subsystems', uname: '7.0.0-subsys',
+    summary: 'the seeds\' subsystem registration on 7.0: a "subsystems" node (subsystems-v1, one u64 per subsystem) inside the LUO FDT, which the reader requires (panic without it)',
+    sources: ['"luo_subsystems: add subsystem registration" (the seeds\' luo_subsystems.c: LUO_SUBSYSTEMS_NODE_NAME, luo_subsystems_startup)'],
+    abi: { kho: { family: 'kho-v1', compatible: 'kho-v1' }, luo: fdtLuo(true, true), memfd: 'memfd-v2', uapi: OLD_UAPI, limits: FDT_ERA_LIMITS },
+  },
+  {
     name: 'kho-v2', uname: '7.1.0-kho-v2',
     summary: 'KHO tracks preserved memory in a radix tree; sub-FDTs by "preserved-data" alone (no blob-size); no finalize',
     sources: ['abi/kexec_handover.h with KHO_FDT_COMPATIBLE "kho-v2" (radix tracker, preserved-data)', 'kernel log: "kho: remove finalize state and clients" precedes "kho: adopt radix tree for preserved memory tracking"'],
@@ -111,7 +119,7 @@ export const RELEASES: readonly Release[] = [
   },
   {
     name: 'kho-v3', uname: '7.1.0-kho-v3',
-    summary: 'raw KHO subtrees ("blob-size"); KHO finalize is gone',
+    summary: 'raw KHO subtrees ("blob-size") and kexec-metadata on the radix tracker; the LUO FDT by preserved-data and blob-size',
     sources: ['linux-mm @65660710 (kexec_handover.c)'],
     abi: { kho: { family: 'kho-v3', compatible: 'kho-v3' }, luo: fdtLuo(true), memfd: 'memfd-v2', uapi: OLD_UAPI, limits: FDT_ERA_LIMITS },
   },

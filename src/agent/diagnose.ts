@@ -37,7 +37,7 @@ export function diagnose(errors: readonly ObservedError[], kmsg: readonly string
   if (first.step === 'kexec') {
     // an errno: the old kernel's reboot path refused; none: the new kernel panicked before userspace
     if (first.errno) return { layer: 'kexec', reason: `the old kernel refused the kexec: ${first.message}` };
-    return { layer: /incoming tree|liveupdate|LUO/i.test(first.message) ? 'LUO' : 'kexec', reason: `the new kernel panicked: ${first.message}` };
+    return { layer: /incoming tree|liveupdate|LUO|\/subsystems node/i.test(first.message) ? 'LUO' : 'kexec', reason: `the new kernel panicked: ${first.message}` };
   }
   for (const rule of RULES) {
     const line = kmsg?.find((l) => rule.re.test(l));

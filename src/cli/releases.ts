@@ -9,7 +9,7 @@ import { bold, dim, green, red, yellow } from './style.ts';
 
 const luoDesc = (r: Release): string => {
   const l = r.abi.luo;
-  if (l.format === 'fdt') return `${l.compatible} FDT (${l.sessionCompatible}${l.flb ? ', luo-flb-v1' : ''})`;
+  if (l.format === 'fdt') return `${l.compatible} FDT (${l.sessionCompatible}${l.flb ? ', luo-flb-v1' : ''}${l.subsystems ? ', subsystems-v1' : ''})`;
   if (l.format === 'fdt-header') return `${l.compatible} FDT (luo-abi-header)`;
   return `${l.compatible} raw (sessions in ${l.sessions}, files in ${l.files}${l.blockPages !== 1 ? `, ${l.blockPages}-page blocks` : ''})`;
 };
@@ -28,7 +28,7 @@ export function runReleases(opts: { json?: boolean }): number {
     process.stdout.write(`${bold(r.name)} ${dim(`(uname ${r.uname})`)}\n`);
     process.stdout.write(`  ${r.summary}\n`);
     process.stdout.write(`  KHO ${a.kho.compatible}; LUO ${luoDesc(r)}; memfd ${a.memfd}\n`);
-    process.stdout.write(`  uAPI: ${a.uapi.getName ? 'with GET_NAME, direction checks' : '3 session ioctls (no GET_NAME)'}; at most ${a.limits.sessions} sessions (${a.limits.sessionsErrno}), ${a.limits.filesPerSession} files per session\n`);
+    process.stdout.write(`  uAPI: ${a.uapi.getName ? 'with GET_NAME, direction and name checks' : '3 session ioctls (no GET_NAME), names unchecked'}; at most ${a.limits.sessions} sessions (${a.limits.sessionsErrno}), ${a.limits.filesPerSession} files per session\n`);
     process.stdout.write(`  ${dim(`sources: ${r.sources.join('; ')}`)}\n`);
   }
   return 0;
@@ -43,7 +43,7 @@ function describe(p: Plan): string[] {
     const what = v.kind === 'no-handover'
       ? 'the new kernel boots as after a cold boot; every session is lost'
       : v.kind === 'restore-failed'
-        ? `LUO's early startup fails with ${v.errno}: the kernel panics (with luo.restore_fail=disable it boots without /dev/liveupdate)`
+        ? `LUO's early startup fails with ${v.errno}: the kernel panics${v.panicsAlways ? ' (luo.restore_fail=disable does not help: it calls panic() itself)' : ' (with luo.restore_fail=disable it boots without /dev/liveupdate)'}`
         : v.kind === 'files-lost'
           ? `the sessions come back, but RETRIEVE_FD of those files fails with ${v.errno}`
           : `opening /dev/liveupdate fails with ${v.errno} once a file was preserved`;

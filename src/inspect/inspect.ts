@@ -245,6 +245,7 @@ function decodeSubtree(r: Report, ctx: Ctx, st: SubtreeInfo, v1: boolean, opts: 
     if (!ser) return;
     r.luo = ser;
     if (fdtEra) st.compatible = ser.compatible;
+    if (ser.subsystemsNode) r.subsystems = ser.subsystemsNode;
     const memfdOpts = { contents: opts.memfdContents ?? 0 };
     const s = decodeSessions(ctx, ser.sessionsPa, memfdOpts, entryKindsOf(ser.compatible));
     r.sessionBlocks = s.blocks;

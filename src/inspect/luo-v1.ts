@@ -9,7 +9,7 @@ import { PAGE_SIZE } from '../abi/kho.ts';
 import { LUO_FDT_ABI_HEADER, LUO_FDT_COMPATIBLE_V1, LUO_FDT_COMPATIBLE_V2, LUO_FDT_FLB_NODE, LuoSerV2 } from '../abi/luo.ts';
 import { Fdt } from '../fdt/ro.ts';
 import { arrayCapacity, type ArrayShape, FILE_ARRAY, SESSION_ARRAY } from '../luo/entry-array.ts';
-import { readLuoFdtV1, readLuoFdtV2 } from '../luo/fdt-v1.ts';
+import { readLuoFdtV1, readLuoFdtV2, readSubsystemsNode } from '../luo/fdt-v1.ts';
 import type { Chain } from './chain.ts';
 import type { Ctx } from './context.ts';
 import { hex, type LuoSerInfo } from './report.ts';
@@ -53,7 +53,12 @@ function decodeLuoFdtV1(ctx: Ctx, blob: Uint8Array, pa: bigint | undefined, wher
   try {
     const v = readLuoFdtV1(blob, flb);
     if (!flb) ctx.problems.info(where, 'no luo-flb node: written by a release before FLBs (6.19); a 7.0 kernel refuses it (ENOENT)');
-    return { ...(pa !== undefined ? { pa } : {}), size: BigInt(blob.length), compatible: LUO_FDT_COMPATIBLE_V1, liveupdateNum: v.liveupdateNum, sessionsPa: v.sessionHeaderPa, flbsPa: v.flbHeaderPa ?? 0n };
+    const node = readSubsystemsNode(blob);
+    if (node.kind === 'incompatible') ctx.problems.error(where, `its "subsystems" node is not "subsystems-v1": a kernel with the seeds' subsystems panics on it`);
+    return {
+      ...(pa !== undefined ? { pa } : {}), size: BigInt(blob.length), compatible: LUO_FDT_COMPATIBLE_V1, liveupdateNum: v.liveupdateNum, sessionsPa: v.sessionHeaderPa, flbsPa: v.flbHeaderPa ?? 0n,
+      ...(node.kind === 'ok' ? { subsystemsNode: Object.fromEntries(node.data) } : {}),
+    };
   } catch (e) {
     ctx.problems.error(where, `${e instanceof LuoError ? e.detail : String(e)}: the kernel refuses it (EINVAL at LUO's early startup); not decoded further`);
     return undefined;

@@ -16,6 +16,7 @@ export function writtenBy(r: Report): string[] | null {
     if (r.root && r.root.compatible !== a.kho.compatible) return false;
     if (r.luo && a.luo.compatible !== r.luo.compatible) return false;
     if (r.luo?.compatible === 'luo-v1' && a.luo.format === 'fdt' && a.luo.flb !== (r.flbs !== null || r.luo.flbsPa !== 0n)) return false;
+    if (r.luo?.compatible === 'luo-v1' && a.luo.format === 'fdt' && a.luo.subsystems !== (r.luo.subsystemsNode !== undefined)) return false;
     if (!r.luo && luoFdt !== undefined && (a.luo.format === 'raw' || a.luo.compatible !== luoFdt)) return false;
     return [...memfds].every((c) => c === a.memfd);
   }).map((rel) => rel.name);

@@ -86,6 +86,8 @@ export interface LuoSerInfo {
   pa?: bigint; size: bigint; compatible: string; liveupdateNum: bigint; sessionsPa: bigint; flbsPa: bigint;
   /** luo-v2: where its luo-abi-header points (the LUO FDT is at `pa`). */
   header?: bigint;
+  /** luo-v1 with the seeds' "subsystems" node: its name -> u64 properties. */
+  subsystemsNode?: Record<string, bigint>;
 }
 
 export interface BlockInfo { index: number; pa: bigint; next: bigint; count: bigint; capacity: number }

@@ -9,14 +9,14 @@ import { PAGE_SIZE } from '../abi/kho.ts';
 import { compatLen, LUO_ABI_COMPATIBLE, LUO_SUBTREE_NAME, LuoFlbHeaderSer, LuoSerV2, luoSerLayout } from '../abi/luo.ts';
 import type { Kho } from '../kho/kho.ts';
 import type { LuoAbi, UapiAbi } from '../abi/releases.ts';
-import { readLuoFdtV1, readLuoFdtV2, writeLuoFdtV1, writeLuoFdtV2 } from './fdt-v1.ts';
+import { type LuoFdtV1, readLuoFdtV1, readLuoFdtV2, readSubsystemsNode, SUBSYSTEMS_NODE, type SubsystemsNode, writeLuoFdtV1, writeLuoFdtV2 } from './fdt-v1.ts';
 import type { KhoMemory } from '../kho/memory.ts';
 import type { FileHandler, KernelFile } from './file-handler.ts';
 import type { FileContext } from './file.ts';
 import { FlbRegistry, readFlbPage } from './flb.ts';
 import { entryLayoutOf } from './layout.ts';
 import { type LuoSession, SessionManager } from './session.ts';
-import { decodeSubsystemsFdt, SUBSYSTEMS_SUBTREE, Subsystems } from './subsystems.ts';
+import { decodeSubsystemsFdt, SUBSYSTEMS_COMPATIBLE, SUBSYSTEMS_SUBTREE, Subsystems, type SubsystemsOut, subtreeOut } from './subsystems.ts';
 
 /** What a kernel does when the incoming LUO state cannot be restored. */
 export type RestoreFailPolicy = 'panic' | 'disable';
@@ -57,6 +57,8 @@ export class Luo {
   readonly incomingFlbsPa: bigint;
   private outSerPa = 0n;
   private flbPagePa = 0n;
+  /** What the FDT era's outgoing LUO FDT holds (rewritten when the seeds' subsystems node changes). */
+  private fdtOut: LuoFdtV1 | undefined;
   readonly restoreFailure: LuoError | undefined;
   /** The LUO format of this kernel's code. */
   readonly abi: LuoAbi;
@@ -97,19 +99,15 @@ export class Luo {
         num = r.num;
         flbs = r.flbs;
         if (flbs !== 0n) this.flbs.setIncoming(readFlbPage(mem, flbs, opts.ramPages));
-        subsystemData = this.readSubsystems();
+        subsystemData = r.subsystems ?? this.readSubsystems();
       } catch (e) {
+        if (e instanceof KernelPanic) throw e;
         failure = e instanceof LuoError ? e : new LuoError('EIO', String(e));
       }
     }
     this.incomingNum = num;
     this.incomingFlbsPa = flbs;
-    this.subsystems = new Subsystems(
-      () => this.enabledFlag,
-      kho ? { allocPreserve: (n) => kho.allocPreserve(n), unpreserveFree: (pa) => kho.unpreserveFree(pa), addSubtree: (n, pa, sz) => kho.addSubtree(n, pa, sz), removeSubtree: (pa) => kho.removeSubtree(pa), page: (pfn) => mem.page(pfn) } : undefined,
-      subsystemData,
-      (m) => opts.log('warn', `luo: ${m}`),
-    );
+    this.subsystems = new Subsystems(() => this.enabledFlag, kho ? this.subsystemsOut(kho) : undefined, subsystemData, (m) => opts.log('warn', `luo: ${m}`));
     this.restoreFailure = failure;
     if (failure) {
       opts.log('err', `luo: failed to restore the incoming live-update state: ${failure.message}`);
@@ -118,6 +116,25 @@ export class Luo {
       this.enabledFlag = false;
     }
     if (this.enabledFlag) this.lateInit();
+  }
+
+  /** Where subsystem data goes at the freeze: the LUO FDT's node (the seeds' variant) or luo's own subtree. */
+  private subsystemsOut(kho: Kho): SubsystemsOut {
+    if (this.abi.format !== 'fdt' || !this.abi.subsystems) {
+      return subtreeOut({ allocPreserve: (n) => kho.allocPreserve(n), unpreserveFree: (pa) => kho.unpreserveFree(pa), addSubtree: (n, pa, sz) => kho.addSubtree(n, pa, sz), removeSubtree: (pa) => kho.removeSubtree(pa), page: (pfn) => this.mem.page(pfn) });
+    }
+    // the FDT keeps its page (kho-v1 records no size); a cancel leaves the names with zero data
+    let names: string[] = [];
+    const rewrite = (records: ReadonlyArray<readonly [string, bigint]>): void => {
+      if (this.fdtOut) writeLuoFdtV1(this.mem.page(Number(this.outSerPa >> 12n)), { ...this.fdtOut, subsystems: records });
+    };
+    return {
+      publish: (records) => {
+        names = records.map(([n]) => n);
+        rewrite(records);
+      },
+      withdraw: () => rewrite(names.map((n) => [n, 0n] as const)),
+    };
   }
 
   /** The LUO compatible of this kernel's code. */
@@ -130,7 +147,7 @@ export class Luo {
   }
 
   /** luo_early_startup: ENOENT from KHO means a cold boot; anything else wrong is a failure. */
-  private earlyStartup(): { num: number; flbs: bigint } {
+  private earlyStartup(): { num: number; flbs: bigint; subsystems?: Map<string, bigint> } {
     const sub = this.incomingSubtree();
     if (!sub) return { num: 0, flbs: 0n };
     if (this.abi.format === 'fdt') return this.earlyStartupFdt(sub);
@@ -172,14 +189,28 @@ export class Luo {
     }
   }
 
-  /** luo_early_startup of the FDT era: the "LUO" sub-FDT, its session node and (7.0 on) its FLB node. */
-  private earlyStartupFdt(sub: { pa: bigint; size: number }): { num: number; flbs: bigint } {
+  /**
+   * luo_early_startup of the FDT era: the "LUO" sub-FDT, its session node, (7.0 on) its FLB node and
+   * (the seeds' variant) its subsystems node, whose absence luo_subsystems_startup answers with
+   * panic() whatever luo.restore_fail says.
+   */
+  private earlyStartupFdt(sub: { pa: bigint; size: number }): { num: number; flbs: bigint; subsystems?: Map<string, bigint> } {
     if (sub.pa % BigInt(PAGE_SIZE) !== 0n || sub.pa >> 12n >= BigInt(this.opts.ramPages)) throw new LuoError('EINVAL', `"LUO" FDT address 0x${sub.pa.toString(16)} is not a page inside RAM`);
-    const v = readLuoFdtV1(this.mem.page(Number(sub.pa >> 12n)), this.abi.format === 'fdt' && this.abi.flb);
+    const blob = this.mem.page(Number(sub.pa >> 12n));
+    const abi = this.abi as Extract<LuoAbi, { format: 'fdt' }>;
+    const v = readLuoFdtV1(blob, abi.flb);
     if (v.liveupdateNum > BigInt(Number.MAX_SAFE_INTEGER)) throw new LuoError('EINVAL', `liveupdate-number ${v.liveupdateNum} is impossible`);
     this.opts.log('info', `luo: Retrieved live update data, liveupdate number: ${v.liveupdateNum}`);
     this.sessions.setupIncoming(v.sessionHeaderPa);
-    return { num: Number(v.liveupdateNum), flbs: v.flbHeaderPa ?? 0n };
+    const out = { num: Number(v.liveupdateNum), flbs: v.flbHeaderPa ?? 0n };
+    if (!abi.subsystems) return out;
+    const node = readSubsystemsNode(blob);
+    const fatal = node.kind === 'absent' ? 'Failed to find /subsystems node' : node.kind === 'incompatible' ? `FDT '${SUBSYSTEMS_NODE}' is incompatible with '${SUBSYSTEMS_COMPATIBLE}' [-1]` : undefined;
+    if (fatal) {
+      this.opts.log('err', `luo: ${fatal}`);
+      throw new KernelPanic(fatal);
+    }
+    return { ...out, subsystems: (node as Extract<SubsystemsNode, { kind: 'ok' }>).data };
   }
 
   /** luo_early_startup of luo-v2: the "LUO" sub-FDT names the 24-byte luo_ser that holds the rest. */
@@ -230,7 +261,8 @@ export class Luo {
       this.outSerPa = kho.allocPreserve(PAGE_SIZE);
       const sessionHeaderPa = this.sessions.allocateOutgoingArray();
       if (this.abi.flb) this.flbPagePa = this.allocFlbPage();
-      const size = writeLuoFdtV1(this.mem.page(Number(this.outSerPa >> 12n)), { liveupdateNum: BigInt(this.incomingNum + 1), sessionHeaderPa, ...(this.abi.flb ? { flbHeaderPa: this.flbPagePa } : {}) });
+      this.fdtOut = { liveupdateNum: BigInt(this.incomingNum + 1), sessionHeaderPa, ...(this.abi.flb ? { flbHeaderPa: this.flbPagePa } : {}), ...(this.abi.subsystems ? { subsystems: [] } : {}) };
+      const size = writeLuoFdtV1(this.mem.page(Number(this.outSerPa >> 12n)), this.fdtOut);
       kho.addSubtree(LUO_SUBTREE_NAME, this.outSerPa, size);
       this.deviceRegistered = true;
       return;

@@ -15,13 +15,22 @@ import {
 } from '../abi/luo.ts';
 import { Fdt } from '../fdt/ro.ts';
 import { FdtSw } from '../fdt/sw.ts';
+import { SUBSYSTEMS_COMPATIBLE, subsystemsOfNode, writeSubsystemsNode } from './subsystems.ts';
+
+/** LUO_SUBSYSTEMS_NODE_NAME of the seeds' luo_subsystems.c. */
+export const SUBSYSTEMS_NODE = 'subsystems';
 
 export interface LuoFdtV1 {
   readonly liveupdateNum: bigint;
   readonly sessionHeaderPa: bigint;
   /** Absent when the release has no FLB node. */
   readonly flbHeaderPa?: bigint;
+  /** The seeds' `subsystems` node: name -> u64 (absent: no node). */
+  readonly subsystems?: ReadonlyArray<readonly [string, bigint]>;
 }
+
+/** What the incoming FDT says of a `subsystems` node. */
+export type SubsystemsNode = { readonly kind: 'absent' } | { readonly kind: 'incompatible' } | { readonly kind: 'ok'; readonly data: Map<string, bigint> };
 
 /** luo_fdt_setup: writes the FDT into `page` (fdt_create over the whole page); returns fdt_totalsize. */
 export function writeLuoFdtV1(page: Uint8Array, v: LuoFdtV1): number {
@@ -38,6 +47,12 @@ export function writeLuoFdtV1(page: Uint8Array, v: LuoFdtV1): number {
     sw.beginNode(LUO_FDT_FLB_NODE);
     sw.propertyString('compatible', LUO_FDT_FLB_COMPATIBLE);
     sw.propertyLeU64(LUO_FDT_FLB_HEADER, v.flbHeaderPa);
+    sw.endNode();
+  }
+  if (v.subsystems) {
+    // luo_subsystems_fdt_setup: node "subsystems", compatible, one u64 per subsystem
+    sw.beginNode(SUBSYSTEMS_NODE);
+    writeSubsystemsNode(sw, v.subsystems);
     sw.endNode();
   }
   sw.endNode();
@@ -80,6 +95,15 @@ export function readLuoFdtV2(blob: Uint8Array): bigint {
   const pa = u64Of(v);
   if (pa === undefined) throw new LuoError('EINVAL', `Unable to get ABI header '${LUO_FDT_ABI_HEADER}' [${v?.length ?? 0}]`);
   return pa;
+}
+
+/** luo_subsystems_startup's view of the incoming FDT's `subsystems` node (EINVAL for a value that is not a u64). */
+export function readSubsystemsNode(blob: Uint8Array): SubsystemsNode {
+  const fdt = Fdt.open(blob);
+  const off = fdt.subnodeOffset(0, SUBSYSTEMS_NODE);
+  if (off < 0) return { kind: 'absent' };
+  if (!fdt.nodeCheckCompatible(off, SUBSYSTEMS_COMPATIBLE)) return { kind: 'incompatible' };
+  return { kind: 'ok', data: subsystemsOfNode(fdt, off) };
 }
 
 /** The incoming FDT: EINVAL for a wrong compatible or property, ENOENT for a missing FLB node (when `flb`). */

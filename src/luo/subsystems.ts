@@ -2,8 +2,10 @@
  * LUO subsystems (the seed patch "luo_subsystems: add subsystem registration"; the RFC's global
  * state machine, include/uapi/linux/liveupdate.h of soleen's RFC v1): kernel components (KVM,
  * IOMMU, drivers) that register by name and get prepare/freeze/cancel/boot/finish callbacks
- * carrying one u64 each, handed over in a KHO subtree "subsystems" (an FDT, compatible
- * "subsystems-v1", one native-endian u64 property per subsystem).
+ * carrying one u64 each, handed over as an FDT node compatible "subsystems-v1" with one
+ * native-endian u64 property per subsystem: inside the LUO FDT, as the seed patch has it (release
+ * seed-subsystems, luo_subsystems.c), or — on releases that never had subsystems — as luo's own KHO
+ * subtree "subsystems", written only when a subsystem is registered.
  *
  * The global state machine, and how it meets the session flow:
  *
@@ -60,7 +62,13 @@ interface Entry {
   booted: boolean;
 }
 
-/** Where the subsystems FDT goes: the KHO services needed to hand it over. */
+/** Where the subsystems' data goes at the freeze, and how a cancel takes it back. */
+export interface SubsystemsOut {
+  publish(records: ReadonlyArray<readonly [string, bigint]>): void;
+  withdraw(): void;
+}
+
+/** The KHO services the "subsystems" subtree needs. */
 export interface SubsystemsKho {
   allocPreserve(size: number): bigint;
   unpreserveFree(pa: bigint): void;
@@ -69,12 +77,55 @@ export interface SubsystemsKho {
   page(pfn: number): Uint8Array;
 }
 
+/** The properties of a "subsystems-v1" node: compatible, then one u64 per subsystem. */
+export function writeSubsystemsNode(sw: FdtSw, records: ReadonlyArray<readonly [string, bigint]>): void {
+  sw.propertyString('compatible', SUBSYSTEMS_COMPATIBLE);
+  for (const [name, data] of records) sw.propertyLeU64(name, data);
+}
+
+/** luo's own KHO subtree "subsystems" (releases without subsystems): written only when there are some. */
+export function subtreeOut(kho: SubsystemsKho): SubsystemsOut {
+  let pa = 0n;
+  return {
+    publish(records) {
+      if (records.length === 0) return;
+      const sw = new FdtSw(PAGE_SIZE);
+      sw.finishReservemap();
+      sw.beginNode('');
+      writeSubsystemsNode(sw, records);
+      sw.endNode();
+      sw.finish();
+      const blob = sw.blob();
+      const at = kho.allocPreserve(PAGE_SIZE);
+      kho.page(Number(at >> 12n)).set(blob);
+      try {
+        kho.addSubtree(SUBSYSTEMS_SUBTREE, at, blob.length);
+      } catch (err) {
+        kho.unpreserveFree(at);
+        throw err;
+      }
+      pa = at;
+    },
+    withdraw() {
+      if (pa === 0n) return;
+      kho.removeSubtree(pa);
+      kho.unpreserveFree(pa);
+      pa = 0n;
+    },
+  };
+}
+
 /** Decodes an incoming "subsystems" FDT into name -> u64 (EINVAL naming what is wrong). */
 export function decodeSubsystemsFdt(blob: Uint8Array): Map<string, bigint> {
   const fdt = Fdt.open(blob);
   if (!fdt.nodeCheckCompatible(0, SUBSYSTEMS_COMPATIBLE)) throw new LuoError('EINVAL', `subsystems subtree is not "${SUBSYSTEMS_COMPATIBLE}"`);
+  return subsystemsOfNode(fdt, 0);
+}
+
+/** The name -> u64 properties of a subsystems node at `off` (EINVAL for a value that is not a u64). */
+export function subsystemsOfNode(fdt: Fdt, off: number): Map<string, bigint> {
   const out = new Map<string, bigint>();
-  for (const p of fdt.properties(0)) {
+  for (const p of fdt.properties(off)) {
     if (p.name === 'compatible') continue;
     if (p.value.length !== 8) throw new LuoError('EINVAL', `subsystem "${p.name}": ${p.value.length}-byte value, expected a u64`);
     out.set(p.name, new DataView(p.value.buffer, p.value.byteOffset, 8).getBigUint64(0, true));
@@ -85,11 +136,9 @@ export function decodeSubsystemsFdt(blob: Uint8Array): Map<string, bigint> {
 export class Subsystems {
   private readonly entries: Entry[] = [];
   private stateValue: LuoState;
-  private outBlobPa = 0n;
-
   constructor(
     private readonly enabled: () => boolean,
-    private readonly kho: SubsystemsKho | undefined,
+    private readonly out: SubsystemsOut | undefined,
     private readonly incoming: ReadonlyMap<string, bigint>,
     private readonly log: (msg: string) => void,
   ) {
@@ -165,7 +214,7 @@ export class Subsystems {
   /** prepared (or frozen) -> normal: cancel every prepared subsystem in reverse order. */
   cancel(): void {
     if (this.stateValue !== 'prepared' && this.stateValue !== 'frozen') throw new LuoError('EINVAL', `nothing to cancel while ${this.stateValue}`);
-    this.dropBlob();
+    this.out?.withdraw();
     this.cancelEntries(this.entries.filter((e) => e.prepared));
   }
 
@@ -195,39 +244,11 @@ export class Subsystems {
       frozen.push(e);
     }
     try {
-      this.writeBlob();
+      this.out?.publish(this.entries.map((e) => [e.sub.name, e.data] as const));
     } catch (err) {
       fail(err instanceof LuoError ? err : new LuoError('ENOMEM', `subsystems subtree: ${err instanceof Error ? err.message : String(err)}`));
     }
     this.stateValue = 'frozen';
-  }
-
-  private writeBlob(): void {
-    if (!this.kho || this.entries.length === 0) return;
-    const sw = new FdtSw(PAGE_SIZE);
-    sw.finishReservemap();
-    sw.beginNode('');
-    sw.propertyString('compatible', SUBSYSTEMS_COMPATIBLE);
-    for (const e of this.entries) sw.propertyLeU64(e.sub.name, e.data);
-    sw.endNode();
-    sw.finish();
-    const blob = sw.blob();
-    const pa = this.kho.allocPreserve(PAGE_SIZE);
-    this.kho.page(Number(pa >> 12n)).set(blob);
-    try {
-      this.kho.addSubtree(SUBSYSTEMS_SUBTREE, pa, blob.length);
-    } catch (err) {
-      this.kho.unpreserveFree(pa);
-      throw err;
-    }
-    this.outBlobPa = pa;
-  }
-
-  private dropBlob(): void {
-    if (!this.kho || this.outBlobPa === 0n) return;
-    this.kho.removeSubtree(this.outBlobPa);
-    this.kho.unpreserveFree(this.outBlobPa);
-    this.outBlobPa = 0n;
   }
 
   /** updated -> normal: finish for every subsystem that got data; report the unclaimed. */

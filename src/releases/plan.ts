@@ -15,8 +15,11 @@ export type Verdict =
   | { readonly kind: 'live-update' }
   /** The new kernel does not accept the hand-over: it boots as after a cold boot, every session lost. */
   | { readonly kind: 'no-handover'; readonly layer: 'KHO'; readonly reason: string; readonly log: string }
-  /** LUO's early startup fails: a panic (or, with luo.restore_fail=disable, no /dev/liveupdate). */
-  | { readonly kind: 'restore-failed'; readonly layer: 'LUO'; readonly errno: 'EINVAL' | 'ENOENT'; readonly reason: string; readonly log: string }
+  /**
+   * LUO's early startup fails: a panic (or, with luo.restore_fail=disable, no /dev/liveupdate;
+   * `panicsAlways` when the new kernel calls panic() itself and the policy cannot help).
+   */
+  | { readonly kind: 'restore-failed'; readonly layer: 'LUO'; readonly errno: 'EINVAL' | 'ENOENT'; readonly reason: string; readonly log: string; readonly panicsAlways?: true }
   /** The kernel boots but the first open of /dev/liveupdate fails (EIO) once a file was preserved. */
   | { readonly kind: 'open-failed'; readonly layer: 'files'; readonly errno: 'EIO'; readonly reason: string; readonly log: string }
   /** Sessions come back without the files no handler claims: RETRIEVE_FD of them is ENOENT. */
@@ -62,6 +65,14 @@ export function verdictOf(from: ReleaseAbi, to: ReleaseAbi): Verdict {
   if (a.format === 'fdt' && b.format === 'fdt' && b.flb && !a.flb) {
     // luo_flb_setup_incoming (luo_flb.c @cab056f2): a missing node is -ENOENT, and early startup fails
     return { kind: 'restore-failed', layer: 'LUO', errno: 'ENOENT', reason: 'the new kernel requires a "luo-flb" node the old one did not write', log: 'Unable to get FLB node [luo-flb]' };
+  }
+  if (a.format === 'fdt' && b.format === 'fdt' && b.subsystems && !a.subsystems) {
+    // luo_subsystems_startup (the seeds' luo_subsystems.c): no node is panic(), whatever the policy
+    return {
+      kind: 'restore-failed', layer: 'LUO', errno: 'ENOENT', panicsAlways: true,
+      reason: 'the new kernel requires a "subsystems" node in the LUO FDT the old one did not write, and panics without it (luo.restore_fail cannot help)',
+      log: 'Failed to find /subsystems node',
+    };
   }
   if (a.format === 'raw' && b.format === 'raw' && (a.sessions !== b.sessions || a.files !== b.files)) {
     return { kind: 'undefined', layer: 'LUO', reason: `both say "${a.compatible}" but one keeps entries in arrays, the other in blocks: nothing notices, the new kernel misreads the hand-over` };

@@ -173,7 +173,11 @@ export const LUO_SESSION_IOCTLS: IoctlTable<SessionCtx> = {
 
 /**
  * The first merged uAPI (luo_session.c @7f790dd): three session ops, no GET_NAME (its nr is past
- * the table: EINVAL), and no direction check in the dispatcher (the ops' own checks remain).
+ * the table: EINVAL), and no direction check in the dispatcher. That kernel ran an op of the wrong
+ * direction against the session's own file set — RETRIEVE_FD of an outgoing file called the
+ * handler's retrieve on data never handed over, FINISH of an outgoing set the handlers' finish, a
+ * PRESERVE_FD into a retrieved session added a file nothing would serialize. luo keeps the ops'
+ * own direction checks there (EINVAL, as later kernels answer) rather than act out those paths.
  */
 export const LUO_SESSION_IOCTLS_V1: IoctlTable<SessionCtx> = { base: LUO_SESSION_IOCTLS.base, ops: LUO_SESSION_IOCTLS.ops.slice(0, 3) };
 

@@ -26,7 +26,8 @@ function scenario(from: Release, to: Release, disable: boolean): { text: string;
     '  - memfd: { as: m, size: 96KiB, data: [{ pattern: guest, length: 80KiB }, { text: tail, at: 90KiB }], seals: [grow], pos: 7 }',
     '  - preserve: { session: s, fd: m, token: 0x100 }',
   ];
-  const kexec = `  - kexec: { release: "${to.name}"${v.kind === 'restore-failed' && !disable ? ', expect: panic' : ''} }`;
+  const panics = v.kind === 'restore-failed' && (!disable || v.panicsAlways === true);
+  const kexec = `  - kexec: { release: "${to.name}"${panics ? ', expect: panic' : ''} }`;
   lines.push(kexec);
   switch (v.kind) {
     case 'live-update':
@@ -41,7 +42,7 @@ function scenario(from: Release, to: Release, disable: boolean): { text: string;
       lines.push('  - retrieve-session: vm-1', '    expect-errno: ENOENT');
       break;
     case 'restore-failed':
-      if (disable) lines.push('  - open-device:', '    expect-errno: ENOENT');
+      if (!panics) lines.push('  - open-device:', '    expect-errno: ENOENT');
       break;
     case 'open-failed':
       lines.push('  - open-device:', '    expect-errno: EIO');

@@ -2,8 +2,9 @@
  * The releases between the FDT era and 7.3.4, and the seeds' variants, byte for byte: kho-v2 (radix
  * tracker, sub-FDTs by preserved-data alone), luo-v2 (the LUO FDT's luo-abi-header and its 24-byte
  * luo_ser), luo-v3 (a raw luo_ser over the session array allocated at the first session), luo-v4
- * (sessions in blocks, files still in 2-page arrays), 2-page blocks; and what each reader does with
- * what the others wrote where the catalogue's one-session matrix cannot show it.
+ * (sessions in blocks, files still in 2-page arrays), 2-page blocks, subsystems inside the LUO FDT;
+ * and what each reader does with what the others wrote where the catalogue's one-session matrix
+ * cannot show it.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +16,7 @@ import { blockCapacity, LuoFileSer, LuoSessionSer } from '../../src/abi/luo.ts';
 import { buildForRelease } from '../../src/kernel/build.ts';
 import { Machine } from '../../src/kernel/machine.ts';
 import { KernelPanic } from '../../src/luo/core.ts';
+import type { Subsystem } from '../../src/luo/subsystems.ts';
 import { memfdCreate } from '../../src/handlers/memfd-file.ts';
 import { memfdHandlerOf } from '../../src/handlers/index.ts';
 import { plan } from '../../src/releases/plan.ts';
@@ -225,4 +227,43 @@ test('a file no handler claims: luo-v1 (kho-v2) restores its session without it;
       assert.throws(() => k2.luo!.open(), (e: Error & { errno?: string }) => e.errno === 'EIO' && /memfd-test/.test(e.message), release);
     }
   }
+});
+
+test('seed-subsystems: the LUO FDT carries a "subsystems" node (subsystems-v1, a u64 per subsystem); the next kernel boots them with it; a 7.0 hand-over without it panics whatever luo.restore_fail says', () => {
+  const kvm = (log: string[], value: bigint): Subsystem => ({
+    name: 'kvm',
+    ops: { freeze(a) { a.data = value; }, boot(a) { log.push(`boot ${a.data.toString(16)}`); }, finish(a) { log.push(`finish ${a.data.toString(16)}`); } },
+  });
+  const m = machine('seed-subsystems');
+  m.kernel.luo!.subsystems.register(kvm([], 0x1234n));
+  const luoPa = m.kernel.luo!.outgoingSerPa;
+  const cap = captureAtKexec(m);
+  const seg = cap.segs.find((x) => luoPa >= x.pa && luoPa < x.pa + BigInt(x.bytes.length))!;
+  const luoDts = dtc(seg.bytes.subarray(Number(luoPa - seg.pa), Number(luoPa - seg.pa) + 4096));
+  assert.match(luoDts, /subsystems \{\s*compatible = "subsystems-v1";\s*kvm = <0x34120000 0x00>;\s*\};/);
+  const rootSeg = cap.segs.find((x) => cap.fdtAddr >= x.pa && cap.fdtAddr < x.pa + BigInt(x.bytes.length))!;
+  assert.doesNotMatch(dtc(rootSeg.bytes.subarray(Number(cap.fdtAddr - rootSeg.pa), Number(cap.fdtAddr - rootSeg.pa) + 4096)), /subsystems \{/, 'no KHO subtree of its own');
+  const r = inspectInput(memInput(cap.segs), {});
+  assert.deepEqual(r.problems.filter((p) => p.severity !== 'info'), []);
+  assert.deepEqual(r.subsystems, { kvm: 0x1234n });
+  assert.deepEqual(r.writtenBy, ['seed-subsystems']);
+
+  // across a real kexec: the data comes back through the node
+  const m2 = machine('seed-subsystems');
+  m2.kernel.luo!.subsystems.register(kvm([], 0x77n));
+  const k2 = m2.kexec();
+  assert.equal(k2.luo!.subsystems.getData('kvm'), 0x77n);
+  const log: string[] = [];
+  k2.luo!.subsystems.register(kvm(log, 0n));
+  k2.luo!.subsystems.finish();
+  assert.deepEqual(log, ['boot 77', 'finish 77']);
+
+  // 7.0 wrote no node: luo_subsystems_startup calls panic(), even with luo.restore_fail=disable
+  for (const cmdline of ['console=ttyS0 kho=on liveupdate=on', 'console=ttyS0 kho=on liveupdate=on luo.restore_fail=disable']) {
+    const old = machine('7.0');
+    assert.throws(() => old.kexec({ build: buildForRelease('seed-subsystems'), cmdline }), (e: unknown) => e instanceof KernelPanic && /Failed to find \/subsystems node/.test(e.message));
+  }
+  const v = plan(findRelease('7.0')!, findRelease('seed-subsystems')!).verdict;
+  assert.deepEqual([v.kind, (v as { panicsAlways?: boolean }).panicsAlways], ['restore-failed', true]);
+  assert.equal(plan(findRelease('seed-subsystems')!, findRelease('7.0')!).verdict.kind, 'live-update');
 });
