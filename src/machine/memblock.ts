@@ -65,6 +65,10 @@ function toNum(v: bigint, what: string): number {
 }
 
 /** One memblock_type: a sorted array of disjoint regions; touching regions with equal flags and nid merge. */
+const PAGE_BYTES = 4096;
+/** Bytes of a block of each order a 64-bit pfn can have (exact doubles). */
+const BLOCK_BYTES = Array.from({ length: 53 }, (_, o) => PAGE_BYTES * 2 ** o);
+
 class RegionList {
   regions: Region[] = [];
   constructor(readonly name: string) {}
@@ -291,30 +295,25 @@ export class Memblock {
    * blocks in ascending order are coalesced first, as memblock would merge them anyway.
    */
   reservePageBlocks(pfns: ArrayLike<number>, orders: ArrayLike<number>, count: number, flags = MEMBLOCK_NONE): void {
-    const ps = PAGE_SIZE; // a local: imported bindings are getters under some loaders
-    const bases: number[] = [];
-    const ends: number[] = [];
+    // With every memory region on node 0 (the common case) nidOf is 0 for any address: skip it.
+    const node0 = this.memory.regions.every((r) => r.nid === 0);
+    const ranges: Region[] = [];
+    let last: Region | undefined;
     let sorted = true;
     for (let i = 0; i < count; i++) {
       const pfn = pfns[i]!;
       const order = orders[i]!;
-      const base = pfn * ps;
-      const end = base + ps * 2 ** order;
+      const base = pfn * PAGE_BYTES;
+      const end = base + (BLOCK_BYTES[order] ?? PAGE_BYTES * 2 ** order);
       if (end > MAX_ADDR) throw new LuoError('EINVAL', `memblock: block at pfn ${pfn} order ${order} out of range`);
-      const n = bases.length;
-      if (n > 0 && base < ends[n - 1]!) {
-        if (base < bases[n - 1]!) sorted = false;
-        bases.push(base);
-        ends.push(end);
-      } else if (n > 0 && base === ends[n - 1]!) ends[n - 1] = end;
-      else {
-        bases.push(base);
-        ends.push(end);
+      if (last !== undefined && base === last.end) {
+        last.end = end;
+        continue;
       }
+      if (last !== undefined && base < last.end && base < last.base) sorted = false;
+      last = { base, end, flags, nid: node0 ? 0 : this.nidOf(base) };
+      ranges.push(last);
     }
-    // With every memory region on node 0 (the common case) nidOf is 0 for any address: skip it.
-    const node0 = this.memory.regions.every((r) => r.nid === 0);
-    const ranges: Region[] = bases.map((base, i) => ({ base, end: ends[i]!, flags, nid: node0 ? 0 : this.nidOf(base) }));
     if (!sorted) ranges.sort((x, y) => x.base - y.base);
     this.reserved.addSortedBatch(ranges);
   }

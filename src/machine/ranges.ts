@@ -15,13 +15,27 @@ export interface Span {
   end: number;
 }
 
+/** Sorted, disjoint, non-adjacent intervals as parallel arrays. */
+interface Run {
+  s: number[];
+  e: number[];
+}
+
+/** Entries of the smallest pending level; level k holds up to LEVEL0 << k before it is merged upwards. */
+const LEVEL0 = 64;
+
 export class IntervalSet {
   /** Parallel sorted arrays: interval i is [starts[i], ends[i]), disjoint and non-adjacent. */
   private starts: number[] = [];
   private ends: number[] = [];
-  /** Side buffer of recent adds (sorted, disjoint among themselves); see `add`. */
-  private pStarts: number[] = [];
-  private pEnds: number[] = [];
+  /**
+   * Recent adds not yet in the main lists, in levels of doubling capacity (a log-structured
+   * merge): level 0 takes each add by binary search, a full level is merged into the next one.
+   * Each level is sorted and disjoint in itself; levels may touch or overlap one another, so a
+   * query asks every level (O(log^2 n)) and a full merge (`flush`) runs before anything that
+   * needs the union: a random add costs O(log n) amortized instead of a pass over the set.
+   */
+  private pending: Run[] = [];
 
   /** Builds a set from spans in any order, overlapping or not; empty spans are dropped. */
   static from(spans: Iterable<Span>): IntervalSet {
@@ -62,8 +76,11 @@ export class IntervalSet {
   contains(x: number): boolean {
     const i = this.floorIndex(x);
     if (i >= 0 && x < this.ends[i]!) return true;
-    const k = floorIn(this.pStarts, x);
-    return k >= 0 && x < this.pEnds[k]!;
+    for (const level of this.pending) {
+      const k = floorIn(level.s, x);
+      if (k >= 0 && x < level.e[k]!) return true;
+    }
+    return false;
   }
 
   /** The interval containing x, if any. */
@@ -78,8 +95,11 @@ export class IntervalSet {
     if (end <= start) return false;
     const i = this.floorIndex(end - 1);
     if (i >= 0 && this.ends[i]! > start) return true;
-    const k = floorIn(this.pStarts, end - 1);
-    return k >= 0 && this.pEnds[k]! > start;
+    for (const level of this.pending) {
+      const k = floorIn(level.s, end - 1);
+      if (k >= 0 && level.e[k]! > start) return true;
+    }
+    return false;
   }
 
   /** True when every point of [start, end) is in the set. */
@@ -92,49 +112,47 @@ export class IntervalSet {
 
   /**
    * Adds [start, end), merging with neighbours. Appending past the last interval is O(1); other
-   * adds go to a small sorted side buffer merged in one linear pass when it grows (so that many
-   * random adds — a new kernel adopting every restored block — stay near O(n log n), not O(n^2)).
+   * adds go to the pending levels (see `pending`), so that many random adds — a new kernel adopting
+   * every restored block — cost O(n log n) in all.
    */
   add(start: number, end: number): void {
     if (end <= start) return;
     const n = this.starts.length;
-    if (this.pStarts.length === 0 && (n === 0 || start > this.ends[n - 1]!)) {
+    if (this.pending.length === 0 && (n === 0 || start > this.ends[n - 1]!)) {
       this.starts.push(start);
       this.ends.push(end);
       return;
     }
-    addToArrays(this.pStarts, this.pEnds, start, end);
-    if (this.pStarts.length > 512 && this.pStarts.length * this.pStarts.length > n) this.flush();
+    let level = this.pending[0];
+    if (!level) this.pending.push((level = { s: [], e: [] }));
+    addToArrays(level.s, level.e, start, end);
+    if (level.s.length < LEVEL0) return;
+    // carry the full level upwards while the next one is occupied
+    let carry: Run = level;
+    this.pending[0] = { s: [], e: [] };
+    let k = 1;
+    for (; k < this.pending.length && this.pending[k]!.s.length > 0; k++) {
+      carry = mergeRuns(this.pending[k]!, carry);
+      this.pending[k] = { s: [], e: [] };
+    }
+    if (carry.s.length * 2 >= this.starts.length) {
+      const main = mergeRuns({ s: this.starts, e: this.ends }, carry);
+      this.starts = main.s;
+      this.ends = main.e;
+      return;
+    }
+    if (k === this.pending.length) this.pending.push(carry);
+    else this.pending[k] = carry;
   }
 
-  /** Merges the side buffer into the main lists (one linear pass). */
+  /** Merges every pending level into the main lists. */
   private flush(): void {
-    if (this.pStarts.length === 0) return;
-    const s: number[] = [];
-    const e: number[] = [];
-    let i = 0;
-    let j = 0;
-    const push = (a: number, b: number): void => {
-      const k = s.length - 1;
-      if (k >= 0 && a <= e[k]!) e[k] = Math.max(e[k]!, b);
-      else {
-        s.push(a);
-        e.push(b);
-      }
-    };
-    while (i < this.starts.length || j < this.pStarts.length) {
-      if (j >= this.pStarts.length || (i < this.starts.length && this.starts[i]! <= this.pStarts[j]!)) {
-        push(this.starts[i]!, this.ends[i]!);
-        i++;
-      } else {
-        push(this.pStarts[j]!, this.pEnds[j]!);
-        j++;
-      }
-    }
-    this.starts = s;
-    this.ends = e;
-    this.pStarts = [];
-    this.pEnds = [];
+    if (this.pending.length === 0) return;
+    let main: Run = { s: this.starts, e: this.ends };
+    for (const level of this.pending) if (level.s.length) main = mergeRuns(main, level);
+    this.starts = main.s;
+    this.ends = main.e;
+    this.pending = [];
   }
 
   /** Removes [start, end), splitting an interval that straddles either end. */
@@ -220,8 +238,7 @@ export class IntervalSet {
   clear(): void {
     this.starts = [];
     this.ends = [];
-    this.pStarts = [];
-    this.pEnds = [];
+    this.pending = [];
   }
 }
 
@@ -238,6 +255,36 @@ export function floorIn(starts: ArrayLike<number>, x: number): number {
     } else hi = mid - 1;
   }
   return ans;
+}
+
+/** The union of two runs as one run (a linear merge; overlapping and touching intervals join). */
+function mergeRuns(a: Run, b: Run): Run {
+  const na = a.s.length;
+  const nb = b.s.length;
+  const s: number[] = [];
+  const e: number[] = [];
+  let k = -1;
+  let i = 0;
+  let j = 0;
+  while (i < na || j < nb) {
+    let lo: number;
+    let hi: number;
+    if (j >= nb || (i < na && a.s[i]! <= b.s[j]!)) {
+      lo = a.s[i]!;
+      hi = a.e[i++]!;
+    } else {
+      lo = b.s[j]!;
+      hi = b.e[j++]!;
+    }
+    if (k >= 0 && lo <= e[k]!) {
+      if (hi > e[k]!) e[k] = hi;
+    } else {
+      k++;
+      s.push(lo);
+      e.push(hi);
+    }
+  }
+  return { s, e };
 }
 
 /** Adds [start, end) to sorted disjoint parallel arrays, merging touching neighbours. */
