@@ -116,6 +116,9 @@ class BlockList {
   }
 }
 
+/** 2^order for every order a block can have (exact doubles). */
+const POW2 = Array.from({ length: 64 }, (_, o) => 2 ** o);
+
 /** Runs above this many are sorted natively instead of merged. */
 const MAX_MERGE_RUNS = 16;
 
@@ -162,7 +165,7 @@ function stampInPfnOrder(list: BlockList): PageStamps {
     if (pfn === prevPfn) throwFirstDuplicate(list);
     if (pfn < end && overlap < 0) overlap = bv;
     prevPfn = pfn;
-    end = pfn + 2 ** order;
+    end = pfn + POW2[order]!;
     pfns[out] = pfn;
     orders[out] = order;
   }

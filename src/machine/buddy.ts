@@ -3,6 +3,7 @@
  * on allocation (expand) and merged with their buddy on free (__free_one_page). The page allocator
  * keeps one pool for ordinary memory and one for KHO scratch (CMA) memory.
  */
+import { IntervalSet } from './ranges.ts';
 
 export const MAX_PAGE_ORDER = 10;
 /** Pages in a max-order block. */
@@ -48,39 +49,30 @@ class FreeList {
 }
 
 /**
- * One buddy pool (a zone, or the CMA pageblocks of the scratch areas). Max-order blocks live in a
- * bitmap indexed by pfn >> MAX_PAGE_ORDER, which both serves as their free list and lets contiguous
- * runs of them be found quickly; lower orders use FreeLists.
+ * One buddy pool (a zone, or the CMA pageblocks of the scratch areas). Max-order blocks are kept as
+ * runs of block indices (pfn >> MAX_PAGE_ORDER): the free list of the top order, in a form whose
+ * cost does not grow with memory size — freeing the free memory of a 128 TiB machine at boot is a
+ * few interval inserts, not 2^25 bit flips — and in which contiguous runs of them are found
+ * directly. Lower orders use FreeLists.
  */
 export class BuddyPool {
   private readonly lists: FreeList[] = Array.from({ length: MAX_PAGE_ORDER }, () => new FreeList());
-  private maxBits = new Uint32Array(0);
+  private readonly maxRuns = new IntervalSet();
   private maxCount = 0;
-  /** No max-order block is free in a word above this index. */
-  private maxHint = -1;
   freePages = 0;
 
   private setMax(idx: number, on: boolean): void {
-    const w = idx >>> 5;
-    if (w >= this.maxBits.length) {
-      const grown = new Uint32Array(Math.max(w + 1, this.maxBits.length * 2));
-      grown.set(this.maxBits);
-      this.maxBits = grown;
-    }
-    const bit = 1 << (idx & 31);
     if (on) {
-      this.maxBits[w]! |= bit;
+      this.maxRuns.add(idx, idx + 1);
       this.maxCount++;
-      if (w > this.maxHint) this.maxHint = w;
     } else {
-      this.maxBits[w]! &= ~bit;
+      this.maxRuns.remove(idx, idx + 1);
       this.maxCount--;
     }
   }
 
   private maxFree(idx: number): boolean {
-    const w = idx >>> 5;
-    return w < this.maxBits.length && (this.maxBits[w]! & (1 << (idx & 31))) !== 0;
+    return this.maxRuns.contains(idx);
   }
 
   /** Is this exact block (pfn aligned to order) on the free list of `order`? */
@@ -122,9 +114,29 @@ export class BuddyPool {
     this.insert(pfn, order);
   }
 
-  /** Frees [pfn, pfn+n) as the largest naturally aligned blocks that fit. */
+  /**
+   * Frees [pfn, pfn+n) as the largest naturally aligned blocks that fit. The max-order blocks in
+   * the middle go in as one run (a max-order block merges with nothing), so the cost is that of
+   * the unaligned ends, whatever n is.
+   */
   freeRange(pfn: number, n: number): void {
     const end = pfn + n;
+    const midStart = Math.ceil(pfn / MAX_BLOCK) * MAX_BLOCK;
+    const midEnd = Math.floor(end / MAX_BLOCK) * MAX_BLOCK;
+    if (midEnd - midStart >= MAX_BLOCK) {
+      this.freeSmall(pfn, midStart);
+      const a = midStart / MAX_BLOCK;
+      const b = midEnd / MAX_BLOCK;
+      this.maxRuns.add(a, b);
+      this.maxCount += b - a;
+      this.freePages += midEnd - midStart;
+      this.freeSmall(midEnd, end);
+      return;
+    }
+    this.freeSmall(pfn, end);
+  }
+
+  private freeSmall(pfn: number, end: number): void {
     while (pfn < end) {
       let order = 0;
       while (order < MAX_PAGE_ORDER && pfn % (2 << order) === 0 && pfn + (2 << order) <= end) order++;
@@ -134,18 +146,10 @@ export class BuddyPool {
   }
 
   private popMax(): number | undefined {
-    if (this.maxCount === 0) return undefined;
-    for (let w = this.maxHint; w >= 0; w--) {
-      const word = this.maxBits[w]!;
-      if (word !== 0) {
-        this.maxHint = w;
-        const bit = 31 - Math.clz32(word);
-        const idx = w * 32 + bit;
-        this.setMax(idx, false);
-        return idx * MAX_BLOCK;
-      }
-    }
-    return undefined;
+    const top = this.maxRuns.last();
+    if (!top) return undefined;
+    this.setMax(top.end - 1, false);
+    return (top.end - 1) * MAX_BLOCK;
   }
 
   /** __rmqueue_smallest: takes a block of `order`, splitting a larger one (lower half kept). */
@@ -174,18 +178,13 @@ export class BuddyPool {
    * `alignBlocks`, lowest first (alloc_contig_pages scans zones upwards). Returns the first pfn.
    */
   takeContig(nBlocks: number, alignBlocks: number): number | undefined {
-    const bits = this.maxBits.length * 32;
-    let i = 0;
-    while (i + nBlocks <= bits) {
-      let j = 0;
-      while (j < nBlocks && this.maxFree(i + j)) j++;
-      if (j === nBlocks) {
-        for (let k = 0; k < nBlocks; k++) this.setMax(i + k, false);
-        this.freePages -= nBlocks * MAX_BLOCK;
-        return i * MAX_BLOCK;
-      }
-      // Skip past the busy block at i+j to the next aligned start.
-      i = Math.floor((i + j) / alignBlocks + 1) * alignBlocks;
+    for (const run of this.maxRuns) {
+      const first = Math.ceil(run.start / alignBlocks) * alignBlocks;
+      if (first + nBlocks > run.end) continue;
+      this.maxRuns.remove(first, first + nBlocks);
+      this.maxCount -= nBlocks;
+      this.freePages -= nBlocks * MAX_BLOCK;
+      return first * MAX_BLOCK;
     }
     return undefined;
   }

@@ -90,6 +90,13 @@ export class IntervalSet {
     return i >= 0 && x < this.ends[i]! ? { start: this.starts[i]!, end: this.ends[i]! } : undefined;
   }
 
+  /** The highest interval, if any. */
+  last(): Span | undefined {
+    this.flush();
+    const n = this.starts.length;
+    return n ? { start: this.starts[n - 1]!, end: this.ends[n - 1]! } : undefined;
+  }
+
   /** True when any point of [start, end) is in the set. */
   overlaps(start: number, end: number): boolean {
     if (end <= start) return false;
