@@ -7,11 +7,12 @@
  * inside kexec (LUO freezes and serializes), the new kernel's boot, LUO's deserialization at the
  * first open of /dev/liveupdate, retrieve, finish. Each phase is timed (after a forced GC,
  * so no phase pays for another's garbage, nor for the old kernel's heap, which a real kexec drops
- * for free); serialize and deserialize
- * are also given as a ratio against a floor measured in the same run: writing and reading the same
- * number of entry bytes (80-byte session entries, 64-byte file entries) into 4 KiB pages with a
- * 16-byte block header, in a plain loop over Uint8Arrays. Results are checked (counts, tokens,
- * memfd bytes and holes), so the bench fails loudly when anything is wrong.
+ * for free); serialize and deserialize are also given as a ratio against a floor measured in the
+ * same run: writing the same number of entries (80-byte session entries, 64-byte file entries)
+ * into freshly allocated 4 KiB pages with a 16-byte block header, and reading them back as JS must:
+ * one decoded string, one object and one Map insert per entry. Cases (a) and (b) run
+ * LUO_BENCH_ROUNDS (5) live updates, each followed by a floor run, and report medians. Results are
+ * checked (counts, tokens, memfd bytes and holes), so the bench fails loudly when anything is wrong.
  *
  *     node --import tsx bench/luo.ts          # or: npm run bench -- luo
  *
@@ -84,22 +85,23 @@ function out(line: string): void {
 
 const HDR = 16;
 /**
- * The floor: `n` entries of `entrySize` bytes written into (then read back from) 4 KiB pages with
- * a 16-byte {next, count} header, byte by byte: a name (or compatible) of C-string bytes and two
- * u64 fields, the count updated per entry. Best of three runs; returns milliseconds.
+ * The floor, honest about what JS has to do per entry: `n` entries of `entrySize` bytes written
+ * into 4 KiB pages with a 16-byte {next, count} header — the pages allocated inside the clock, as
+ * LUO allocates its blocks — then read back the way a kernel object per entry must be made: the
+ * C string decoded, the two u64 fields read, one object built and inserted into a Map keyed by the
+ * string (sessions) or the second field (files, by token). One run; milliseconds.
  */
-function floor(n: number, entrySize: number, strOf: (i: number) => string): { write: number; read: number } {
+function floor(n: number, entrySize: number, strOf: (i: number) => string, keyBy: 'string' | 'token'): { write: number; read: number } {
   const per = Math.floor((PAGE_SIZE - HDR) / entrySize);
-  const pages: Uint8Array[] = [];
-  for (let i = 0; i < Math.ceil(n / per); i++) pages.push(new Uint8Array(PAGE_SIZE));
   const strLen = entrySize - 16;
-  let best = { write: Infinity, read: Infinity };
-  let sink = 0;
-  for (let round = 0; round < 3; round++) {
+  gc();
+  {
     let t0 = now();
+    const pages: Uint8Array[] = [];
     for (let i = 0; i < n; i++) {
-      const p = pages[(i / per) | 0]!;
       const slot = i % per;
+      if (slot === 0) pages.push(new Uint8Array(PAGE_SIZE));
+      const p = pages[pages.length - 1]!;
       let off = HDR + slot * entrySize;
       const s = strOf(i);
       for (let j = 0; j < strLen; j++) p[off + j] = j < s.length ? s.charCodeAt(j) : 0;
@@ -115,14 +117,17 @@ function floor(n: number, entrySize: number, strOf: (i: number) => string): { wr
       p[8] = slot + 1;
     }
     const w = now() - t0;
+    gc();
     t0 = now();
+    const byKey = new Map<string | number, { name: string; a: number; b: number }>();
     for (let i = 0; i < n; i++) {
       const p = pages[(i / per) | 0]!;
       const slot = i % per;
       if (slot >= p[8]!) fail('floor: count');
       let off = HDR + slot * entrySize;
-      let s = '';
-      for (let j = 0; j < strLen && p[off + j] !== 0; j++) s += String.fromCharCode(p[off + j]!);
+      let end = off;
+      while (end < off + strLen && p[end] !== 0) end++;
+      const name = String.fromCharCode.apply(null, p.subarray(off, end) as unknown as number[]);
       off += strLen;
       let a = 0;
       let b = 0;
@@ -130,13 +135,39 @@ function floor(n: number, entrySize: number, strOf: (i: number) => string): { wr
         a = a * 256 + p[off + j]!;
         b = b * 256 + p[off + 8 + j]!;
       }
-      sink += s.length + a + b;
+      const o = { name, a, b };
+      byKey.set(keyBy === 'string' ? name : b, o);
     }
     const r = now() - t0;
-    best = { write: Math.min(best.write, w), read: Math.min(best.read, r) };
+    if (byKey.size === 0) fail('floor: nothing read');
+    return { write: w, read: r };
   }
-  if (sink === 0) fail('floor: nothing read');
-  return best;
+}
+
+const ROUNDS = Number(process.env.LUO_BENCH_ROUNDS ?? '5');
+if (!(Number.isInteger(ROUNDS) && ROUNDS >= 1)) throw new Error(`LUO_BENCH_ROUNDS must be a positive integer, got ${process.env.LUO_BENCH_ROUNDS}`);
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** Each phase's median over the rounds. */
+function medianPhases(rounds: readonly Phases[]): Phases {
+  const out = {} as Phases;
+  for (const k of Object.keys(rounds[0]!) as Array<keyof Phases>) out[k] = median(rounds.map((r) => r[k]));
+  return out;
+}
+
+/** `ROUNDS` runs of a case and of its floor, interleaved; the medians of both. */
+function interleaved<R extends { p: Phases }>(round: () => R, fl: () => { write: number; read: number }): { last: R; p: Phases; floor: { write: number; read: number } } {
+  const runs: R[] = [];
+  const floors: Array<{ write: number; read: number }> = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    runs.push(round());
+    floors.push(fl());
+  }
+  return { last: runs[runs.length - 1]!, p: medianPhases(runs.map((r) => r.p)), floor: { write: median(floors.map((f) => f.write)), read: median(floors.map((f) => f.read)) } };
 }
 
 // ------------------------------------------------------------------ live update driver
@@ -188,7 +219,7 @@ function metadataLine(parts: Array<[string, number]>): string {
 }
 
 function floorLines(p: Phases, fl: { write: number; read: number }, what: string): void {
-  out(`  floor (${what}): write ${ms(fl.write)}, read ${ms(fl.read)}`);
+  out(`  floor (${what}), median of ${ROUNDS}: write ${ms(fl.write)}, read ${ms(fl.read)}`);
   out(`  serialize / floor = ${ratio(p.serialize, fl.write)}, deserialize / floor = ${ratio(p.deserialize, fl.read)}`);
 }
 
@@ -196,7 +227,16 @@ function floorLines(p: Phases, fl: { write: number; read: number }, what: string
 
 function benchSessions(): void {
   const N = scaled(500_000);
-  out(`(a) ${N} empty sessions ("s-<i>")`);
+  out(`(a) ${N} empty sessions ("s-<i>"), median of ${ROUNDS} live updates`);
+  const r = interleaved(() => sessionsRound(N), () => floor(N, LuoSessionSer.size, (i) => `s-${i}`, 'string'));
+  printPhases(r.p, 'create');
+  out(`  ${metadataLine([['session blocks', r.last.sessionBlocks], ['luo_ser + FLB header', 2]])}`);
+  floorLines(r.p, r.floor, `${N} x ${LuoSessionSer.size}-byte session entries`);
+  out(`  restored: ${N} sessions retrieved and finished (checked); unrestored KHO blocks left: ${r.last.unrestored}`);
+  out(`  ${hostLine('after (a)', r.last.m)}`);
+}
+
+function sessionsRound(N: number): { p: Phases; sessionBlocks: number; unrestored: number; m: Machine } {
   const m = new Machine({ ramSize: 8n * BigInt(GiB) });
   const p = {} as Phases;
   let luo = m.kernel.luo!;
@@ -228,11 +268,7 @@ function benchSessions(): void {
   }
   p.finish = now() - t;
   check(luo.sessions.incoming.length === 0, `(a) ${luo.sessions.incoming.length} sessions left after finish`);
-  printPhases(p, 'create');
-  out(`  ${metadataLine([['session blocks', sessionBlocks], ['luo_ser + FLB header', 2]])}`);
-  floorLines(p, floor(N, LuoSessionSer.size, (i) => `s-${i}`), `${N} x ${LuoSessionSer.size}-byte session entries`);
-  out(`  restored: ${N} sessions retrieved and finished (checked); unrestored KHO blocks left: ${kx.next.kho!.unrestoredBlocks}`);
-  out(`  ${hostLine('after (a)', m)}`);
+  return { p, sessionBlocks, unrestored: kx.next.kho!.unrestoredBlocks, m };
 }
 
 // ------------------------------------------------------------------ (b) many files in one session
@@ -264,7 +300,16 @@ function benchHandler(): FileHandler {
 
 function benchFiles(): void {
   const N = scaled(600_000);
-  out(`(b) one session with ${N} files (in-bench handler: preserve stores the token as the serialized data, allocates nothing: LUO's own cost)`);
+  out(`(b) one session with ${N} files (in-bench handler: preserve stores the token as the serialized data, allocates nothing: LUO's own cost), median of ${ROUNDS} live updates`);
+  const r = interleaved(() => filesRound(N), () => floor(N, LuoFileSer.size, () => 'luo-bench-v1', 'token'));
+  printPhases(r.p, 'create + preserve');
+  out(`  ${metadataLine([['session blocks', r.last.sessionBlocks], ['file blocks', r.last.fileBlocks], ['luo_ser + FLB header', 2]])}`);
+  floorLines(r.p, r.floor, `${N} x ${LuoFileSer.size}-byte file entries`);
+  out(`  restored: ${N} files retrieved with their tokens (checked); unrestored KHO blocks left: ${r.last.unrestored}`);
+  out(`  ${hostLine('after (b)', r.last.m)}`);
+}
+
+function filesRound(N: number): { p: Phases; sessionBlocks: number; fileBlocks: number; unrestored: number; m: Machine } {
   const m = new Machine({ ramSize: 8n * BigInt(GiB) });
   const p = {} as Phases;
   let luo = m.kernel.luo!;
@@ -306,11 +351,7 @@ function benchFiles(): void {
   luo.sessions.release(inc);
   p.finish = now() - t;
   check(luo.sessions.incoming.length === 0, '(b) session left after finish');
-  printPhases(p, 'create + preserve');
-  out(`  ${metadataLine([['session blocks', sessionBlocks], ['file blocks', fileBlocks], ['luo_ser + FLB header', 2]])}`);
-  floorLines(p, floor(N, LuoFileSer.size, () => 'luo-bench-v1'), `${N} x ${LuoFileSer.size}-byte file entries`);
-  out(`  restored: ${N} files retrieved with their tokens (checked); unrestored KHO blocks left: ${kx.next.kho!.unrestoredBlocks}`);
-  out(`  ${hostLine('after (b)', m)}`);
+  return { p, sessionBlocks, fileBlocks, unrestored: kx.next.kho!.unrestoredBlocks, m };
 }
 
 // ------------------------------------------------------------------ (c) a realistic host
@@ -427,8 +468,10 @@ function benchHost(): void {
   printPhases(p, 'create + preserve');
   out(`  ${metadataLine([['session blocks', sessionBlocks], ['file blocks', fileBlocks], ['luo_ser + FLB header', 2], ['memfd descriptors + folio arrays', memfdMeta]])}`);
   out(`  (preserved pages that are not data, counted from KHO: ${preservedAtReboot} preserved - ${dataPages} data - ${kho0 - 2} KHO's own at boot; KHO's tracker adds ${trackerPages} pages of its own)`);
-  const fs = floor(S, LuoSessionSer.size, (i) => `vm-${i}`);
-  const ff = floor(nFiles, LuoFileSer.size, () => 'memfd-v2');
+  const fss = Array.from({ length: ROUNDS }, () => floor(S, LuoSessionSer.size, (i) => `vm-${i}`, 'string'));
+  const ffs = Array.from({ length: ROUNDS }, () => floor(nFiles, LuoFileSer.size, () => 'memfd-v2', 'token'));
+  const fs = { write: median(fss.map((f) => f.write)), read: median(fss.map((f) => f.read)) };
+  const ff = { write: median(ffs.map((f) => f.write)), read: median(ffs.map((f) => f.read)) };
   floorLines(p, { write: fs.write + ff.write, read: fs.read + ff.read }, `${S} x ${LuoSessionSer.size}-byte session entries + ${nFiles} x ${LuoFileSer.size}-byte file entries`);
   out(`  (serialize here also runs memfd freeze for ${nFiles} files; the folio arrays were written at preserve, and are read at retrieve)`);
   out(`  restored: ${S} sessions, ${nFiles} memfds, sizes/positions/page counts checked, ${Math.ceil(nFiles / 37)}+ memfds' written pages and holes compared`);
@@ -441,7 +484,7 @@ function benchHost(): void {
 
 export function runLuoBench(): void {
   const t0 = now();
-  out(`LUO at scale${SCALE !== 1 ? ` (LUO_BENCH_SCALE=${SCALE})` : ''}: phases timed once; floors best of 3`);
+  out(`LUO at scale${SCALE !== 1 ? ` (LUO_BENCH_SCALE=${SCALE})` : ''}: (a) and (b) medians of ${ROUNDS} live updates, each followed by a floor run; (c) one live update, floors median of ${ROUNDS}`);
   const only = (process.env.LUO_BENCH_ONLY ?? 'abc').split('');
   const cases: Array<[string, () => void]> = [['a', benchSessions], ['b', benchFiles], ['c', benchHost]];
   for (const [name, c] of cases) {

@@ -59,7 +59,7 @@ function writeCount(page: Uint8Array, v: number): void {
 
 /** An entry slot; its physical address is computed only when asked for. */
 class Slot implements EntrySlot {
-  constructor(readonly page: Uint8Array, readonly offset: number, private readonly blockPa: bigint) {}
+  constructor(public page: Uint8Array, public offset: number, public blockPa: bigint) {}
   get pa(): bigint {
     return this.blockPa + BigInt(this.offset);
   }
@@ -262,6 +262,8 @@ export class BlockSet implements EntryStore {
 export class BlockIterator {
   private block = 0;
   private i = 0;
+  /** The one slot readEntry hands out, moved along (reads are consumed at once). */
+  private readonly readSlot = new Slot(new Uint8Array(0), 0, 0n);
   constructor(private readonly bs: BlockSet) {}
 
   private slot(): EntrySlot {
@@ -296,7 +298,11 @@ export class BlockIterator {
       // Restored chains never hold an empty block; stop rather than read slots nobody wrote.
       if (readCountNum(this.bs.view(blocks[this.block]!)) === 0) return undefined;
     }
-    const s = this.slot();
+    const pa = blocks[this.block]!;
+    const s = this.readSlot;
+    s.page = this.bs.view(pa);
+    s.offset = HDR + this.i * this.bs.entrySize;
+    s.blockPa = pa;
     this.i++;
     return s;
   }

@@ -51,11 +51,27 @@ export function encodeSessionEntry(buf: Uint8Array, off: number, name: string, f
   v.setBigUint64(off + S_COUNT, count, true);
 }
 
+/** A little-endian u64 of `buf` at `off` (0n without allocating when it is zero). */
+function u64At(buf: Uint8Array, off: number): bigint {
+  const lo = (buf[off]! | (buf[off + 1]! << 8) | (buf[off + 2]! << 16) | (buf[off + 3]! << 24)) >>> 0;
+  const hi = (buf[off + 4]! | (buf[off + 5]! << 8) | (buf[off + 6]! << 16) | (buf[off + 7]! << 24)) >>> 0;
+  if (hi === 0) return lo === 0 ? 0n : BigInt(lo);
+  return (BigInt(hi) << 32n) | BigInt(lo);
+}
+
+/** The name of the luo_session_ser at `off` (the caller checked that the entry lies inside `buf`). */
+export const sessionEntryName = (buf: Uint8Array, off: number): string => getCString(buf, off + S_NAME, S_NAME_LEN);
+
+/** Whether the entry's file_set_ser is {0, 0} (no files: nothing to decode). */
+export function sessionEntryHasNoFiles(buf: Uint8Array, off: number): boolean {
+  for (let i = off + S_FILES; i < off + S_COUNT + 8; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
 /** LuoSessionSer.decode(buf, off). */
 export function decodeSessionEntry(buf: Uint8Array, off: number): { name: string; files: bigint; count: bigint } {
   if (off < 0 || off + LuoSessionSer.size > buf.length) return LuoSessionSer.decode(buf, off);
-  const v = dv(buf);
-  return { name: getCString(buf, off + S_NAME, S_NAME_LEN), files: v.getBigUint64(off + S_FILES, true), count: v.getBigUint64(off + S_COUNT, true) };
+  return { name: getCString(buf, off + S_NAME, S_NAME_LEN), files: u64At(buf, off + S_FILES), count: u64At(buf, off + S_COUNT) };
 }
 
 const F_COMPAT = LuoFileSer.offsets.compatible;
@@ -78,6 +94,5 @@ export function encodeFileEntry(buf: Uint8Array, off: number, compatible: string
 /** LuoFileSer.decode(buf, off). */
 export function decodeFileEntry(buf: Uint8Array, off: number): { compatible: string; data: bigint; token: bigint } {
   if (off < 0 || off + LuoFileSer.size > buf.length) return LuoFileSer.decode(buf, off);
-  const v = dv(buf);
-  return { compatible: getCString(buf, off + F_COMPAT, F_COMPAT_LEN), data: v.getBigUint64(off + F_DATA, true), token: v.getBigUint64(off + F_TOKEN, true) };
+  return { compatible: getCString(buf, off + F_COMPAT, F_COMPAT_LEN), data: u64At(buf, off + F_DATA), token: u64At(buf, off + F_TOKEN) };
 }

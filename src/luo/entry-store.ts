@@ -8,7 +8,7 @@ import type { EntrySlot } from './blocks.ts';
 export interface EntryCursor {
   /** The next free slot to write, or undefined when the store is full. */
   reserveEntry(): EntrySlot | undefined;
-  /** The next written entry, or undefined at the end. */
+  /** The next written entry, or undefined at the end; the slot is valid until the next readEntry. */
   readEntry(): EntrySlot | undefined;
   /** Steps back one slot (a write that failed). */
   prev(): EntrySlot | undefined;

@@ -69,10 +69,13 @@ export class FileSet {
    * most sets are small or empty.
    */
   private byToken: Map<bigint, LuoFile> | undefined;
-  readonly blocks: EntryStore;
+  private store: EntryStore | undefined;
 
-  constructor(private readonly ctx: FileContext) {
-    this.blocks = newStore(ctx, 'files');
+  constructor(private readonly ctx: FileContext) {}
+
+  /** Where this set's entries go: made on first use (most incoming sessions have no files). */
+  get blocks(): EntryStore {
+    return (this.store ??= newStore(this.ctx, 'files'));
   }
 
   get count(): number {
@@ -255,7 +258,7 @@ export class FileSet {
   /** luo_file_finish: EBUSY (nothing changes) unless every can_finish agrees; then reverse order. */
   finish(): void {
     if (this.files.length === 0) {
-      this.blocks.destroy();
+      this.store?.destroy();
       return;
     }
     for (const lf of this.files) {

@@ -10,21 +10,24 @@ import { LuoSessionSer } from '../abi/luo.ts';
 import { latin1String, stringBytes } from '../bytes/cursor.ts';
 import { EntryArray } from './entry-array.ts';
 import type { EntryStore } from './entry-store.ts';
-import { decodeSessionEntry, encodeSessionEntry } from './entry-codec.ts';
+import { decodeSessionEntry, encodeSessionEntry, sessionEntryHasNoFiles, sessionEntryName } from './entry-codec.ts';
 import type { KernelFile } from './file-handler.ts';
 import { type FileContext, FileSet, newStore } from './file.ts';
 
 export type SessionDirection = 'outgoing' | 'incoming';
 
 export class LuoSession {
-  readonly fileSet: FileSet;
+  private files: FileSet | undefined;
   /** Set on incoming sessions once RETRIEVE_SESSION handed out an fd for them. */
   retrieved = false;
   /** The session fd was closed (outgoing: removed; incoming: finished and removed). */
   released = false;
 
-  constructor(readonly name: string, readonly direction: SessionDirection, ctx: FileContext) {
-    this.fileSet = new FileSet(ctx);
+  constructor(readonly name: string, readonly direction: SessionDirection, private readonly ctx: FileContext) {}
+
+  /** The session's files (made on first use: most restored sessions of a large hand-over have none). */
+  get fileSet(): FileSet {
+    return (this.files ??= new FileSet(this.ctx));
   }
 
   /** The anon-inode file name the kernel gives the session fd. */
@@ -198,12 +201,17 @@ export class SessionManager {
     try {
       const it = this.inBlocks.iterator();
       for (let slot = it.readEntry(); slot; slot = it.readEntry()) {
-        const ser = decodeSessionEntry(slot.page, slot.offset);
-        if (this.inc.get(ser.name)) throw new LuoError('EEXIST', `duplicate incoming session "${ser.name}"`);
-        const s = new LuoSession(ser.name, 'incoming', this.ctx);
+        const { page, offset } = slot;
+        if (offset + LuoSessionSer.size > page.length) throw new LuoError('EINVAL', 'session entry crosses its block');
+        const name = sessionEntryName(page, offset);
+        if (this.inc.get(name)) throw new LuoError('EEXIST', `duplicate incoming session "${name}"`);
+        const s = new LuoSession(name, 'incoming', this.ctx);
         this.inc.add(s);
-        // An empty file set ({0, 0}) has nothing to restore: skip building its error label.
-        if (ser.files !== 0n || ser.count !== 0n) s.fileSet.deserialize(ser.files, ser.count, `session "${ser.name}"`);
+        // An empty file set ({0, 0}) has nothing to restore: nothing to decode, no error label.
+        if (!sessionEntryHasNoFiles(page, offset)) {
+          const ser = decodeSessionEntry(page, offset);
+          s.fileSet.deserialize(ser.files, ser.count, `session "${name}"`);
+        }
       }
       this.inBlocks.destroy();
     } catch (e) {
