@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { PhysicalMemory, isPoisoned } from '../../src/machine/memory.ts';
 import { IMAGE_HEADER_SIZE } from '../../src/machine/image.ts';
 import { isLuoError } from '../../src/errno.ts';
+import { createHash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 
 const MiB = 1n << 20n;
 const GiB = 1n << 30n;
@@ -115,6 +117,30 @@ test('damaged files: truncated at many offsets, each a clear LuoError', async ()
   }
 });
 
+test('version 2 is sealed by CRC-32 (8-byte trailer), version 1 by sha256 (32); both load; a damaged page fails the seal', async () => {
+  const { mem, ranges } = sample();
+  for (const [version, trailer, name] of [[2, 8, 'crc32'], [1, 32, 'sha256']] as const) {
+    const path = join(dir, `seal-v${version}.img`);
+    await mem.saveImage(path, { ranges, meta: { v: version }, version });
+    const bytes = readFileSync(path);
+    assert.equal(bytes.readUInt32LE(8), version);
+    assert.equal(Number(bytes.readBigUInt64LE(48)), bytes.length, 'the header states the length');
+    if (version === 2) {
+      assert.equal(bytes.readUInt32LE(bytes.length - 8), crc32(bytes.subarray(0, bytes.length - 8)), 'zlib CRC-32 of everything before it');
+      assert.equal(bytes.readUInt32LE(bytes.length - 4), 0);
+    } else {
+      assert.deepEqual(bytes.subarray(bytes.length - 32), createHash('sha256').update(bytes.subarray(0, bytes.length - 32)).digest());
+    }
+    const { meta } = await PhysicalMemory.loadImage(path);
+    assert.deepEqual(meta, { v: version });
+    // one bit of a data page (inside the last DATA run, before the trailer): only the seal sees it
+    const bad = Buffer.from(bytes);
+    bad[bytes.length - trailer - 100]! ^= 4;
+    writeFileSync(path, bad);
+    await assert.rejects(PhysicalMemory.loadImage(path), (e: unknown) => isLuoError(e, 'EIO') && new RegExp(`checksum mismatch: ${name} at offset ${bytes.length - trailer}`).test((e as Error).message));
+  }
+});
+
 test('damaged files: bit flips anywhere are caught (structure or checksum)', async () => {
   const { mem, ranges } = sample();
   const path = join(dir, 'flip-src.img');
@@ -145,10 +171,10 @@ test('foreign files, other versions and size mismatches are EINVAL', async () =>
   await assert.rejects(PhysicalMemory.loadImage(other), (e: unknown) => isLuoError(e, 'EINVAL') && /not a luo memory image/.test((e as Error).message));
   writeFileSync(other, 'LUO');
   await assert.rejects(PhysicalMemory.loadImage(other), (e: unknown) => isLuoError(e, 'EIO') && /truncated/.test((e as Error).message));
-  const v2 = Buffer.from(good);
-  v2.writeUInt32LE(2, 8);
-  writeFileSync(other, v2);
-  await assert.rejects(PhysicalMemory.loadImage(other), (e: unknown) => isLuoError(e, 'EINVAL') && /version 2 at offset 8/.test((e as Error).message));
+  const v3 = Buffer.from(good);
+  v3.writeUInt32LE(3, 8);
+  writeFileSync(other, v3);
+  await assert.rejects(PhysicalMemory.loadImage(other), (e: unknown) => isLuoError(e, 'EINVAL') && /version 3 at offset 8 \(this build reads 1 and 2\)/.test((e as Error).message));
   const pg = Buffer.from(good);
   pg.writeUInt32LE(65536, 12);
   writeFileSync(other, pg);
