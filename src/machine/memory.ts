@@ -69,6 +69,8 @@ export class PhysicalMemory {
   private readonly bytes: number;
   /** Host storage of DATA pages, by pfn. */
   private readonly pages = new Map<number, Uint8Array>();
+  /** Stored pages per 512-page (2 MiB) block, by block index: lets storedIn skip blocks with none. */
+  private readonly perBlock = new Map<number, number>();
   /** Pages without storage that read as zeros; every other storage-less page is poisoned. */
   private zeroPages = new IntervalSet();
 
@@ -110,7 +112,20 @@ export class PhysicalMemory {
     if (this.pages.size >= MAX_STORED_PAGES && !this.pages.has(pfn)) {
       throw new LuoError('ENOMEM', `storing pfn ${pfn}: the simulator holds at most ${MAX_STORED_PAGES} written pages (64 GiB)`);
     }
+    if (!this.pages.has(pfn)) {
+      const b = Math.floor(pfn / 512);
+      this.perBlock.set(b, (this.perBlock.get(b) ?? 0) + 1);
+    }
     this.pages.set(pfn, bytes);
+  }
+
+  /** Drops a page's storage. */
+  private unstore(pfn: number): void {
+    if (!this.pages.delete(pfn)) return;
+    const b = Math.floor(pfn / 512);
+    const n = this.perBlock.get(b)! - 1;
+    if (n === 0) this.perBlock.delete(b);
+    else this.perBlock.set(b, n);
   }
 
   /** Gives a page storage (zeros or the poison pattern, as it read before) and returns it. */
@@ -227,7 +242,13 @@ export class PhysicalMemory {
   private storedIn(startPfn: number, endPfn: number): number[] {
     const out: number[] = [];
     if (endPfn - startPfn < this.pages.size) {
-      for (let pfn = startPfn; pfn < endPfn; pfn++) if (this.pages.has(pfn)) out.push(pfn);
+      // block by block: a block without stored pages costs one lookup, not 512
+      for (let pfn = startPfn; pfn < endPfn;) {
+        const b = Math.floor(pfn / 512);
+        const blockEnd = Math.min(endPfn, (b + 1) * 512);
+        if (this.perBlock.has(b)) for (; pfn < blockEnd; pfn++) if (this.pages.has(pfn)) out.push(pfn);
+        pfn = blockEnd;
+      }
     } else {
       for (const pfn of this.pages.keys()) if (pfn >= startPfn && pfn < endPfn) out.push(pfn);
       out.sort((a, b) => a - b);
@@ -262,7 +283,7 @@ export class PhysicalMemory {
   poisonExcept(keep: readonly PhysRange[]): void {
     const kept = this.pageSpans(keep, 'poisonExcept');
     this.zeroPages.intersect(kept);
-    for (const pfn of [...this.pages.keys()]) if (!kept.contains(pfn)) this.pages.delete(pfn);
+    for (const pfn of [...this.pages.keys()]) if (!kept.contains(pfn)) this.unstore(pfn);
   }
 
   /** The pages of [startPfn, endPfn) as maximal runs of one state, ascending. */
@@ -302,7 +323,7 @@ export class PhysicalMemory {
   setRunState(pfn: number, count: number, state: 'zero' | 'poison'): void {
     this.checkPfn(pfn, 'setRunState');
     this.checkPfn(pfn + count - 1, 'setRunState');
-    for (const p of this.storedIn(pfn, pfn + count)) this.pages.delete(p);
+    for (const p of this.storedIn(pfn, pfn + count)) this.unstore(p);
     if (state === 'zero') this.zeroPages.add(pfn, pfn + count);
     else this.zeroPages.remove(pfn, pfn + count);
   }
