@@ -160,6 +160,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--await-image', 'started by a kexec ahead of its freeze: wait on fd 3 for the image to boot')
     .option('--log <file>', 'append the console to a file instead of stdout')
     .option('--release <name>', 'the kernel release to boot (luo releases; default 7.3.4)')
+    .option('--handler <paths...>', 'file handler plugin modules to build into the kernel (docs/handlers.md)')
     .action(async (opts: import('./serve.ts').ServeOptions) => {
       const { runServe } = await import('./serve.ts');
       code = await runServe(opts);

@@ -6,6 +6,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseScenario, runScenario, scenarioJsonSchema, ScenarioSyntaxError, type StepResult } from '../scenario/index.ts';
+import { loadScenarioPlugins } from '../scenario/plugins.ts';
+import { isLuoError } from '../errno.ts';
+import { join } from 'node:path';
 
 export interface ScenarioCliOptions {
   readonly json?: boolean;
@@ -91,8 +94,17 @@ export async function runScenarioCli(file: string | undefined, opts: ScenarioCli
     }
     return 2;
   }
+  let plugins;
+  try {
+    plugins = await loadScenarioPlugins(sc, file === '-' ? join(process.cwd(), 'stdin.yaml') : file);
+  } catch (e) {
+    if (!isLuoError(e)) throw e;
+    io.err(`luo scenario: ${file}: machine.handlers: ${e.message}`);
+    return 2;
+  }
   if (!opts.json) io.out(`scenario: ${sc.name} (${file}, ${sc.steps.length} steps)`);
   const result = runScenario(sc, {
+    plugins,
     ...(opts.json ? {} : { onStep: (r: StepResult) => io.out(line(r)) }),
     ...(opts.verbose && !opts.json ? { console: (l: string) => io.out(`        | ${l}`), agentLog: (l: string) => io.out(`        agent ${l}`) } : {}),
   });

@@ -8,7 +8,8 @@ import { dirname, join, resolve } from 'node:path';
 import { isLuoError } from '../errno.ts';
 import { KernelPanic } from '../luo/core.ts';
 import { DEFAULT_CMDLINE, Machine } from '../kernel/machine.ts';
-import { buildForRelease, DEFAULT_BUILD, type KernelBuild } from '../kernel/build.ts';
+import { buildForRelease, DEFAULT_BUILD, type KernelBuild, withHandlers } from '../kernel/build.ts';
+import { loadHandlerPlugins } from '../kernel/plugin-load.ts';
 import { IMAGE_NAME, loadHandover } from '../daemon/kexec.ts';
 import { LuoDaemon, signalReady, socketPathState } from '../daemon/server.ts';
 import { defaultSocketPath, defaultStateDir } from '../daemon/wire.ts';
@@ -26,6 +27,8 @@ export interface ServeOptions {
   log?: string;
   /** The kernel release to boot (luo releases; default 7.3.4). */
   release?: string;
+  /** File handler plugin modules built into the kernel (and into every kernel a kexec starts). */
+  handler?: string[];
 }
 
 /** "4G", "512MiB", "0x100000000", "1073741824" -> bytes. */
@@ -109,8 +112,14 @@ export async function runServe(opts: ServeOptions): Promise<number> {
   let machine: Machine;
   let handover: Record<string, unknown> | undefined;
   let build: KernelBuild = DEFAULT_BUILD;
+  let handlerPaths: string[] = [];
   try {
     if (opts.release) build = buildForRelease(opts.release);
+    if (opts.handler?.length) {
+      const plugins = await loadHandlerPlugins(opts.handler);
+      build = withHandlers(build, plugins);
+      handlerPaths = plugins.map((p) => p.source!);
+    }
   } catch (e) {
     return fail(isLuoError(e) ? e.detail : (e as Error).message);
   }
@@ -138,7 +147,8 @@ export async function runServe(opts: ServeOptions): Promise<number> {
   }
 
   if (!opts.takeover && (await LuoDaemon.alive(socketPath))) return fail(`a daemon already serves ${socketPath}`);
-  const childArgs = opts.log ? ['--log', opts.log] : [];
+  // what every daemon of this socket is started with: its log, and the same handler plugins
+  const childArgs = [...(opts.log ? ['--log', opts.log] : []), ...(handlerPaths.length ? ['--handler', ...handlerPaths] : [])];
   const d = new LuoDaemon({ machine, socketPath, stateDir, log: out, childArgs, ...(handover ? { handover } : {}) });
   try {
     await d.listen();

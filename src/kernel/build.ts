@@ -4,6 +4,7 @@
  */
 import { LuoError } from '../errno.ts';
 import type { KhoProfile } from '../abi/kho.ts';
+import type { HandlerPlugin } from '../luo/plugin.ts';
 import { DEFAULT_RELEASE, findRelease, type Release, type ReleaseAbi, RELEASES } from '../abi/releases.ts';
 
 export interface KernelBuild {
@@ -15,6 +16,8 @@ export interface KernelBuild {
   readonly khoEnableDefault: boolean;
   /** Bytes of the kernel image (text, data, bss) reserved at boot. */
   readonly imageSize: number;
+  /** File handler plugins built into this kernel (registered at late init, after memfd's). */
+  readonly handlers?: readonly HandlerPlugin[];
 }
 
 export function buildOf(r: Release): KernelBuild {
@@ -44,6 +47,11 @@ export function withKhoProfile(b: KernelBuild, profile: KhoProfile): KernelBuild
 export function khoProfileOf(b: KernelBuild): KhoProfile {
   const f = b.abi.kho.family;
   return f === 'kho-v3' ? 'kho-v4' : f;
+}
+
+/** The same build with these file handler plugins built in (replacing any it had). */
+export function withHandlers(b: KernelBuild, handlers: readonly HandlerPlugin[]): KernelBuild {
+  return { ...b, handlers };
 }
 
 /** A short label: "kho-v4, luo-v5". */

@@ -8,6 +8,7 @@
 import { LuoError } from '../errno.ts';
 import { KhoScratch, PAGE_SIZE } from '../abi/kho.ts';
 import { abiLabel, type KernelBuild, khoProfileOf } from './build.ts';
+import { registerPlugins } from './plugins.ts';
 import { Kho, type ScratchArea } from '../kho/kho.ts';
 import { type KhoBootData, khoMemoryInit, khoPopulate, type Populated } from '../kho/incoming.ts';
 import type { PageStamps } from '../kho/stamps.ts';
@@ -199,6 +200,9 @@ export class Kernel {
       this.onReboot(() => this.luo!.reboot());
       // mm/memfd_luo.c registers its handler in a late initcall.
       this.luo.registerFileHandler(memfdHandlerOf(this, { compatible: build.abi.memfd, log: (l, m) => this.print(l, `memfd_luo: ${m}`) }));
+      if (build.handlers?.length && this.kho) {
+        registerPlugins(build.handlers, { luo: this.luo, kho: this.kho, memory: mem, release: build.release, print: (l, m) => this.print(l, m) });
+      }
     }
     this.memfd = memfdContextOf(this);
     this.bootTimeMs = performance.now() - t0;

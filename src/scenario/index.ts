@@ -4,3 +4,4 @@ export { parseScenario, scenarioJsonSchema } from './parse.ts';
 export * from './runner.ts';
 export * from './faults.ts';
 export * from './data.ts';
+export { loadScenarioPlugins } from './plugins.ts';

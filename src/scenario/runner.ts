@@ -8,7 +8,10 @@ import { createHash } from 'node:crypto';
 import { type ErrnoName, errnoName, LuoError } from '../errno.ts';
 import { withParam } from '../kernel/cmdline.ts';
 import { DEFAULT_BUILD, type Kernel, type KernelBuild } from '../kernel/kernel.ts';
-import { abiLabel, buildForRelease, withKhoProfile } from '../kernel/build.ts';
+import { abiLabel, buildForRelease, withHandlers, withKhoProfile } from '../kernel/build.ts';
+import { pluginCall } from '../kernel/plugins.ts';
+import type { HandlerPlugin } from '../luo/plugin.ts';
+import { PluginFile } from '../uapi/luo-files.ts';
 import { Machine } from '../kernel/machine.ts';
 import { KernelPanic } from '../luo/core.ts';
 import { MFD_ALLOW_SEALING, SEEK_CUR, SEEK_SET } from '../handlers/memfd-file.ts';
@@ -52,6 +55,8 @@ export interface RunOptions {
   readonly console?: (line: string) => void;
   /** The agent's structured log lines. */
   readonly agentLog?: (line: string) => void;
+  /** The file handler plugins `machine.handlers` names, loaded (loadScenarioPlugins), by the name used there. */
+  readonly plugins?: ReadonlyMap<string, HandlerPlugin>;
 }
 
 /** A syscall or LUO operation failed with an errno. */
@@ -70,6 +75,7 @@ class CheckFailure extends Error {}
 
 interface Handle {
   readonly fd: number;
+  /** 'memfd' for any preservable file fd (memfds, plugin files), as PRESERVE_FD sees them. */
   readonly kind: 'device' | 'session' | 'memfd';
 }
 
@@ -85,7 +91,8 @@ function subst<T>(v: T, i: number): T {
 
 /** The build a step asks for: a catalogue release (else `base`), with the `build` overrides on top. */
 function buildOf(base: KernelBuild, b: BuildSpec | undefined, release?: string): KernelBuild | undefined {
-  if (release) base = buildForRelease(release);
+  // another release keeps the scenario's handler plugins: they are built into every kernel
+  if (release) base = base.handlers ? withHandlers(buildForRelease(release), base.handlers) : buildForRelease(release);
   if (!b) return release ? base : undefined;
   const named = b.release ? { ...base, release: b.release } : base;
   return b.kho ? withKhoProfile(named, b.kho) : named;
@@ -107,6 +114,8 @@ export function describeStep(a: StepArgs): string {
     case 'create-session': return `create-session ${JSON.stringify(a.name)}${a.as && a.as !== a.name ? ` as ${a.as}` : ''}`;
     case 'memfd': return `memfd ${a.as}${a.size !== undefined ? ` (${a.size} bytes)` : ''}`;
     case 'write': return `write ${a.fd}`;
+    case 'plugin-open': return `plugin-open ${a.handler} as ${a.as}`;
+    case 'plugin-check': return `plugin-check ${a.fd}`;
     case 'preserve': return `preserve ${a.fd} into ${a.session} (token ${hex(a.token)})`;
     case 'unpreserve': return `unpreserve ${a.session}`;
     case 'inject-fault': return `inject-fault ${a.fault.errno} into ${a.fault.handler ?? 'memfd-v2'} ${a.fault.op}`;
@@ -134,7 +143,13 @@ class Runner {
   private panicStep = 0;
 
   constructor(private readonly sc: Scenario, private readonly opts: RunOptions) {
-    const build = buildOf(DEFAULT_BUILD, sc.machine.build, sc.machine.release) ?? DEFAULT_BUILD;
+    const base = buildOf(DEFAULT_BUILD, sc.machine.build, sc.machine.release) ?? DEFAULT_BUILD;
+    const plugins = (sc.machine.handlers ?? []).map((name) => {
+      const p = opts.plugins?.get(name);
+      if (!p) throw new LuoError('EINVAL', `handler plugin "${name}" was not loaded (luo scenario loads machine.handlers; from the API, loadScenarioPlugins)`);
+      return p;
+    });
+    const build = plugins.length ? withHandlers(base, plugins) : base;
     this.machine = new Machine({ ramSize: BigInt(sc.machine.ram), build, ...(sc.machine.cmdline !== undefined ? { cmdline: sc.machine.cmdline } : {}), ...(opts.console ? { console: opts.console } : {}) });
     this.kernel = this.machine.kernel;
     this.proc = processesOf(this.kernel).spawn();
@@ -157,6 +172,18 @@ class Runner {
     }
     if (kind && h.kind !== kind) throw new CheckFailure(`handle "${name}" is a ${h.kind}, not a ${kind}`);
     return h;
+  }
+
+  private pluginList(): readonly HandlerPlugin[] {
+    return this.machine.kernel.build.handlers ?? [];
+  }
+
+  /** The loaded plugin with this compatible (or the only one, when none is named). */
+  private plugin(compatible: string | undefined): HandlerPlugin {
+    const list = this.pluginList();
+    const p = compatible === undefined ? (list.length === 1 ? list[0] : undefined) : list.find((x) => x.compatible === compatible);
+    if (!p) throw new CheckFailure(`no handler plugin ${compatible === undefined ? 'to pick' : `"${compatible}"`} in this kernel (machine.handlers: ${list.map((x) => x.compatible).join(', ') || 'none'})`);
+    return p;
   }
 
   private bind(name: string, h: Handle): void {
@@ -275,6 +302,35 @@ class Runner {
       case 'write': {
         this.writeData(this.handle(a.fd).fd, a.data);
         return { text: a.data.map(describeSpec).join(', ') };
+      }
+      case 'plugin-open': {
+        const plugin = this.plugin(a.handler);
+        if (!plugin.open) throw new CheckFailure(`handler plugin "${plugin.compatible}" has no open(): it cannot make files for scenarios`);
+        const fd = this.sys(p.openPluginFile(() => pluginCall(`handler plugin "${plugin.compatible}" open`, () => plugin.open!(a.args))), `open a ${plugin.compatible} file`);
+        this.bind(a.as, { fd, kind: 'memfd' });
+        return { text: `fd ${fd}` };
+      }
+      case 'plugin-check': {
+        const h = this.handle(a.fd);
+        const f = p.fds.get(h.fd)?.file;
+        if (!(f instanceof PluginFile)) throw new CheckFailure(`${a.fd} (fd ${h.fd}) is not a handler plugin's file`);
+        const candidates = this.pluginList().filter((x) => x.describe);
+        let got: unknown;
+        let described = false;
+        for (const c of candidates) {
+          try {
+            got = c.describe!(f.inner);
+            described = true;
+            break;
+          } catch {
+            // not this plugin's file
+          }
+        }
+        if (!described) throw new CheckFailure(`no handler plugin of this kernel describes ${a.fd} (${this.pluginList().map((x) => x.compatible).join(', ') || 'none loaded'})`);
+        const want = JSON.stringify(a.expect);
+        const have = JSON.stringify(got, (_k, v) => (typeof v === 'bigint' ? Number(v) : v));
+        if (have !== want) throw new CheckFailure(`${a.fd}: the plugin describes ${have}, expected ${want}`);
+        return { text: have };
       }
       case 'preserve': {
         const s = this.handle(a.session, 'session');

@@ -27,6 +27,8 @@ export interface MachineSpec {
   /** A release of the catalogue (luo releases): the ABI the kernel speaks. */
   readonly release?: string;
   readonly build?: BuildSpec;
+  /** File handler plugin modules built into every kernel of the scenario (paths relative to the file). */
+  readonly handlers?: readonly string[];
 }
 
 export interface FaultArgs {
@@ -57,6 +59,8 @@ export type StepArgs =
   | { readonly kind: 'create-session'; readonly name: string; readonly as?: string }
   | { readonly kind: 'memfd'; readonly as: string; readonly name?: string; readonly size?: number; readonly flags: number; readonly data: DataSpec[]; readonly seals: number; readonly pos?: number }
   | { readonly kind: 'write'; readonly fd: string; readonly data: DataSpec[] }
+  | { readonly kind: 'plugin-open'; readonly handler: string; readonly as: string; readonly args?: unknown }
+  | { readonly kind: 'plugin-check'; readonly fd: string; readonly expect: unknown }
   | { readonly kind: 'preserve'; readonly session: string; readonly fd: string; readonly token: bigint }
   | { readonly kind: 'unpreserve'; readonly session: string }
   | { readonly kind: 'inject-fault'; readonly fault: FaultArgs }
@@ -179,6 +183,11 @@ function kinds(ramLimit: number): { readonly [K in StepKind]: KindSpec<K> } {
       }),
     },
     write: { shape: fields({ fd: name(), data: dataSpec }), build: (m) => ({ kind: 'write', fd: m.fd as string, data: m.data as DataSpec[] }) },
+    'plugin-open': {
+      shape: fields({ handler: text(), as: name(), args: z.unknown().optional() }),
+      build: (m) => ({ kind: 'plugin-open', handler: m.handler as string, as: m.as as string, ...(m.args !== undefined ? { args: m.args } : {}) }),
+    },
+    'plugin-check': { shape: fields({ fd: name(), expect: z.unknown() }), build: (m) => ({ kind: 'plugin-check', fd: m.fd as string, expect: m.expect }) },
     preserve: { shape: fields({ session: name(), fd: name(), token }), build: (m) => ({ kind: 'preserve', session: m.session as string, fd: m.fd as string, token: m.token as bigint }) },
     unpreserve: { shape: fields({ session: name() }), shorthand: 'session', build: (m) => ({ kind: 'unpreserve', session: m.session as string }) },
     'inject-fault': { shape: fields({ fault: faultSpec() }), build: (m) => ({ kind: 'inject-fault', fault: m.fault as FaultArgs }) },
@@ -358,10 +367,10 @@ export interface ScenarioBody {
 
 /** The machine a scenario starts on. */
 function machineSpec(): z.ZodType<MachineSpec> {
-  return fields({ ram: size.optional(), cmdline: text().optional(), release: release().optional(), build: buildSpec().optional() }).transform((m, ctx): MachineSpec => {
+  return fields({ ram: size.optional(), cmdline: text().optional(), release: release().optional(), build: buildSpec().optional(), handlers: listOf(text()).optional() }).transform((m, ctx): MachineSpec => {
     if (m.ram !== undefined && m.ram < 64 << 20) issue(ctx, 'at least 64MiB', ['ram']);
     if (m.ram !== undefined && m.ram % 4096 !== 0) issue(ctx, 'must be a whole number of 4KiB pages', ['ram']);
-    return { ram: m.ram ?? DEFAULT_RAM, ...opt({ cmdline: m.cmdline, release: m.release, build: m.build }) };
+    return { ram: m.ram ?? DEFAULT_RAM, ...opt({ cmdline: m.cmdline, release: m.release, build: m.build }), ...(m.handlers ? { handlers: m.handlers } : {}) };
   }) as unknown as z.ZodType<MachineSpec>;
 }
 

@@ -10,7 +10,8 @@ import { readCString, readI32, readU32, readU64, stringBytes, writeI32 } from '.
 import { MemfdFile } from '../handlers/memfd-file.ts';
 import type { Luo } from '../luo/core.ts';
 import { FASYNC, O_NONBLOCK, type OpenFile, PipeFile, VfsFile, fileFlags, setFileFlags } from './file.ts';
-import { LuoDeviceFile, SessionFile } from './luo-files.ts';
+import { LuoDeviceFile, PluginFile, SessionFile } from './luo-files.ts';
+import type { KernelFile } from '../luo/file-handler.ts';
 import type { Process } from './process.ts';
 import { copyStructFromUser, copyToUser, getUserI32, getUserU32, putUserI32, putUserI64, type UserBuffer } from './usercopy.ts';
 
@@ -119,7 +120,8 @@ export const LUO_DEVICE_IOCTLS: IoctlTable<DeviceCtx> = {
 const handedOut = new WeakSet<object>();
 
 function adoptRetrieved(f: unknown): OpenFile {
-  if (!(f instanceof MemfdFile) && !(f instanceof VfsFile)) throw new Error('RETRIEVE_FD: the handler returned a file the process model cannot install');
+  // a plugin's file: a new anon inode around it for each fd handed out
+  if (!(f instanceof MemfdFile) && !(f instanceof VfsFile)) return new PluginFile(f as KernelFile);
   if (!handedOut.has(f)) {
     handedOut.add(f);
     return f;
@@ -136,7 +138,8 @@ export const LUO_SESSION_IOCTLS: IoctlTable<SessionCtx> = {
         const fd = readI32(kbuf, 4, 'le');
         const token = readU64(kbuf, 8, 'le');
         // luo_preserve_file resolves the fd itself, after its token and block checks (EBADF).
-        file.luo.sessions.preserveFile(file.session, token, proc.fds.get(fd)?.file);
+        const f = proc.fds.get(fd)?.file;
+        file.luo.sessions.preserveFile(file.session, token, f instanceof PluginFile ? f.inner : f);
         respond();
         return 0;
       },

@@ -6,6 +6,7 @@
 import { LuoError } from '../errno.ts';
 import type { Luo } from '../luo/core.ts';
 import type { LuoSession } from '../luo/session.ts';
+import type { KernelFile } from '../luo/file-handler.ts';
 import { modesOf, O_CLOEXEC, O_CREAT, O_EXCL, O_LARGEFILE, O_NOCTTY, O_RDWR, O_TRUNC, S_IFCHR, VfsFile } from './file.ts';
 
 export const LIVEUPDATE_DEV = '/dev/liveupdate';
@@ -54,3 +55,22 @@ export class SessionFile extends VfsFile {
     }
   }
 }
+
+/**
+ * An fd of a file handler plugin's kind (an eventfd, a VFIO device...): an anon inode around the
+ * plugin's own file object, which is what LUO and the plugin's callbacks see (PRESERVE_FD unwraps
+ * it; RETRIEVE_FD wraps what the plugin's retrieve made).
+ */
+export class PluginFile extends VfsFile {
+  readonly kind = 'anon:luo_plugin';
+  constructor(readonly inner: KernelFile) {
+    super(modesOf(O_RDWR, true), O_RDWR);
+  }
+  get path(): string {
+    return `anon_inode:[${this.inner.kind}]`;
+  }
+  get statMode(): number {
+    return 0o600;
+  }
+}
+

@@ -18,7 +18,8 @@ import {
 } from './file.ts';
 import { ioctl } from './ioctl.ts';
 import * as rw from './rw.ts';
-import { LIVEUPDATE_DEV, LuoDeviceFile } from './luo-files.ts';
+import { LIVEUPDATE_DEV, LuoDeviceFile, PluginFile } from './luo-files.ts';
+import type { KernelFile } from '../luo/file-handler.ts';
 import type { UserBuffer } from './usercopy.ts';
 
 export const RLIMIT_NOFILE = 7;
@@ -188,6 +189,11 @@ export class Process {
   }
 
   // ------------------------------------------------------------ fds
+
+  /** An fd for a file handler plugin's file (its `open`, as eventfd(2) or a driver's open would make one). */
+  openPluginFile(make: () => KernelFile): number {
+    return this.syscall(() => this.installNew(true, () => new PluginFile(make())));
+  }
 
   /** open(2) of /dev/liveupdate or /dev/null (anything else: ENOENT). EMFILE comes first. */
   open(path: string, flags = 0): number {

@@ -3,7 +3,8 @@
  * (dependencies from the registry, the LD_PRELOAD shim built by postinstall), then
  * (a) a plain JavaScript (.mjs) client, importing 'luo', drives `luo serve` (the installed bin,
  *     compiled code, no TypeScript loader) through a live update and reads its memfd back, and
- *     the simulator API ('luo/sim') runs a preserve/kexec/retrieve in process;
+ *     the simulator API ('luo/sim') runs a preserve/kexec/retrieve in process, also of a file of
+ *     the shipped example handler plugin (examples/handlers/counter.mjs);
  * (b) `tsc` type-checks a TypeScript consumer with module/moduleResolution node16 against the
  *     shipped declarations.
  */
@@ -28,7 +29,8 @@ function newest(dir: string): number {
 
 const CLIENT = `
 import { connect } from 'luo';
-import { Machine, memfdCreate } from 'luo/sim';
+import { Machine, memfdCreate, DEFAULT_BUILD, withHandlers, loadHandlerPlugins } from 'luo/sim';
+import { fileURLToPath } from 'node:url';
 const socket = process.argv[2];
 const c = await connect(socket);
 const dev = await c.openDevice();
@@ -51,7 +53,15 @@ m.kernel.luo.sessions.preserveFile(ses, 1n, ram);
 const k2 = m.kexec();
 k2.luo.open();
 const back = k2.luo.sessions.retrieveFile(k2.luo.retrieveSession('vm'), 1n);
-console.log(JSON.stringify({ content: new TextDecoder().decode(f.content), pos: f.pos, newPid: k.pid, sim: new TextDecoder().decode(back.pread(10, 0)) }));
+// the shipped example handler plugin, from the installed package
+const [counter] = await loadHandlerPlugins([fileURLToPath(new URL('./node_modules/luo/examples/handlers/counter.mjs', import.meta.url))]);
+const pm = new Machine({ ramSize: 1n << 30n, build: withHandlers(DEFAULT_BUILD, [counter]) });
+pm.kernel.luo.open();
+pm.kernel.luo.sessions.preserveFile(pm.kernel.luo.createSession('dev'), 7n, counter.open({ count: 12 }));
+const pk2 = pm.kexec();
+pk2.luo.open();
+const cnt = counter.describe(pk2.luo.sessions.retrieveFile(pk2.luo.retrieveSession('dev'), 7n)).count;
+console.log(JSON.stringify({ content: new TextDecoder().decode(f.content), pos: f.pos, newPid: k.pid, sim: new TextDecoder().decode(back.pread(10, 0)), plugin: cnt }));
 `;
 
 const CONSUMER = `
@@ -99,8 +109,8 @@ test('npm pack, install the tarball in a fresh project: a plain .mjs client and 
       writeFileSync(join(app, 'client.mjs'), CLIENT);
       // until the daemon listens (however long that takes), or has died
       sh('bash', ['-c', `until [ -S ${socket} ]; do kill -0 ${pid} || exit 1; sleep 0.1; done`], app);
-      const out = JSON.parse(sh(process.execPath, ['client.mjs', socket], app)) as { content: string; pos: number; newPid: number; sim: string };
-      assert.deepEqual({ content: out.content, pos: out.pos, sim: out.sim }, { content: 'hello from plain javascript', pos: 5, sim: 'in process' });
+      const out = JSON.parse(sh(process.execPath, ['client.mjs', socket], app)) as { content: string; pos: number; newPid: number; sim: string; plugin: number };
+      assert.deepEqual({ content: out.content, pos: out.pos, sim: out.sim, plugin: out.plugin }, { content: 'hello from plain javascript', pos: 5, sim: 'in process', plugin: 12 });
       assert.ok(out.newPid > 0 && out.newPid !== pid, 'the live update went to a new daemon process');
     } finally {
       spawnSync('bash', ['-c', `pkill -KILL -f ${socket} || true`]);

@@ -1,0 +1,45 @@
+/**
+ * `luo serve --handler PATH`: the plugin is built into the daemon's kernel and into every kernel a
+ * `luo kexec` starts (the successor process loads the same module); a module that is not a plugin
+ * stops the daemon before it serves, saying why.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { LuoClient } from '../../src/client/index.ts';
+import { cleanup, runLuo, startDaemon, tempDir } from './helpers.ts';
+
+const COUNTER = new URL('../../examples/handlers/counter.mjs', import.meta.url).pathname;
+
+test('luo serve --handler: the plugin is registered in the daemon and again after luo kexec, in the new process', async () => {
+  const dir = tempDir('plugin-serve');
+  try {
+    const d = await startDaemon(dir, ['--handler', COUNTER]);
+    const c = await LuoClient.connect(d.socket);
+    const r = await runLuo(['kexec', '--socket', d.socket]);
+    assert.equal(r.code, 0, r.stderr);
+    const c2 = await LuoClient.connectRetry(d.socket);
+    assert.equal(c2.liveupdateNum, 1);
+    const lines = readFileSync(d.log, 'utf8').split('\n').filter((l) => l.includes('registered file handler plugin "luo-example-counter-v1"'));
+    assert.equal(lines.length, 2, 'once per kernel: the first daemon and its successor');
+    assert.ok(lines.every((l) => l.includes(COUNTER)));
+    await c2.shutdown();
+    void c;
+  } finally {
+    await cleanup(dir);
+  }
+});
+
+test('luo serve --handler with a module that is not a plugin: exit 1 naming the file, nothing served', async () => {
+  const dir = tempDir('plugin-bad');
+  try {
+    const bad = join(dir, 'bad.mjs');
+    writeFileSync(bad, 'export default { compatible: 42 };\n');
+    const r = await runLuo(['serve', '--socket', join(dir, 's.sock'), '--state-dir', join(dir, 'state'), '--handler', bad]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /handler plugin .*bad\.mjs: its default export is not a handler plugin/);
+  } finally {
+    await cleanup(dir);
+  }
+});
