@@ -87,6 +87,11 @@ export class FlbRegistry implements FlbHooks {
     return this.incoming;
   }
 
+  /** The registered FLB with this compatible, if any. */
+  find(compatible: string): Flb | undefined {
+    return this.global.find((s) => s.flb.compatible === compatible)?.flb;
+  }
+
   private state(flb: Flb): FlbState {
     let s = this.byFlb.get(flb);
     if (!s) {

@@ -149,6 +149,11 @@ export class Subsystems {
     return this.stateValue;
   }
 
+  /** The registered subsystem with this name, if any. */
+  find(name: string): Subsystem | undefined {
+    return this.entries.find((e) => e.sub.name === name)?.sub;
+  }
+
   /** Register by unique name: EBUSY outside normal/updated, EEXIST for a name or object twice. */
   register(sub: Subsystem): void {
     if (!this.enabled()) throw new LuoError('EOPNOTSUPP', 'live update is disabled');

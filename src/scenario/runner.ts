@@ -118,7 +118,7 @@ export function describeStep(a: StepArgs): string {
     case 'plugin-check': return `plugin-check ${a.fd}`;
     case 'preserve': return `preserve ${a.fd} into ${a.session} (token ${hex(a.token)})`;
     case 'unpreserve': return `unpreserve ${a.session}`;
-    case 'inject-fault': return `inject-fault ${a.fault.errno} into ${a.fault.handler ?? 'memfd-v2'} ${a.fault.op}`;
+    case 'inject-fault': return `inject-fault ${a.fault.errno} into ${a.fault.op.startsWith('kho-') ? 'KHO' : a.fault.flb ? `FLB ${a.fault.flb}` : a.fault.subsystem ? `subsystem ${a.fault.subsystem}` : a.fault.handler ?? 'memfd-v2'} ${a.fault.op}`;
     case 'corrupt': return `corrupt ${a.what} at the next kexec`;
     case 'kexec': return `kexec${a.release ?? a.build?.release ? ` into ${a.release ?? a.build?.release}` : ''}${a.append ? ` (+${a.append})` : ''}${a.cmdline ? ` (cmdline "${a.cmdline}")` : ''}${a.expect === 'panic' ? ', expecting a panic' : ''}`;
     case 'cold-boot': return 'cold-boot';

@@ -11,7 +11,7 @@ import type { KhoProfile } from '../abi/kho.ts';
 import { KHO_FDT_COMPATIBLE } from '../abi/kho.ts';
 import { RELEASES } from '../abi/releases.ts';
 import { REFUSING_LAYERS, type RefusingLayer } from '../agent/diagnose.ts';
-import { FAULT_OPS, type FaultOp } from './faults.ts';
+import { FAULT_OPS, FIXED_ERRNO, type FaultOp } from './faults.ts';
 import { type DataSpec, MEMFD_FLAG_NAMES, SEAL_NAMES } from './data.ts';
 import { bool, delegate, errno, fields, int, listOf, MISSING, oneOf, requiredKeys, show, size, text, withShape } from '../schema/values.ts';
 import { data, flags, token } from './values.ts';
@@ -37,6 +37,10 @@ export interface FaultArgs {
   readonly skip?: number;
   readonly times?: number;
   readonly handler?: string;
+  /** flb-* faults: the FLB's compatible. */
+  readonly flb?: string;
+  /** subsystem-* faults: the subsystem's name. */
+  readonly subsystem?: string;
 }
 
 export const CORRUPTIONS = ['luo-compat', 'session-count', 'file-compat', 'file-count'] as const;
@@ -149,16 +153,22 @@ function buildSpec(): z.ZodType<BuildSpec> {
 }
 
 function faultSpec(): z.ZodType<FaultArgs> {
-  return fields({ op: oneOf(FAULT_OPS), errno: errno.optional(), skip: int().optional(), times: int(1).optional(), handler: name().optional() }).transform((m, ctx): FaultArgs => {
+  return fields({
+    op: oneOf(FAULT_OPS), errno: errno.optional(), skip: int().optional(), times: int(1).optional(), handler: name().optional(), flb: text().optional(), subsystem: text().optional(),
+  }).transform((m, ctx): FaultArgs => {
     let e = m.errno;
-    if (m.op === 'finish') {
-      if (e !== undefined && e !== 'EBUSY') issue(ctx, 'a finish fault makes can_finish refuse: LUO reports EBUSY (omit errno or write EBUSY)', ['errno']);
-      e = 'EBUSY';
+    const fixed = FIXED_ERRNO[m.op];
+    if (fixed) {
+      const what = m.op === 'finish' ? 'a finish fault makes can_finish refuse: LUO reports EBUSY' : 'a can-preserve fault makes can_preserve refuse: LUO reports ENOENT';
+      if (e !== undefined && e !== fixed) issue(ctx, `${what} (omit errno or write ${fixed})`, ['errno']);
+      e = fixed;
     } else if (e === undefined) {
       issue(ctx, 'missing required field "errno"');
       return z.NEVER;
     }
-    return { op: m.op, errno: e, ...opt({ skip: m.skip, times: m.times, handler: m.handler }) };
+    if (m.op.startsWith('flb-') && m.flb === undefined) issue(ctx, `a ${m.op} fault names the FLB: flb: <compatible>`, ['flb']);
+    if (m.op.startsWith('subsystem-') && m.subsystem === undefined) issue(ctx, `a ${m.op} fault names the subsystem: subsystem: <name>`, ['subsystem']);
+    return { op: m.op, errno: e, ...opt({ skip: m.skip, times: m.times, handler: m.handler, flb: m.flb, subsystem: m.subsystem }) };
   }) as unknown as z.ZodType<FaultArgs>;
 }
 
