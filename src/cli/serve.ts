@@ -29,6 +29,8 @@ export interface ServeOptions {
   release?: string;
   /** File handler plugin modules built into the kernel (and into every kernel a kexec starts). */
   handler?: string[];
+  /** CONFIG_LIVEUPDATE_TEST: the test module's three FLBs on every file handler. */
+  liveupdateTest?: boolean;
 }
 
 /** "4G", "512MiB", "0x100000000", "1073741824" -> bytes. */
@@ -120,6 +122,7 @@ export async function runServe(opts: ServeOptions): Promise<number> {
       build = withHandlers(build, plugins);
       handlerPaths = plugins.map((p) => p.source!);
     }
+    if (opts.liveupdateTest) build = { ...build, liveupdateTest: true };
   } catch (e) {
     return fail(isLuoError(e) ? e.detail : (e as Error).message);
   }
@@ -148,7 +151,7 @@ export async function runServe(opts: ServeOptions): Promise<number> {
 
   if (!opts.takeover && (await LuoDaemon.alive(socketPath))) return fail(`a daemon already serves ${socketPath}`);
   // what every daemon of this socket is started with: its log, and the same handler plugins
-  const childArgs = [...(opts.log ? ['--log', opts.log] : []), ...(handlerPaths.length ? ['--handler', ...handlerPaths] : [])];
+  const childArgs = [...(opts.log ? ['--log', opts.log] : []), ...(opts.liveupdateTest ? ['--liveupdate-test'] : []), ...(handlerPaths.length ? ['--handler', ...handlerPaths] : [])];
   const d = new LuoDaemon({ machine, socketPath, stateDir, log: out, childArgs, ...(handover ? { handover } : {}) });
   try {
     await d.listen();

@@ -14,7 +14,7 @@ import type { Duplex, Readable } from 'node:stream';
 import { ERRNO, isLuoError, LuoError } from '../errno.ts';
 import type { KhoBootData } from '../kho/incoming.ts';
 import type { BootParams } from '../kernel/kernel.ts';
-import { buildForRelease, DEFAULT_BUILD, type KernelBuild, withHandlers } from '../kernel/build.ts';
+import { DEFAULT_BUILD, type KernelBuild, releaseLike } from '../kernel/build.ts';
 import { PhysicalMemory } from '../machine/memory.ts';
 import { luoVersion } from '../version.ts';
 import type { LuoDaemon } from './server.ts';
@@ -147,8 +147,8 @@ export async function planKexec(
   let target: KernelBuild | undefined;
   try {
     bin = resolveBuild(opts.build);
-    // another release keeps this kernel's handler plugins (the successor is started with them too)
-    if (opts.release !== undefined) target = k.build.handlers ? withHandlers(buildForRelease(opts.release), k.build.handlers) : buildForRelease(opts.release);
+    // another release keeps this kernel's plugins and test config (the successor is started with them too)
+    if (opts.release !== undefined) target = releaseLike(opts.release, k.build);
     mkdirSync(d.stateDir, { recursive: true, mode: 0o700 });
   } catch (e) {
     const err = isLuoError(e) ? e : new LuoError('EIO', (e as Error).message);

@@ -18,6 +18,8 @@ export interface KernelBuild {
   readonly imageSize: number;
   /** File handler plugins built into this kernel (registered at late init, after memfd's). */
   readonly handlers?: readonly HandlerPlugin[];
+  /** CONFIG_LIVEUPDATE_TEST: the test module's three FLBs on every handler (luo/test-flbs.ts). */
+  readonly liveupdateTest?: boolean;
 }
 
 export function buildOf(r: Release): KernelBuild {
@@ -47,6 +49,15 @@ export function withKhoProfile(b: KernelBuild, profile: KhoProfile): KernelBuild
 export function khoProfileOf(b: KernelBuild): KhoProfile {
   const f = b.abi.kho.family;
   return f === 'kho-v3' ? 'kho-v4' : f;
+}
+
+/**
+ * The build of `release` with what `from` has built in besides its ABI (handler plugins,
+ * CONFIG_LIVEUPDATE_TEST): a kexec into another release keeps the machine's drivers.
+ */
+export function releaseLike(release: string, from: KernelBuild): KernelBuild {
+  const b = buildForRelease(release);
+  return { ...b, ...(from.handlers ? { handlers: from.handlers } : {}), ...(from.liveupdateTest ? { liveupdateTest: true } : {}) };
 }
 
 /** The same build with these file handler plugins built in (replacing any it had). */

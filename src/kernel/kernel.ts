@@ -194,7 +194,7 @@ export class Kernel {
     const policyArg = this.cmdline.params.get('luo.restore_fail');
     const policy: RestoreFailPolicy = policyArg === 'disable' ? 'disable' : 'panic';
     this.luo = luoOn
-      ? new Luo(this.kho, mem, { enabled: true, policy, ramPages, abi: build.abi.luo, uapi: build.abi.uapi, log: (l, m) => this.print(l, m) })
+      ? new Luo(this.kho, mem, { enabled: true, policy, ramPages, abi: build.abi.luo, uapi: build.abi.uapi, testFlbs: build.liveupdateTest === true, log: (l, m) => this.print(l, m) })
       : undefined;
     if (this.luo?.enabled) {
       this.onReboot(() => this.luo!.reboot());

@@ -13,7 +13,8 @@ import { type LuoFdtV1, readLuoFdtV1, readLuoFdtV2, readSubsystemsNode, SUBSYSTE
 import type { KhoMemory } from '../kho/memory.ts';
 import type { FileHandler, KernelFile } from './file-handler.ts';
 import type { FileContext } from './file.ts';
-import { FlbRegistry, readFlbPage } from './flb.ts';
+import { type Flb, FlbRegistry, readFlbPage } from './flb.ts';
+import { testFlbs } from './test-flbs.ts';
 import { entryLayoutOf } from './layout.ts';
 import { type LuoSession, SessionManager } from './session.ts';
 import { decodeSubsystemsFdt, SUBSYSTEMS_COMPATIBLE, SUBSYSTEMS_SUBTREE, Subsystems, type SubsystemsOut, subtreeOut } from './subsystems.ts';
@@ -38,6 +39,8 @@ export interface LuoOptions {
   readonly abi?: LuoAbi;
   /** The uAPI of /dev/liveupdate and session fds (default: with GET_NAME and direction checks). */
   readonly uapi?: UapiAbi;
+  /** CONFIG_LIVEUPDATE_TEST: the test module's three FLBs are linked to every handler that registers. */
+  readonly testFlbs?: boolean;
 }
 
 const LUO_V5: LuoAbi = { format: 'raw', compatible: LUO_ABI_COMPATIBLE, sessions: 'blocks', files: 'blocks', blockPages: 1 };
@@ -62,6 +65,8 @@ export class Luo {
   readonly restoreFailure: LuoError | undefined;
   /** The LUO format of this kernel's code. */
   readonly abi: LuoAbi;
+  /** CONFIG_LIVEUPDATE_TEST's FLBs, made with the first handler. */
+  private testFlbSet: Flb[] | undefined;
   readonly uapi: UapiAbi;
 
   constructor(private readonly kho: Kho | undefined, private readonly mem: KhoMemory, private readonly opts: LuoOptions) {
@@ -316,6 +321,7 @@ export class Luo {
     if (!o.preserve || !o.unpreserve || !o.retrieve || !o.finish || !o.canPreserve) throw new LuoError('EINVAL', `handler "${h.compatible}" lacks a required callback`);
     if (this.handlers.some((x) => x.compatible === h.compatible)) throw new LuoError('EEXIST', `a handler with compatible "${h.compatible}" is already registered`);
     this.handlers.push(h);
+    if (this.opts.testFlbs) for (const flb of (this.testFlbSet ??= testFlbs())) this.flbs.register(h, flb);
   }
 
   unregisterFileHandler(h: FileHandler): void {

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { type ErrnoName, errnoName, LuoError } from '../errno.ts';
 import { withParam } from '../kernel/cmdline.ts';
 import { DEFAULT_BUILD, type Kernel, type KernelBuild } from '../kernel/kernel.ts';
-import { abiLabel, buildForRelease, withHandlers, withKhoProfile } from '../kernel/build.ts';
+import { abiLabel, releaseLike, withHandlers, withKhoProfile } from '../kernel/build.ts';
 import { pluginCall } from '../kernel/plugins.ts';
 import type { HandlerPlugin } from '../luo/plugin.ts';
 import { PluginFile } from '../uapi/luo-files.ts';
@@ -91,11 +91,12 @@ function subst<T>(v: T, i: number): T {
 
 /** The build a step asks for: a catalogue release (else `base`), with the `build` overrides on top. */
 function buildOf(base: KernelBuild, b: BuildSpec | undefined, release?: string): KernelBuild | undefined {
-  // another release keeps the scenario's handler plugins: they are built into every kernel
-  if (release) base = base.handlers ? withHandlers(buildForRelease(release), base.handlers) : buildForRelease(release);
+  // another release keeps the scenario's handler plugins and test config: they are in every kernel
+  if (release) base = releaseLike(release, base);
   if (!b) return release ? base : undefined;
   const named = b.release ? { ...base, release: b.release } : base;
-  return b.kho ? withKhoProfile(named, b.kho) : named;
+  const tested = b.test ? { ...named, liveupdateTest: true } : named;
+  return b.kho ? withKhoProfile(tested, b.kho) : tested;
 }
 
 function appendParams(cmdline: string, append: string): string {

@@ -19,6 +19,8 @@ import { data, flags, token } from './values.ts';
 export interface BuildSpec {
   readonly release?: string;
   readonly kho?: KhoProfile;
+  /** CONFIG_LIVEUPDATE_TEST: the test module's three FLBs on every file handler. */
+  readonly test?: boolean;
 }
 
 export interface MachineSpec {
@@ -149,7 +151,7 @@ const opt = <T extends Record<string, unknown>>(o: T): Partial<T> => Object.from
 const release = (): z.ZodType<string> => oneOf(RELEASES.flatMap((r) => [r.name, r.uname]));
 
 function buildSpec(): z.ZodType<BuildSpec> {
-  return fields({ release: name().optional(), kho: oneOf(Object.keys(KHO_FDT_COMPATIBLE) as KhoProfile[]).optional() }).transform((m) => opt(m) as BuildSpec);
+  return fields({ release: name().optional(), kho: oneOf(Object.keys(KHO_FDT_COMPATIBLE) as KhoProfile[]).optional(), test: bool.optional() }).transform((m) => opt(m) as BuildSpec);
 }
 
 function faultSpec(): z.ZodType<FaultArgs> {
