@@ -38,7 +38,7 @@ import type { Machine } from '../kernel/machine.ts';
 import { KernelPanic } from '../luo/core.ts';
 import { MFD_ALLOW_SEALING, SEEK_CUR, SEEK_SET } from '../handlers/memfd-file.ts';
 import {
-  F_ADD_SEALS, F_GET_SEALS, LIVEUPDATE_DEV, luoCreateSession, luoRetrieveSession, luoSessionFinish, luoSessionPreserveFd, luoSessionRetrieveFd, O_RDWR,
+  F_ADD_SEALS, F_GET_SEALS, LIVEUPDATE_DEV, luoCreateSession, luoRetrieveSession, luoSessionFinish, luoSessionPreserveFd, luoSessionRetrieveFd, O_NONBLOCK, O_RDONLY, O_RDWR,
   type Process, processesOf,
 } from '../uapi/index.ts';
 import { AgentLog, type AgentLogSink } from './log.ts';
@@ -691,7 +691,7 @@ export class LiveUpdateAgent {
     };
     const reason = errors[0];
     // dmesg of the kernel the agent woke up in, read before the cold boot wipes it
-    if (this.machine.kernel === this.kernelRef && this.kernelRef.state === 'running') this.kmsg = this.kernelRef.log.lines.map((l) => l.msg);
+    if (this.machine.kernel === this.kernelRef && this.kernelRef.state === 'running') this.kmsg = this.readKmsg();
     this.log.warn('fallback.start', { reason: reason?.message, step: reason?.step, errno: reason?.errno, workload: reason?.workload });
     const record = (e: AgentError): void => {
       errors.push(e);
@@ -736,6 +736,25 @@ export class LiveUpdateAgent {
     return this.finishReport('fell-back', errors, phases, blackoutMs, from, { release: k.build.release, cmdline: k.cmdline.raw, coldBooted: true }, results);
   }
 
+  /**
+   * The kernel log as a real agent reads it: /dev/kmsg records through its own process, until
+   * EAGAIN; the messages, unescaped. Nothing of the kernel's insides.
+   */
+  private readKmsg(): string[] {
+    const p = this.proc;
+    const fd = p.open('/dev/kmsg', O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return [];
+    const out: string[] = [];
+    const buf = new Uint8Array(8192);
+    const dec = new TextDecoder();
+    for (let n = p.read(fd, buf); n > 0; n = p.read(fd, buf)) {
+      const rec = dec.decode(buf.subarray(0, n));
+      out.push(rec.slice(rec.indexOf(';') + 1, -1).replace(/\\x([0-9a-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))));
+    }
+    p.close(fd);
+    return out;
+  }
+
   private finishReport(
     outcome: UpdateOutcome,
     errors: AgentError[],
@@ -748,7 +767,7 @@ export class LiveUpdateAgent {
     const exitStatus = outcome === 'updated' ? EXIT_UPDATED : outcome === 'fell-back' ? EXIT_FELL_BACK : EXIT_REFUSED;
     const workloads = [...results.values()];
     const reason = outcome === 'updated' ? undefined : errors[0];
-    const diagnosis = diagnose(errors, this.kmsg ?? this.kernelRef.log.lines.map((l) => l.msg));
+    const diagnosis = diagnose(errors, this.kmsg ?? (this.kernelRef.state === 'running' ? this.readKmsg() : undefined));
     this.kmsg = undefined;
     const report: UpdateReport = {
       outcome,

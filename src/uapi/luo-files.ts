@@ -7,6 +7,7 @@ import { LuoError } from '../errno.ts';
 import type { Luo } from '../luo/core.ts';
 import type { LuoSession } from '../luo/session.ts';
 import type { KernelFile } from '../luo/file-handler.ts';
+import type { KernelLog, LogLevel } from '../kernel/log.ts';
 import { modesOf, O_CLOEXEC, O_CREAT, O_EXCL, O_LARGEFILE, O_NOCTTY, O_RDWR, O_TRUNC, S_IFCHR, VfsFile } from './file.ts';
 
 export const LIVEUPDATE_DEV = '/dev/liveupdate';
@@ -74,3 +75,41 @@ export class PluginFile extends VfsFile {
   }
 }
 
+
+/** syslog priorities of the kernel's log levels (facility 0: the kernel). */
+const SYSLOG_LEVEL: Record<LogLevel, number> = { emerg: 0, err: 3, warn: 4, notice: 5, info: 6, debug: 7 };
+
+/**
+ * /dev/kmsg (kernel/printk/printk.c devkmsg_read): each read returns one record,
+ * "<prio>,<seq>,<usec>,-;<message>\n"; a buffer too small for it is EINVAL; at the end of the log
+ * EAGAIN (with or without O_NONBLOCK: nothing here can wait for a new line). SEEK_SET 0 goes back to
+ * the first record, SEEK_END to the end. What a real agent reads, rather than kernel internals.
+ */
+export class KmsgFile extends VfsFile {
+  readonly kind = 'chrdev:kmsg';
+  private seq = 0;
+  constructor(private readonly log: KernelLog, flags: number) {
+    super(modesOf(flags, false), flags);
+  }
+  get path(): string {
+    return '/dev/kmsg';
+  }
+  get statMode(): number {
+    return S_IFCHR | 0o644;
+  }
+  override read(n: number): Uint8Array {
+    const l = this.log.lines[this.seq];
+    if (!l) throw new LuoError('EAGAIN', '/dev/kmsg: no new record');
+    const rec = new TextEncoder().encode(`${SYSLOG_LEVEL[l.level]},${this.seq},${Math.round(l.t * 1e6)},-;${l.msg.replace(/[\n\\]/g, (c) => (c === '\n' ? '\\x0a' : '\\x5c'))}\n`);
+    if (rec.length > n) throw new LuoError('EINVAL', `/dev/kmsg: a ${n}-byte buffer is too small for the ${rec.length}-byte record`);
+    this.seq++;
+    return rec;
+  }
+  override llseek(off: number, whence: number): number {
+    if (off !== 0) throw new LuoError('EINVAL', '/dev/kmsg: only offset 0 can be sought');
+    if (whence === 0) this.seq = 0;
+    else if (whence === 2) this.seq = this.log.lines.length;
+    else throw new LuoError('EINVAL', `/dev/kmsg: whence ${whence} is not supported`);
+    return 0;
+  }
+}

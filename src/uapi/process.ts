@@ -18,7 +18,7 @@ import {
 } from './file.ts';
 import { ioctl } from './ioctl.ts';
 import * as rw from './rw.ts';
-import { LIVEUPDATE_DEV, LuoDeviceFile, PluginFile } from './luo-files.ts';
+import { KmsgFile, LIVEUPDATE_DEV, LuoDeviceFile, PluginFile } from './luo-files.ts';
 import type { KernelFile } from '../luo/file-handler.ts';
 import type { UserBuffer } from './usercopy.ts';
 
@@ -195,14 +195,15 @@ export class Process {
     return this.syscall(() => this.installNew(true, () => new PluginFile(make())));
   }
 
-  /** open(2) of /dev/liveupdate or /dev/null (anything else: ENOENT). EMFILE comes first. */
+  /** open(2) of /dev/liveupdate, /dev/null or /dev/kmsg (anything else: ENOENT). EMFILE comes first. */
   open(path: string, flags = 0): number {
     return this.syscall(() =>
       this.installNew((flags & O_CLOEXEC) !== 0, () => {
-        const exists = path === '/dev/null' || (path === LIVEUPDATE_DEV && this.kernel.luo?.deviceRegistered === true);
+        const exists = path === '/dev/null' || path === '/dev/kmsg' || (path === LIVEUPDATE_DEV && this.kernel.luo?.deviceRegistered === true);
         if (!exists) throw new LuoError('ENOENT', `open: ${path} does not exist`);
         if ((flags & (O_CREAT | O_EXCL)) === (O_CREAT | O_EXCL)) throw new LuoError('EEXIST', `open: ${path} exists (O_CREAT|O_EXCL)`);
         if (path === '/dev/null') return new NullFile(flags);
+        if (path === '/dev/kmsg') return new KmsgFile(this.kernel.log, flags);
         const luo = this.kernel.luo!;
         luo.open(); // EBUSY while open elsewhere; EIO after a failed deserialization
         return new LuoDeviceFile(luo, flags);
