@@ -96,7 +96,7 @@ export interface Workload {
 
 export type AgentStep =
   | 'open-device' | 'create-session' | 'preserve' | 'prepare' | 'manifest' | 'kexec' | 'retrieve-session' | 'retrieve-fd' | 'verify' | 'finish'
-  | 'cleanup' | 'readopt' | 'cold-boot';
+  | 'cleanup' | 'readopt' | 'cold-boot' | 'fresh-kexec';
 
 export interface AgentError {
   readonly workload?: string;
@@ -160,7 +160,11 @@ export interface UpdateReport {
   /** The agent's update counter (stored in its manifest, so it survives the kexec). */
   readonly generation: number;
   readonly from: { readonly release: string; readonly cmdline: string };
-  readonly to: { readonly release: string; readonly cmdline: string; readonly coldBooted: boolean };
+  readonly to: {
+    readonly release: string; readonly cmdline: string; readonly coldBooted: boolean;
+    /** A fall-back by a kexec without hand-over (UpdateOptions.fallbackBy). */
+    readonly freshKexec?: boolean;
+  };
   readonly phases: Phase[];
   /** From the start of the kexec until the workloads were handed back (or the cold boot ended). */
   readonly blackoutMs: number;
@@ -172,9 +176,18 @@ export interface UpdateReport {
   readonly diagnosis?: Diagnosis;
 }
 
+/** How a failed live update falls back: a power cycle, or a kexec that hands nothing over. */
+export type FallbackBy = 'cold-boot' | 'fresh-kexec';
+
 export interface UpdateOptions {
   readonly build?: KernelBuild;
   readonly cmdline?: string;
+  /**
+   * The fall-back (default cold-boot). `fresh-kexec` boots the target kernel by a kexec without a
+   * hand-over: no firmware, faster, and every preserved resource is reset all the same; after a
+   * panic only a cold boot is possible.
+   */
+  readonly fallbackBy?: FallbackBy;
 }
 
 export interface AgentOptions {
@@ -458,7 +471,7 @@ export class LiveUpdateAgent {
     this.assertCurrent();
     const oldKernel = this.kernelRef;
     const from = { release: oldKernel.build.release, cmdline: oldKernel.cmdline.raw };
-    const target = { build: uo.build ?? oldKernel.build, cmdline: uo.cmdline ?? oldKernel.cmdline.raw };
+    const target = { build: uo.build ?? oldKernel.build, cmdline: uo.cmdline ?? oldKernel.cmdline.raw, fallbackBy: uo.fallbackBy ?? 'cold-boot' };
     const phases: Phase[] = [];
     const errors: AgentError[] = [];
     const results = new Map<string, WorkloadResult>();
@@ -674,7 +687,7 @@ export class LiveUpdateAgent {
    * nothing stays retrieved-but-unfinished), close the device, cold-boot, start over empty.
    */
   private fallBack(
-    target: { build: KernelBuild; cmdline: string },
+    target: { build: KernelBuild; cmdline: string; fallbackBy: FallbackBy },
     errors: AgentError[],
     phases: Phase[],
     results: Map<string, WorkloadResult>,
@@ -715,13 +728,23 @@ export class LiveUpdateAgent {
     }
     this.hooks.beforeColdBoot?.(this.machine.panic ? undefined : this.machine.kernel);
     const boot = { build: this.opts.fallback?.build ?? target.build, cmdline: this.opts.fallback?.cmdline ?? target.cmdline };
-    this.log.warn('fallback.cold-boot', { release: boot.build.release, cmdline: boot.cmdline });
-    const k = this.machine.coldBoot(boot);
+    // a fresh kexec needs a running kernel to do it; a panicked machine is cold-booted
+    const fresh = target.fallbackBy === 'fresh-kexec' && !this.machine.panic && this.machine.kernel.state === 'running';
+    this.log.warn(fresh ? 'fallback.fresh-kexec' : 'fallback.cold-boot', { release: boot.build.release, cmdline: boot.cmdline });
+    let k: Kernel;
+    try {
+      k = fresh ? this.machine.kexec({ ...boot, handover: false }) : this.machine.coldBoot(boot);
+    } catch (e) {
+      // the fresh kexec was refused or its kernel panicked: the power cycle is what is left
+      record({ step: 'fresh-kexec', ...(e instanceof LuoError ? { errno: e.errno } : {}), message: `fresh kexec: ${e instanceof Error ? e.message : String(e)}` });
+      k = this.machine.coldBoot(boot);
+    }
+    const viaKexec = fresh && k.kexecStats !== undefined;
     this.kernelRef = k;
     this.proc = processesOf(k).spawn();
     this.devFd = -1;
     this.stateFd = -1;
-    phase('cold-boot');
+    phase(viaKexec ? 'fresh-kexec' : 'cold-boot');
     const blackoutMs = performance.now() - blackoutStart;
     for (const w of this.wl.keys()) {
       if (!results.has(w)) results.set(w, { name: w, status: 'restart-required', readopted: false, files: [], errors: [] });
@@ -732,8 +755,8 @@ export class LiveUpdateAgent {
       for (const f of r.files) delete f.fd;
     }
     this.wl.clear();
-    this.log.info('agent.start', { pid: this.proc.pid, release: k.build.release, after: 'cold-boot' });
-    return this.finishReport('fell-back', errors, phases, blackoutMs, from, { release: k.build.release, cmdline: k.cmdline.raw, coldBooted: true }, results);
+    this.log.info('agent.start', { pid: this.proc.pid, release: k.build.release, after: viaKexec ? 'fresh-kexec' : 'cold-boot' });
+    return this.finishReport('fell-back', errors, phases, blackoutMs, from, { release: k.build.release, cmdline: k.cmdline.raw, coldBooted: !viaKexec, ...(viaKexec ? { freshKexec: true } : {}) }, results);
   }
 
   /**
@@ -761,7 +784,7 @@ export class LiveUpdateAgent {
     phases: Phase[],
     blackoutMs: number,
     from: { release: string; cmdline: string },
-    to: { release: string; cmdline: string; coldBooted: boolean },
+    to: UpdateReport['to'],
     results: Map<string, WorkloadResult>,
   ): UpdateReport {
     const exitStatus = outcome === 'updated' ? EXIT_UPDATED : outcome === 'fell-back' ? EXIT_FELL_BACK : EXIT_REFUSED;

@@ -240,14 +240,15 @@ export class Kernel {
    * copy of the scratch array becomes its own segment, 64 KiB aligned, top-down (kho_fill_kimage).
    * Allowed at any time: the root FDT's address is stable from boot.
    */
-  kexecLoad(opts: { build?: KernelBuild; cmdline?: string } = {}): KexecImage {
+  kexecLoad(opts: { build?: KernelBuild; cmdline?: string; handover?: boolean } = {}): KexecImage {
     this.assertRunning();
     const build = opts.build ?? this.build;
     const size = BigInt(build.imageSize);
     const areas = this.scratch.filter((s) => s.size > 0n);
     let image: { addr: bigint; size: bigint } | undefined;
     let seg: { addr: bigint; size: bigint } | undefined;
-    if (this.kho) {
+    // handover: false is a kexec that hands nothing over (no KHO segment): the next kernel starts as after a cold boot
+    if (this.kho && opts.handover !== false) {
       const segSize = BigInt(this.scratch.length * KhoScratch.size);
       // Largest scratch area: image at its bottom (2 MiB aligned), scratch array at its top.
       const area = [...areas].sort((a, b) => (a.size < b.size ? 1 : -1))[0];

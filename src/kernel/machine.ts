@@ -44,10 +44,11 @@ export class Machine {
   /**
    * kexec_file_load + reboot into the given build (default: the running one). A panic of the new
    * kernel is recorded in `panic` and rethrown; `coldBoot()` then brings the machine back.
+   * `handover: false` hands nothing over: a fresh kernel without a power cycle.
    */
-  kexec(opts: { build?: KernelBuild; cmdline?: string } = {}): Kernel {
+  kexec(opts: { build?: KernelBuild; cmdline?: string; handover?: boolean } = {}): Kernel {
     if (this.panic) throw this.panic;
-    if (!this.kernel.kexecLoaded || opts.build || opts.cmdline) this.kernel.kexecLoad(opts);
+    if (!this.kernel.kexecLoaded || opts.build || opts.cmdline || opts.handover === false) this.kernel.kexecLoad(opts);
     try {
       return this.kernel.kexec(this.console);
     } catch (e) {

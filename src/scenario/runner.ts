@@ -498,15 +498,15 @@ class Runner {
     };
     const cmdline = a.cmdline ?? (a.append ? appendParams(cur.cmdline.raw, a.append) : undefined);
     const build = buildOf(cur.build, a.build, a.release);
-    const r = agent.update({ ...(build ? { build } : {}), ...(cmdline !== undefined ? { cmdline } : {}) });
+    const r = agent.update({ ...(build ? { build } : {}), ...(cmdline !== undefined ? { cmdline } : {}), ...(a.fallback ? { fallbackBy: a.fallback } : {}) });
     agent.hooks = {};
-    this.sync(r.to.coldBooted ? 'the agent\'s fall-back cold boot' : 'the agent\'s kexec');
+    this.sync(r.to.coldBooted ? 'the agent\'s fall-back cold boot' : r.to.freshKexec ? 'the agent\'s fall-back kexec' : 'the agent\'s kexec');
     const layer = r.diagnosis ? `; refused by ${r.diagnosis.layer}: ${r.diagnosis.reason}${r.diagnosis.kmsg ? ` [kmsg: ${r.diagnosis.kmsg}]` : ''}` : '';
     const why = r.reason ? `${r.reason.workload ? `${r.reason.workload}: ` : ''}${r.reason.step}${r.reason.errno ? ` ${r.reason.errno}` : ''} (${r.reason.message})${layer}` : '';
     const summary = r.outcome === 'updated'
       ? `updated: ${r.workloads.length} workload(s) restored and verified, blackout ${r.blackoutMs.toFixed(1)} ms, exit ${r.exitStatus}`
       : r.outcome === 'fell-back'
-        ? `fell back to a cold boot (exit ${r.exitStatus}) because ${why}; restart: ${r.restartRequired.join(', ') || '(none)'}`
+        ? `fell back to ${r.to.freshKexec ? 'a kexec without hand-over' : 'a cold boot'} (exit ${r.exitStatus}) because ${why}; restart: ${r.restartRequired.join(', ') || '(none)'}`
         : `refused (exit ${r.exitStatus}): ${why}`;
     const bad: string[] = [];
     if (r.outcome !== a.expect) bad.push(`expected ${a.expect}, but the agent ${summary}`);

@@ -88,6 +88,8 @@ export type StepArgs =
     readonly inject: FaultArgs[];
     readonly corrupt?: Corruption;
     readonly expect: (typeof AGENT_OUTCOMES)[number];
+    /** How the agent falls back when the live update fails (default cold-boot). */
+    readonly fallback?: 'cold-boot' | 'fresh-kexec';
     readonly restart?: string[];
     readonly reason?: { readonly step?: string; readonly errno?: ErrnoName; readonly layer?: RefusingLayer };
   };
@@ -247,7 +249,7 @@ function kinds(ramLimit: number): { readonly [K in StepKind]: KindSpec<K> } {
     'agent-update': {
       shape: fields({
         cmdline: text().optional(), append: text().optional(), release: release().optional(), build: buildSpec().optional(), inject: listOf(faultSpec()).optional(), corrupt: oneOf(CORRUPTIONS).optional(),
-        expect: oneOf(AGENT_OUTCOMES).optional(), restart: listOf(text()).optional(),
+        expect: oneOf(AGENT_OUTCOMES).optional(), fallback: oneOf(['cold-boot', 'fresh-kexec'] as const).optional(), restart: listOf(text()).optional(),
         reason: fields({ step: text().optional(), errno: errno.optional(), layer: oneOf(REFUSING_LAYERS).optional() }).optional(),
       }),
       build: (m, ctx) => {
@@ -255,7 +257,7 @@ function kinds(ramLimit: number): { readonly [K in StepKind]: KindSpec<K> } {
         return {
           kind: 'agent-update', ...opt({ cmdline: m.cmdline as string | undefined, append: m.append as string | undefined, release: m.release as string | undefined, build: m.build as BuildSpec | undefined }),
           inject: (m.inject as FaultArgs[] | undefined) ?? [], ...opt({ corrupt: m.corrupt as Corruption | undefined }), expect: (m.expect as Args<'agent-update'>['expect'] | undefined) ?? 'updated',
-          ...opt({ restart: m.restart as string[] | undefined, reason: m.reason === undefined ? undefined : opt(m.reason as Record<string, unknown>) as Args<'agent-update'>['reason'] }),
+          ...opt({ fallback: m.fallback as 'cold-boot' | 'fresh-kexec' | undefined, restart: m.restart as string[] | undefined, reason: m.reason === undefined ? undefined : opt(m.reason as Record<string, unknown>) as Args<'agent-update'>['reason'] }),
         };
       },
     },

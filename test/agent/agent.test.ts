@@ -183,6 +183,24 @@ test('agent policy: EIO on open (a corrupt file entry) falls back; nothing half-
   assert.deepEqual(probe.seen, [[]]);
 });
 
+test('agent policy fallbackBy fresh-kexec: the same fall-back by a kexec that hands nothing over (no power cycle); after a panic, a cold boot all the same', () => {
+  const { m, agent, entries } = setup();
+  const r = agent.update({ cmdline: withParam(m.kernel.cmdline.raw, 'liveupdate', 'off'), fallbackBy: 'fresh-kexec' });
+  assert.equal(r.outcome, 'fell-back');
+  assert.deepEqual([r.to.coldBooted, r.to.freshKexec], [false, true]);
+  assert.equal(r.phases.at(-1)!.name, 'fresh-kexec');
+  assert.ok(m.kernel.kexecStats, 'the fall-back kernel was started by a kexec');
+  assert.equal(m.kernel.handover, false, 'with nothing handed over');
+  assert.ok(entries.some((e) => e.event === 'fallback.fresh-kexec'));
+  assert.deepEqual(r.restartRequired.sort(), WORKLOADS.map((w) => w.name).sort());
+  // a panic leaves no kernel to kexec from: the power cycle
+  const s2 = setup();
+  const k = s2.m.kernel;
+  k.onReboot(() => s2.m.memory.write(k.luo!.outgoingSerPa, new TextEncoder().encode('luo-v4\0')));
+  const r2 = s2.agent.update({ fallbackBy: 'fresh-kexec' });
+  assert.deepEqual([r2.outcome, r2.to.coldBooted, r2.to.freshKexec], ['fell-back', true, undefined]);
+});
+
 test('agent policy: a kernel panic (panic policy, corrupt luo_ser) falls back to a cold boot', () => {
   const { m, agent } = setup();
   const k = m.kernel;
