@@ -5,7 +5,7 @@
  */
 import { findRelease, type Release, RELEASES } from '../abi/releases.ts';
 import { plan, type Plan } from '../releases/plan.ts';
-import { bold, dim, green, red, yellow } from './style.ts';
+import { bold, dim, green, red } from './style.ts';
 
 const luoDesc = (r: Release): string => {
   const l = r.abi.luo;

@@ -18,31 +18,10 @@ import { getNameArg, luoCreateSession, O_RDWR, processesOf, sessionNameArg } fro
 import { LIVEUPDATE_IOCTL } from '../../src/abi/uapi.ts';
 import { chainOf, plan, verdictOf } from '../../src/releases/plan.ts';
 import { inspectInput } from '../../src/inspect/inspect.ts';
-import { captureAtKexec, memInput, tmp } from '../inspect/helpers.ts';
+import { memInput, tmp } from '../inspect/helpers.ts';
+import { captured } from './helpers.ts';
 
 const rel = (n: string) => findRelease(n)!;
-
-/** A machine of `release` whose sessions (name -> memfd bytes, token 0x77) are preserved, captured at its kexec. */
-function captured(release: string, sessions: ReadonlyArray<readonly [string, number]>) {
-  const m = new Machine({ ramSize: 1n << 30n, build: buildForRelease(release) });
-  const k = m.kernel;
-  const luo = k.luo!;
-  luo.open();
-  for (const [name, bytes] of sessions) {
-    const s = luo.createSession(name);
-    if (!bytes) continue;
-    const f = memfdCreate(k.memfd, 'ram', 0);
-    f.pwrite(new Uint8Array(bytes).fill(9), 0);
-    luo.sessions.preserveFile(s, 0x77n, f);
-  }
-  const serPa = luo.outgoingSerPa;
-  const cap = captureAtKexec(m);
-  const find = (pa: bigint, n: number): Uint8Array => {
-    const seg = cap.segs.find((x) => pa >= x.pa && pa + BigInt(n) <= x.pa + BigInt(x.bytes.length))!;
-    return seg.bytes.subarray(Number(pa - seg.pa), Number(pa - seg.pa) + n);
-  };
-  return { cap, serPa, find };
-}
 
 test('mm-granular writes the composite strings: kho-v4;radix-v1;vmalloc-v1 root, a 40-byte "luo-v5;block-v1" luo_ser, "memfd-v2;vmalloc-v1" files', () => {
   const { cap, serPa, find } = captured('mm-granular', [['vm-1', 10000]]);

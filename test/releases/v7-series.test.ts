@@ -23,8 +23,8 @@ import { plan } from '../../src/releases/plan.ts';
 import { inspectInput } from '../../src/inspect/inspect.ts';
 import { toHuman as formatReport } from '../../src/inspect/format.ts';
 import { captureAtKexec, memInput, tmp } from '../inspect/helpers.ts';
+import { captured, machine } from './helpers.ts';
 
-const machine = (release: string, cmdline?: string) => new Machine({ ramSize: 1n << 30n, build: buildForRelease(release), ...(cmdline ? { cmdline } : {}) });
 
 function dtc(bytes: Uint8Array): string {
   const dir = tmp();
@@ -42,30 +42,6 @@ function cellsLe(dts: string, prop: string): bigint {
   dv.setUint32(0, Number(m[1]));
   dv.setUint32(4, Number(m[2]));
   return dv.getBigUint64(0, true);
-}
-
-/** Sessions (name -> memfd bytes, token 0x77) preserved on a machine of `release`, captured at its kexec. */
-function captured(release: string, sessions: ReadonlyArray<readonly [string, number]>) {
-  const m = machine(release);
-  const k = m.kernel;
-  const luo = k.luo!;
-  luo.open();
-  for (const [name, bytes] of sessions) {
-    const s = luo.createSession(name);
-    if (!bytes) continue;
-    const f = memfdCreate(k.memfd, 'ram', 0);
-    f.pwrite(new Uint8Array(bytes).fill(9), 0);
-    luo.sessions.preserveFile(s, 0x77n, f);
-  }
-  const cap = captureAtKexec(m);
-  const find = (pa: bigint, n: number): Uint8Array => {
-    const seg = cap.segs.find((x) => pa >= x.pa && pa + BigInt(n) <= x.pa + BigInt(x.bytes.length));
-    assert.ok(seg, `0x${pa.toString(16)}+${n} is not in the captured memory`);
-    return seg.bytes.subarray(Number(pa - seg.pa), Number(pa - seg.pa) + n);
-  };
-  const le = (pa: bigint): bigint => new DataView(find(pa, 8).slice().buffer).getBigUint64(0, true);
-  const text = (pa: bigint, n: number): string => new TextDecoder().decode(find(pa, n));
-  return { cap, find, le, text, luoPa: luo.outgoingSerPa, flbPa: luo.flbHeaderPa };
 }
 
 test('kho-v2: root "kho-v2", the LUO sub-FDT by preserved-data alone (no blob-size), no kexec-metadata; the inspector names it', () => {
