@@ -13,7 +13,6 @@ import { findRelease, RELEASES } from '../../src/abi/releases.ts';
 import { compatLen, luoSerLayout } from '../../src/abi/luo.ts';
 import { buildForRelease } from '../../src/kernel/build.ts';
 import { Machine } from '../../src/kernel/machine.ts';
-import { memfdCreate } from '../../src/handlers/memfd-file.ts';
 import { getNameArg, luoCreateSession, O_RDWR, processesOf, sessionNameArg } from '../../src/uapi/index.ts';
 import { LIVEUPDATE_IOCTL } from '../../src/abi/uapi.ts';
 import { chainOf, plan, verdictOf } from '../../src/releases/plan.ts';

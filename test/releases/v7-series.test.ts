@@ -14,7 +14,6 @@ import { join } from 'node:path';
 import { findRelease } from '../../src/abi/releases.ts';
 import { blockCapacity, LuoFileSer, LuoSessionSer } from '../../src/abi/luo.ts';
 import { buildForRelease } from '../../src/kernel/build.ts';
-import { Machine } from '../../src/kernel/machine.ts';
 import { KernelPanic } from '../../src/luo/core.ts';
 import type { Subsystem } from '../../src/luo/subsystems.ts';
 import { memfdCreate } from '../../src/handlers/memfd-file.ts';
@@ -122,7 +121,7 @@ test('luo-v3: a 32-byte raw luo_ser "luo-v3" over the session array and file arr
 });
 
 test('luo-v4: sessions in one-page blocks, each session\'s files in a 2-page array (128 at most, ENOSPC)', () => {
-  const { find, le, text, luoPa, cap } = captured('luo-v4', [['vm-1', 4000]]);
+  const { le, text, luoPa, cap } = captured('luo-v4', [['vm-1', 4000]]);
   assert.equal(text(luoPa, 6), 'luo-v4');
   const block = le(luoPa + 16n);
   assert.equal(le(block), 0n, 'next');
