@@ -5,10 +5,10 @@
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
-import { isLuoError } from '../errno.ts';
+import { isLuoError, LuoError } from '../errno.ts';
 import { KernelPanic } from '../luo/core.ts';
 import { DEFAULT_CMDLINE, Machine } from '../kernel/machine.ts';
-import { buildForRelease, DEFAULT_BUILD, type KernelBuild, withHandlers } from '../kernel/build.ts';
+import { buildForRelease, DEFAULT_BUILD, type KernelBuild, type SubsystemDecl, withHandlers } from '../kernel/build.ts';
 import { loadHandlerPlugins } from '../kernel/plugin-load.ts';
 import { IMAGE_NAME, loadHandover } from '../daemon/kexec.ts';
 import { LuoDaemon, signalReady, socketPathState } from '../daemon/server.ts';
@@ -31,6 +31,16 @@ export interface ServeOptions {
   handler?: string[];
   /** CONFIG_LIVEUPDATE_TEST: the test module's three FLBs on every file handler. */
   liveupdateTest?: boolean;
+  /** Subsystems in every kernel, NAME=DATA (a u64 handed over at the freeze). */
+  subsystem?: string[];
+}
+
+/** --subsystem NAME=DATA (DATA a u64, decimal or 0x-hex); EINVAL naming the bad one. */
+export function parseSubsystem(spec: string): SubsystemDecl {
+  const m = /^([^=\0]{1,31})=(0x[0-9a-fA-F]{1,16}|\d{1,20})$/.exec(spec);
+  const data = m ? BigInt(m[2]!) : -1n;
+  if (!m || data > 0xffffffffffffffffn) throw new LuoError('EINVAL', `--subsystem ${spec}: expected NAME=DATA (a name of 1-31 characters, DATA a u64)`);
+  return { name: m[1]!, data };
 }
 
 /** "4G", "512MiB", "0x100000000", "1073741824" -> bytes. */
@@ -123,6 +133,7 @@ export async function runServe(opts: ServeOptions): Promise<number> {
       handlerPaths = plugins.map((p) => p.source!);
     }
     if (opts.liveupdateTest) build = { ...build, liveupdateTest: true };
+    if (opts.subsystem?.length) build = { ...build, subsystems: opts.subsystem.map(parseSubsystem) };
   } catch (e) {
     return fail(isLuoError(e) ? e.detail : (e as Error).message);
   }
@@ -151,7 +162,10 @@ export async function runServe(opts: ServeOptions): Promise<number> {
 
   if (!opts.takeover && (await LuoDaemon.alive(socketPath))) return fail(`a daemon already serves ${socketPath}`);
   // what every daemon of this socket is started with: its log, and the same handler plugins
-  const childArgs = [...(opts.log ? ['--log', opts.log] : []), ...(opts.liveupdateTest ? ['--liveupdate-test'] : []), ...(handlerPaths.length ? ['--handler', ...handlerPaths] : [])];
+  const childArgs = [
+    ...(opts.log ? ['--log', opts.log] : []), ...(opts.liveupdateTest ? ['--liveupdate-test'] : []),
+    ...(opts.subsystem?.length ? ['--subsystem', ...opts.subsystem] : []), ...(handlerPaths.length ? ['--handler', ...handlerPaths] : []),
+  ];
   const d = new LuoDaemon({ machine, socketPath, stateDir, log: out, childArgs, ...(handover ? { handover } : {}) });
   try {
     await d.listen();

@@ -51,6 +51,10 @@ export function formatStatus(s: DaemonStatus): string {
       : [`  ${o.name}: no files`])),
     ...incoming,
     `preserved: ${s.preserved.pages} page(s) in ${s.preserved.blocks} block(s); by order ${Object.entries(s.preserved.byOrder).map(([o, n]) => `${o}:${n}`).join(' ') || '-'}; tracker ${s.preserved.trackerPages} page(s)`,
+    ...(s.subsystems?.registered.length || Object.keys(s.subsystems?.incoming ?? {}).length
+      ? [`subsystems (${s.subsystems.state}): ${s.subsystems.registered.join(', ') || '-'}${Object.keys(s.subsystems.incoming).length ? `; handed over ${Object.entries(s.subsystems.incoming).map(([n, v]) => `${n}=${v}`).join(' ')}` : ''}`]
+      : []),
+    ...(s.flbs?.incoming.length ? [`FLBs handed over: ${s.flbs.incoming.map((f) => `${f.name} (${f.count} file(s), data ${f.data})`).join(', ')}`] : []),
     `clients: ${s.processes} process(es), ${s.connections} connection(s)`,
     ...lastUpdate(s.kexec),
   ];

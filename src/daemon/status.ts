@@ -28,6 +28,10 @@ export interface DaemonStatus {
     incomingPending: boolean;
   };
   preserved: { pages: number; blocks: number; byOrder: Record<string, number>; trackerPages: number };
+  /** LUO subsystems: their state, who is registered, what the previous kernel handed over (hex u64s). */
+  subsystems: { state: string; registered: string[]; incoming: Record<string, string> };
+  /** FLBs in the hand-over this kernel received (name, data, count). */
+  flbs: { incoming: Array<{ name: string; data: string; count: number }> };
   processes: number;
   connections: number;
   handles: number;
@@ -68,6 +72,10 @@ export function buildStatus(d: LuoDaemon, extra: { processes: number; connection
       incomingPending: luo?.enabled ? luo.sessions.incomingPending : false,
     },
     preserved: { pages: kho?.preservedPages ?? 0, blocks: kho?.preservedBlocks ?? 0, byOrder, trackerPages: kho?.trackerPages ?? 0 },
+    subsystems: luo
+      ? { state: luo.subsystems.state, registered: luo.subsystems.names, incoming: Object.fromEntries([...luo.subsystems.incomingData].map(([n, v]) => [n, hex(v)])) }
+      : { state: 'normal', registered: [], incoming: {} },
+    flbs: { incoming: luo ? luo.flbs.incomingRecords.map((r) => ({ name: r.name, data: hex(r.data), count: Number(r.count) })) : [] },
     ...extra,
     kexec: (d.handover ?? null) as Record<string, unknown> | null,
   };

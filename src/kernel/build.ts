@@ -20,6 +20,14 @@ export interface KernelBuild {
   readonly handlers?: readonly HandlerPlugin[];
   /** CONFIG_LIVEUPDATE_TEST: the test module's three FLBs on every handler (luo/test-flbs.ts). */
   readonly liveupdateTest?: boolean;
+  /** Subsystems built in (a driver's liveupdate_register_subsystem at init): each hands over its `data` at the freeze. */
+  readonly subsystems?: readonly SubsystemDecl[];
+}
+
+/** A declared subsystem: its name and the u64 its freeze hands over (what its prepare computes). */
+export interface SubsystemDecl {
+  readonly name: string;
+  readonly data: bigint;
 }
 
 export function buildOf(r: Release): KernelBuild {
@@ -53,11 +61,11 @@ export function khoProfileOf(b: KernelBuild): KhoProfile {
 
 /**
  * The build of `release` with what `from` has built in besides its ABI (handler plugins,
- * CONFIG_LIVEUPDATE_TEST): a kexec into another release keeps the machine's drivers.
+ * CONFIG_LIVEUPDATE_TEST, declared subsystems): a kexec into another release keeps the machine's drivers.
  */
 export function releaseLike(release: string, from: KernelBuild): KernelBuild {
   const b = buildForRelease(release);
-  return { ...b, ...(from.handlers ? { handlers: from.handlers } : {}), ...(from.liveupdateTest ? { liveupdateTest: true } : {}) };
+  return { ...b, ...(from.handlers ? { handlers: from.handlers } : {}), ...(from.liveupdateTest ? { liveupdateTest: true } : {}), ...(from.subsystems ? { subsystems: from.subsystems } : {}) };
 }
 
 /** The same build with these file handler plugins built in (replacing any it had). */

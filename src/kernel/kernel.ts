@@ -8,7 +8,7 @@
 import { LuoError } from '../errno.ts';
 import { KhoScratch, PAGE_SIZE } from '../abi/kho.ts';
 import { abiLabel, type KernelBuild, khoProfileOf } from './build.ts';
-import { registerPlugins } from './plugins.ts';
+import { declaredSubsystem, registerPlugins } from './plugins.ts';
 import { Kho, type ScratchArea } from '../kho/kho.ts';
 import { type KhoBootData, khoMemoryInit, khoPopulate, type Populated } from '../kho/incoming.ts';
 import type { PageStamps } from '../kho/stamps.ts';
@@ -203,6 +203,7 @@ export class Kernel {
       if (build.handlers?.length && this.kho) {
         registerPlugins(build.handlers, { luo: this.luo, kho: this.kho, memory: mem, release: build.release, print: (l, m) => this.print(l, m) });
       }
+      for (const d of build.subsystems ?? []) this.luo.subsystems.register(declaredSubsystem(d, (m) => this.print('info', m)));
     }
     this.memfd = memfdContextOf(this);
     this.bootTimeMs = performance.now() - t0;

@@ -1,6 +1,6 @@
 /**
- * Loads a build's file handler plugins into a booted kernel, as its late initcalls would register
- * built-in handlers: each plugin gets a view of this kernel (KHO, FLB objects, the log), its
+ * Loads a build's file handler plugins (and makes its declared subsystems) in a booted kernel, as
+ * its late initcalls would register built-in handlers and subsystems: each plugin gets a view of this kernel (KHO, FLB objects, the log), its
  * callbacks are registered with LUO and its FLBs linked to it. A plugin is user code: an error it
  * throws with an `errno` property naming an errno (e.g. 'EINVAL') is reported with that errno,
  * anything else that is not a LuoError becomes EIO naming the handler and the callback, so a
@@ -13,6 +13,8 @@ import type { FileHandler, FileHandlerOps } from '../luo/file-handler.ts';
 import type { HandlerKernel, HandlerPlugin } from '../luo/plugin.ts';
 import type { Kho } from '../kho/kho.ts';
 import type { PhysicalMemory } from '../machine/memory.ts';
+import type { Subsystem } from '../luo/subsystems.ts';
+import type { SubsystemDecl } from './build.ts';
 
 /** Runs plugin code: an error naming an errno keeps it, anything else but a LuoError becomes EIO naming `what`. */
 export function pluginCall<R>(what: string, f: () => R): R {
@@ -102,3 +104,28 @@ export function registerPlugins(
     }
   }
 }
+
+/**
+ * A declared subsystem (KernelBuild.subsystems): prepare and freeze hand over its data, boot and
+ * finish say what came back in the log. Faults come from inject-fault (subsystem-prepare/-freeze).
+ */
+export function declaredSubsystem(d: SubsystemDecl, log: (msg: string) => void): Subsystem {
+  return {
+    name: d.name,
+    ops: {
+      prepare(a) {
+        a.data = d.data;
+      },
+      freeze(a) {
+        a.data = d.data;
+      },
+      boot(a) {
+        log(`luo: subsystem "${d.name}" booted with data 0x${a.data.toString(16)}`);
+      },
+      finish(a) {
+        log(`luo: subsystem "${d.name}" finished (data 0x${a.data.toString(16)})`);
+      },
+    },
+  };
+}
+

@@ -149,6 +149,16 @@ export class Subsystems {
     return this.stateValue;
   }
 
+  /** Registered subsystems' names, in registration order. */
+  get names(): string[] {
+    return this.entries.map((e) => e.sub.name);
+  }
+
+  /** What the previous kernel handed over, by name (empty after a cold boot or a finish). */
+  get incomingData(): ReadonlyMap<string, bigint> {
+    return this.stateValue === 'updated' ? this.incoming : new Map();
+  }
+
   /** The registered subsystem with this name, if any. */
   find(name: string): Subsystem | undefined {
     return this.entries.find((e) => e.sub.name === name)?.sub;

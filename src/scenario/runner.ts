@@ -117,6 +117,7 @@ export function describeStep(a: StepArgs): string {
     case 'write': return `write ${a.fd}`;
     case 'plugin-open': return `plugin-open ${a.handler} as ${a.as}`;
     case 'plugin-check': return `plugin-check ${a.fd}`;
+    case 'subsystem-check': return `subsystem-check ${a.name}`;
     case 'preserve': return `preserve ${a.fd} into ${a.session} (token ${hex(a.token)})`;
     case 'unpreserve': return `unpreserve ${a.session}`;
     case 'inject-fault': return `inject-fault ${a.fault.errno} into ${a.fault.op.startsWith('kho-') ? 'KHO' : a.fault.flb ? `FLB ${a.fault.flb}` : a.fault.subsystem ? `subsystem ${a.fault.subsystem}` : a.fault.handler ?? 'memfd-v2'} ${a.fault.op}`;
@@ -150,7 +151,8 @@ class Runner {
       if (!p) throw new LuoError('EINVAL', `handler plugin "${name}" was not loaded (luo scenario loads machine.handlers; from the API, loadScenarioPlugins)`);
       return p;
     });
-    const build = plugins.length ? withHandlers(base, plugins) : base;
+    const withPlugins = plugins.length ? withHandlers(base, plugins) : base;
+    const build = sc.machine.subsystems?.length ? { ...withPlugins, subsystems: sc.machine.subsystems } : withPlugins;
     this.machine = new Machine({ ramSize: BigInt(sc.machine.ram), build, ...(sc.machine.cmdline !== undefined ? { cmdline: sc.machine.cmdline } : {}), ...(opts.console ? { console: opts.console } : {}) });
     this.kernel = this.machine.kernel;
     this.proc = processesOf(this.kernel).spawn();
@@ -310,6 +312,19 @@ class Runner {
         const fd = this.sys(p.openPluginFile(() => pluginCall(`handler plugin "${plugin.compatible}" open`, () => plugin.open!(a.args))), `open a ${plugin.compatible} file`);
         this.bind(a.as, { fd, kind: 'memfd' });
         return { text: `fd ${fd}` };
+      }
+      case 'subsystem-check': {
+        const luo = this.machine.kernel.luo;
+        if (!luo?.enabled) throw new StepError('EOPNOTSUPP', 'live update is disabled in this kernel');
+        let got: bigint;
+        try {
+          got = luo.subsystems.getData(a.name);
+        } catch (e) {
+          if (e instanceof LuoError) throw new StepError(e.errno, e.message);
+          throw e;
+        }
+        if (a.data !== undefined && got !== a.data) throw new CheckFailure(`subsystem "${a.name}" got 0x${got.toString(16)} from the previous kernel, expected 0x${a.data.toString(16)}`);
+        return { text: `handed over 0x${got.toString(16)}` };
       }
       case 'plugin-check': {
         const h = this.handle(a.fd);

@@ -31,6 +31,8 @@ export interface MachineSpec {
   readonly build?: BuildSpec;
   /** File handler plugin modules built into every kernel of the scenario (paths relative to the file). */
   readonly handlers?: readonly string[];
+  /** Subsystems in every kernel of the scenario, each handing over its u64 at the freeze. */
+  readonly subsystems?: ReadonlyArray<{ readonly name: string; readonly data: bigint }>;
 }
 
 export interface FaultArgs {
@@ -67,6 +69,7 @@ export type StepArgs =
   | { readonly kind: 'write'; readonly fd: string; readonly data: DataSpec[] }
   | { readonly kind: 'plugin-open'; readonly handler: string; readonly as: string; readonly args?: unknown }
   | { readonly kind: 'plugin-check'; readonly fd: string; readonly expect: unknown }
+  | { readonly kind: 'subsystem-check'; readonly name: string; readonly data?: bigint }
   | { readonly kind: 'preserve'; readonly session: string; readonly fd: string; readonly token: bigint }
   | { readonly kind: 'unpreserve'; readonly session: string }
   | { readonly kind: 'inject-fault'; readonly fault: FaultArgs }
@@ -202,6 +205,10 @@ function kinds(ramLimit: number): { readonly [K in StepKind]: KindSpec<K> } {
       build: (m) => ({ kind: 'plugin-open', handler: m.handler as string, as: m.as as string, ...(m.args !== undefined ? { args: m.args } : {}) }),
     },
     'plugin-check': { shape: fields({ fd: name(), expect: z.unknown() }), build: (m) => ({ kind: 'plugin-check', fd: m.fd as string, expect: m.expect }) },
+    'subsystem-check': {
+      shape: fields({ name: text(), data: token.optional() }), shorthand: 'name',
+      build: (m) => ({ kind: 'subsystem-check', name: m.name as string, ...(m.data !== undefined ? { data: m.data as bigint } : {}) }),
+    },
     preserve: { shape: fields({ session: name(), fd: name(), token }), build: (m) => ({ kind: 'preserve', session: m.session as string, fd: m.fd as string, token: m.token as bigint }) },
     unpreserve: { shape: fields({ session: name() }), shorthand: 'session', build: (m) => ({ kind: 'unpreserve', session: m.session as string }) },
     'inject-fault': { shape: fields({ fault: faultSpec() }), build: (m) => ({ kind: 'inject-fault', fault: m.fault as FaultArgs }) },
@@ -381,10 +388,16 @@ export interface ScenarioBody {
 
 /** The machine a scenario starts on. */
 function machineSpec(): z.ZodType<MachineSpec> {
-  return fields({ ram: size.optional(), cmdline: text().optional(), release: release().optional(), build: buildSpec().optional(), handlers: listOf(text()).optional() }).transform((m, ctx): MachineSpec => {
+  return fields({
+    ram: size.optional(), cmdline: text().optional(), release: release().optional(), build: buildSpec().optional(), handlers: listOf(text()).optional(),
+    subsystems: listOf(fields({ name: text(), data: token })).optional(),
+  }).transform((m, ctx): MachineSpec => {
     if (m.ram !== undefined && m.ram < 64 << 20) issue(ctx, 'at least 64MiB', ['ram']);
     if (m.ram !== undefined && m.ram % 4096 !== 0) issue(ctx, 'must be a whole number of 4KiB pages', ['ram']);
-    return { ram: m.ram ?? DEFAULT_RAM, ...opt({ cmdline: m.cmdline, release: m.release, build: m.build }), ...(m.handlers ? { handlers: m.handlers } : {}) };
+    return {
+      ram: m.ram ?? DEFAULT_RAM, ...opt({ cmdline: m.cmdline, release: m.release, build: m.build }), ...(m.handlers ? { handlers: m.handlers } : {}),
+      ...(m.subsystems ? { subsystems: m.subsystems as Array<{ name: string; data: bigint }> } : {}),
+    };
   }) as unknown as z.ZodType<MachineSpec>;
 }
 

@@ -43,3 +43,31 @@ test('luo serve --handler with a module that is not a plugin: exit 1 naming the 
     await cleanup(dir);
   }
 });
+
+test('luo serve --subsystem and --liveupdate-test: subsystem data and the test FLBs cross luo kexec; luo status shows both; a bad --subsystem is refused', async () => {
+  const dir = tempDir('subsys-serve');
+  try {
+    const d = await startDaemon(dir, ['--subsystem', 'kvm=0x1234', 'iommu=7', '--liveupdate-test']);
+    const c = await LuoClient.connect(d.socket);
+    const dev = await c.openDevice();
+    const s = await dev.createSession('vm');
+    await s.preserveBuffer('guest', 1);
+    await dev.close();
+    const r = await runLuo(['kexec', '--socket', d.socket]);
+    assert.equal(r.code, 0, r.stderr);
+    const c2 = await LuoClient.connectRetry(d.socket);
+    const st = await c2.status();
+    assert.deepEqual([st.subsystems.state, st.subsystems.registered, st.subsystems.incoming], ['updated', ['kvm', 'iommu'], { kvm: '0x1234', iommu: '0x7' }]);
+    assert.deepEqual(st.flbs.incoming.map((f) => [f.name, f.count]), [0, 1, 2].map((i) => [`liveupdate-test-flb-v${i}`, 1]));
+    const out = await runLuo(['status', '--socket', d.socket]);
+    assert.match(out.stdout, /subsystems \(updated\): kvm, iommu; handed over kvm=0x1234 iommu=0x7/);
+    assert.match(out.stdout, /FLBs handed over: liveupdate-test-flb-v0 \(1 file\(s\), data 0xfeedf00dcafebee0\)/);
+    await c2.shutdown();
+    void c;
+    const bad = await runLuo(['serve', '--socket', join(dir, 'b.sock'), '--state-dir', join(dir, 'b'), '--subsystem', 'kvm']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /--subsystem kvm: expected NAME=DATA/);
+  } finally {
+    await cleanup(dir);
+  }
+});

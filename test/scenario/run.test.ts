@@ -28,6 +28,7 @@ const EXPECTED: Record<string, { steps: number; kinds: Record<string, number> }>
   'freeze-fault-retry.yaml': { steps: 20, kinds: { kexec: 2, 'inject-fault': 1 } },
   'fallback.yaml': { steps: 13, kinds: { 'agent-update': 5 } },
   'duplicate-51.yaml': { steps: 9, kinds: { kexec: 1 } },
+  'subsystems.yaml': { steps: 8, kinds: { kexec: 2, 'subsystem-check': 3 } },
 };
 
 for (const [file, want] of Object.entries(EXPECTED)) {
