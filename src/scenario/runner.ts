@@ -99,6 +99,15 @@ function buildOf(base: KernelBuild, b: BuildSpec | undefined, release?: string):
   return b.kho ? withKhoProfile(tested, b.kho) : tested;
 }
 
+/** JSON with object keys sorted (and u64s as numbers): equal values give equal text, whatever the key order. */
+function canonicalJson(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) => {
+    if (typeof x === 'bigint') return Number(x);
+    if (x && typeof x === 'object' && !Array.isArray(x)) return Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    return x;
+  });
+}
+
 function appendParams(cmdline: string, append: string): string {
   let c = cmdline;
   for (const tok of append.trim().split(/\s+/).filter(Boolean)) {
@@ -181,11 +190,11 @@ class Runner {
     return this.machine.kernel.build.handlers ?? [];
   }
 
-  /** The loaded plugin with this compatible (or the only one, when none is named). */
-  private plugin(compatible: string | undefined): HandlerPlugin {
+  /** The kernel's plugin with this compatible. */
+  private plugin(compatible: string): HandlerPlugin {
     const list = this.pluginList();
-    const p = compatible === undefined ? (list.length === 1 ? list[0] : undefined) : list.find((x) => x.compatible === compatible);
-    if (!p) throw new CheckFailure(`no handler plugin ${compatible === undefined ? 'to pick' : `"${compatible}"`} in this kernel (machine.handlers: ${list.map((x) => x.compatible).join(', ') || 'none'})`);
+    const p = list.find((x) => x.compatible === compatible);
+    if (!p) throw new CheckFailure(`no handler plugin "${compatible}" in this kernel (machine.handlers: ${list.map((x) => x.compatible).join(', ') || 'none'})`);
     return p;
   }
 
@@ -343,8 +352,8 @@ class Runner {
           }
         }
         if (!described) throw new CheckFailure(`no handler plugin of this kernel describes ${a.fd} (${this.pluginList().map((x) => x.compatible).join(', ') || 'none loaded'})`);
-        const want = JSON.stringify(a.expect);
-        const have = JSON.stringify(got, (_k, v) => (typeof v === 'bigint' ? Number(v) : v));
+        const want = canonicalJson(a.expect);
+        const have = canonicalJson(got);
         if (have !== want) throw new CheckFailure(`${a.fd}: the plugin describes ${have}, expected ${want}`);
         return { text: have };
       }
