@@ -13,6 +13,7 @@ import { fields, int, listOf, oneOf, Refusal, show, text, value } from '../schem
 import { checkYaml, FileSchemaError, loadYaml, type SchemaIssue, toJsonSchema } from '../schema/yaml-file.ts';
 import type { HostRecord } from './keys.ts';
 import { FAILURE_KINDS, type FailureKind } from './result.ts';
+import type { FallbackBy } from '../agent/agent.ts';
 import { clockMinutes, WEEKDAYS, type Window } from './window.ts';
 
 /** A duration: milliseconds, or a number with ms, s, m or h ("500ms", "30s", "2m"). */
@@ -45,6 +46,8 @@ export interface CampaignSpec {
     readonly blackoutSloMs?: number;
     readonly hostTimeoutMs: number;
     readonly allowColdBoot: boolean;
+    /** How a host that cannot live-update falls back (the agent's fallbackBy; default cold-boot). */
+    readonly fallback: FallbackBy;
     readonly failOn: readonly FailureKind[];
     /** One host alone first: a first wave of more than one host is preceded by a wave of one. */
     readonly safeMode: boolean;
@@ -81,7 +84,7 @@ export const campaignSchema = fields({
   select: fields({ labels: labels.optional(), releases: listOf(releaseName).optional() }).optional(),
   waves: z.array(wave).min(1, { error: 'needs at least one wave' }),
   policy: fields({
-    blackoutSlo: duration.optional(), hostTimeout: duration.optional(), allowColdBoot: z.boolean().optional(),
+    blackoutSlo: duration.optional(), hostTimeout: duration.optional(), allowColdBoot: z.boolean().optional(), fallback: oneOf(['cold-boot', 'fresh-kexec'] as const).optional(),
     failOn: listOf(oneOf(FAILURE_KINDS)).optional(), safeMode: z.boolean().optional(), pauseAfterTimeouts: int(1).optional(),
   }).optional(),
   windows: listOf(windowSpec).optional(),
@@ -94,6 +97,7 @@ export const campaignSchema = fields({
     ...(c.policy?.blackoutSlo !== undefined ? { blackoutSloMs: c.policy.blackoutSlo } : {}),
     hostTimeoutMs: c.policy?.hostTimeout ?? 120_000,
     allowColdBoot: c.policy?.allowColdBoot ?? false,
+    fallback: c.policy?.fallback ?? 'cold-boot',
     failOn: c.policy?.failOn ?? [...FAILURE_KINDS],
     safeMode: c.policy?.safeMode ?? false,
     ...(c.policy?.pauseAfterTimeouts !== undefined ? { pauseAfterTimeouts: c.policy.pauseAfterTimeouts } : {}),

@@ -243,7 +243,7 @@ export class Controller {
         continue; // not present (its runner is away), or in flight for another campaign: it waits
       }
       const slotKey = keys.slot(c, state.wave, n);
-      const asg: Assignment = { campaign: c, target: planned.spec.target, wave: state.wave, slot: n };
+      const asg: Assignment = { campaign: c, target: planned.spec.target, wave: state.wave, slot: n, ...(planned.spec.policy.fallback === 'fresh-kexec' ? { fallback: 'fresh-kexec' as const } : {}) };
       const ok = await this.write(
         [
           { key: slotKey, target: 'create', op: '==', value: 0 },

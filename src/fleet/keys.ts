@@ -104,6 +104,8 @@ export interface Assignment {
   readonly target: string;
   readonly wave: number;
   readonly slot: number;
+  /** The campaign's fall-back when it is not a cold boot (absent: cold boot). */
+  readonly fallback?: 'fresh-kexec';
 }
 
 export interface SlotRecord {

@@ -16,6 +16,8 @@ export interface HostResult {
   /** Why it did not update: the refusing layer and the reason the agent learned. */
   readonly reason?: string;
   readonly layer?: string;
+  /** A fall-back by a kexec without hand-over (policy.fallback fresh-kexec), not a cold boot. */
+  readonly freshKexec?: true;
   readonly wave: number;
   readonly at: number;
   /** Who wrote it: the host's runner, or the controller (timeouts). */

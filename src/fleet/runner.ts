@@ -8,7 +8,7 @@
  */
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { findRelease } from '../abi/releases.ts';
-import { LiveUpdateAgent, type UpdateReport } from '../agent/index.ts';
+import { type FallbackBy, LiveUpdateAgent, type UpdateReport } from '../agent/index.ts';
 import { LuoClient } from '../client/index.ts';
 import { LuoError } from '../errno.ts';
 import { buildForRelease } from '../kernel/build.ts';
@@ -51,6 +51,8 @@ export interface UpdateRecord {
   readonly phases?: Readonly<Record<string, number>>;
   readonly reason?: string;
   readonly layer?: string;
+  /** A fall-back by a kexec without hand-over (the campaign's policy.fallback), not a cold boot. */
+  readonly freshKexec?: true;
   /** The release the host runs afterwards. */
   readonly release: string;
 }
@@ -59,7 +61,8 @@ export interface UpdateRecord {
 export interface HostDriver {
   readonly id: string;
   readonly release: string;
-  update(target: string, fault: HostFault | undefined): Promise<UpdateRecord>;
+  /** The live update; `fallback` is how a failed one falls back (a daemon host falls back its own way). */
+  update(target: string, fault: HostFault | undefined, fallback?: FallbackBy): Promise<UpdateRecord>;
 }
 
 /**
@@ -84,12 +87,12 @@ export class SimHost implements HostDriver {
   }
 
   /** The live update to `target`, as the agent reports it; `fault` arms a failure first. */
-  async update(target: string, fault: HostFault | undefined): Promise<UpdateRecord> {
+  async update(target: string, fault: HostFault | undefined, fallback: FallbackBy = 'cold-boot'): Promise<UpdateRecord> {
     let report: UpdateReport;
     let host: { machine: Machine; agent: LiveUpdateAgent };
     try {
       host = this.boot();
-      report = this.run(host, target, fault);
+      report = this.run(host, target, fault, fallback);
     } catch (e) {
       return { outcome: 'refused', reason: e instanceof Error ? e.message : String(e), release: this.release };
     }
@@ -102,6 +105,7 @@ export class SimHost implements HostDriver {
     return {
       outcome, release: this.release, blackoutMs: report.blackoutMs, phases: Object.fromEntries(report.phases.map((p) => [p.name, Math.round(p.ms * 1000) / 1000])),
       ...(report.diagnosis ? { reason: report.diagnosis.reason, layer: report.diagnosis.layer } : {}),
+      ...(report.to.freshKexec ? { freshKexec: true as const } : {}),
     };
   }
 
@@ -123,14 +127,14 @@ export class SimHost implements HostDriver {
     return agent.process.pread(f.fd, buf, 0) === VM_BYTES ? buf : undefined;
   }
 
-  private run(host: { machine: Machine; agent: LiveUpdateAgent }, target: string, fault: HostFault | undefined): UpdateReport {
+  private run(host: { machine: Machine; agent: LiveUpdateAgent }, target: string, fault: HostFault | undefined, fallback: FallbackBy): UpdateReport {
     const k = host.agent.kernel;
     if (fault === 'refused') injectFault(k, { op: 'freeze', errno: 'EIO', times: 1 });
     if (fault === 'fell-back' && k.luo?.enabled) {
       // a hand-over the new kernel cannot read: LUO's compatible overwritten after serialization
       k.onReboot(() => host.machine.memory.write(k.luo!.outgoingSerPa, new TextEncoder().encode('luo-v0\0')));
     }
-    return host.agent.update({ build: buildForRelease(target) });
+    return host.agent.update({ build: buildForRelease(target), fallbackBy: fallback });
   }
 }
 
@@ -319,7 +323,7 @@ export class HostRunner {
       const fault = this.opts.faults?.[id];
       if (fault === 'slow') await new Promise((r) => setTimeout(r, 60_000));
       const from = h.release;
-      const u = await h.update(asg.target, fault);
+      const u = await h.update(asg.target, fault, asg.fallback);
       const { release: _r, ...rec } = u;
       const result: HostResult = { host: id, from, to: asg.target, wave: asg.wave, at: Date.now(), by: this.opts.id, ...rec };
       // the result counts only while the slot is still this host's; the host is idle again either way

@@ -327,3 +327,21 @@ test('a watch from a revision etcd compacted away is ended by etcd: the store re
     await f.stop();
   }
 });
+
+test('policy.fallback fresh-kexec: hosts whose hop cannot live-update fall back by a kexec without hand-over, and their results say so', async () => {
+  const f = await startFleet('fresh');
+  try {
+    await f.start('ra', ['host', '--id', 'ra', '--count', '3']);
+    await f.start('c1', ['controller', '--id', 'c1']);
+    await hostsPresent(f, 3);
+    // 7.3.4 -> mm-granular: the new KHO refuses the root (luo plan: no hand-over)
+    const c = f.create('fresh', 'name: fresh\ntarget: "mm-granular"\nwaves: [{ name: all, maxConcurrent: 3 }]\npolicy: { allowColdBoot: true, fallback: fresh-kexec, failOn: [refused] }\n');
+    assert.equal(c.code, 0, c.stderr);
+    await waitPhase(f, 'fresh', 'done');
+    const rs = await results(f.store, 'fresh');
+    assert.deepEqual(rs.map((r) => [r.outcome, r.freshKexec, r.layer]), [0, 1, 2].map(() => ['fell-back', true, 'KHO']));
+    assert.ok(rs.every((r) => r.phases && 'fresh-kexec' in r.phases && !('cold-boot' in r.phases)), JSON.stringify(rs[0]));
+  } finally {
+    await f.stop();
+  }
+});
