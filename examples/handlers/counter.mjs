@@ -14,13 +14,38 @@ const MAGIC = 0x52544e43; // "CNTR"
 const LAYOUT = 1;
 const PAGE = 4096;
 
-/** An open counter file: what an fd of this kind points at. */
+const COUNT_MAX = 0xfffffffffffffffen;
+
+/**
+ * An open counter file: what an fd of this kind points at. read(2) and write(2) behave as an
+ * eventfd's (a C program opens /dev/luo/luo-example-counter-v1 through `luo serve`): a write of
+ * 8 bytes adds their value, a read of 8 bytes returns the count and sets it to 0.
+ */
 class CounterFile {
   kind = KIND;
   pos = 0;
   constructor(count, flags) {
     this.count = BigInt(count);
     this.flags = flags;
+  }
+
+  read(n) {
+    if (n < 8) throw errno('EINVAL', 'a counter is read 8 bytes at a time');
+    // an eventfd read would block at 0; nothing here can wait
+    if (this.count === 0n) throw errno('EAGAIN', 'the count is 0');
+    const out = new Uint8Array(8);
+    new DataView(out.buffer).setBigUint64(0, this.count, true);
+    this.count = 0n;
+    return out;
+  }
+
+  write(bytes) {
+    if (bytes.length < 8) throw errno('EINVAL', 'a counter is written 8 bytes at a time');
+    const v = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+    if (v === 0xffffffffffffffffn) throw errno('EINVAL', 'a counter cannot add 2^64-1');
+    if (this.count + v > COUNT_MAX) throw errno('EAGAIN', 'the count would overflow');
+    this.count += v;
+    return 8;
   }
 }
 

@@ -49,7 +49,9 @@ export interface RawIoctlOptions {
 export type PreserveSource =
   | { readonly kind: 'fd'; readonly hiddenFd?: number; readonly seals?: number; readonly pid?: number }
   | { readonly kind: 'path'; readonly path: string; readonly pos?: number | bigint; readonly seals?: number }
-  | { readonly kind: 'buffer'; readonly data: Uint8Array; readonly pos?: number | bigint; readonly seals?: number };
+  | { readonly kind: 'buffer'; readonly data: Uint8Array; readonly pos?: number | bigint; readonly seals?: number }
+  /** The file another connection of this daemon carries (a plugin file: protocol 4.11). */
+  | { readonly kind: 'conn'; readonly connId: number };
 
 export interface IoctlResult {
   /** The user's buffer after the call (the kernel's copy-back applied). */
@@ -67,6 +69,15 @@ export interface RetrievedFile {
   /** The same id means the same open file (a second RETRIEVE_FD of a token). */
   readonly id: bigint;
   readonly again: boolean;
+}
+
+const SRC_KIND = { fd: SRC.PROC_FD, path: SRC.PATH, buffer: SRC.BUFFER, conn: SRC.CONN } as const;
+
+function sourceBytes(src: PreserveSource | undefined): Uint8Array {
+  if (!src || src.kind === 'fd') return new Uint8Array(0);
+  if (src.kind === 'path') return new TextEncoder().encode(src.path);
+  if (src.kind === 'buffer') return src.data;
+  return new PayloadWriter().u32(src.connId).finish();
 }
 
 const le = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
@@ -96,18 +107,17 @@ abstract class LuoFileHandle {
    */
   async ioctl(cmd: number, arg: Uint8Array | undefined, opts: RawIoctlOptions = {}): Promise<IoctlResult> {
     const src = opts.source;
-    const enc = new TextEncoder();
     const payload = encodeIoctl({
       cmd: cmd >>> 0,
       flags: (arg === undefined || opts.fault ? IOCTL_ARG_FAULT : 0) | (opts.noFd ? IOCTL_NO_FD : 0),
       arg: arg === undefined || opts.fault ? new Uint8Array(0) : arg,
       newConn: opts.newConn ?? 0,
       callerPid: src?.kind === 'fd' ? (src.pid ?? this.client.pid) : 0,
-      srcKind: !src ? SRC.PROC_FD : src.kind === 'fd' ? SRC.PROC_FD : src.kind === 'path' ? SRC.PATH : SRC.BUFFER,
-      srcSeals: src?.seals ?? SEALS_UNKNOWN,
+      srcKind: !src ? SRC.PROC_FD : SRC_KIND[src.kind],
+      srcSeals: src?.kind === 'conn' ? 0 : (src?.seals ?? SEALS_UNKNOWN),
       srcHiddenFd: src?.kind === 'fd' ? (src.hiddenFd ?? -1) : -1,
-      srcPos: BigInt(src && src.kind !== 'fd' ? (src.pos ?? 0) : 0),
-      src: !src || src.kind === 'fd' ? new Uint8Array(0) : src.kind === 'path' ? enc.encode(src.path) : src.data,
+      srcPos: BigInt(src?.kind === 'path' || src?.kind === 'buffer' ? (src.pos ?? 0) : 0),
+      src: sourceBytes(src),
     });
     const reply = decodeIoctlReply(await this.conn.request(MSG.IOCTL, payload));
     if (arg && reply.out.length) arg.set(reply.out, 0);
@@ -149,6 +159,30 @@ export class LuoDevice extends LuoFileHandle {
   }
 }
 
+/**
+ * An open file of a handler plugin (`/dev/luo/<compatible>`, or one RETRIEVE_FD handed out):
+ * read(2) and write(2) reach the plugin's file, PRESERVE_FD takes it by its connection.
+ */
+export class LuoPluginFile extends LuoFileHandle {
+  constructor(client: LuoClient, conn: Connection, readonly compatible: string) {
+    super(client, conn);
+  }
+
+  /** read(2) of at most `count` bytes. */
+  async read(count: number): Promise<Uint8Array> {
+    const r = decodePrefix(await this.conn.request(MSG.FILE_READ, new PayloadWriter().u32(count).u32(0).finish()));
+    if (r.ret < 0) throw errnoError(r.errno, `read of a ${this.compatible} file failed`);
+    return r.rest;
+  }
+
+  /** write(2): the bytes the file accepted. */
+  async write(data: Uint8Array): Promise<number> {
+    const r = decodePrefix(await this.conn.request(MSG.FILE_WRITE, data));
+    if (r.ret < 0) throw errnoError(r.errno, `write of a ${this.compatible} file failed`);
+    return r.ret;
+  }
+}
+
 /** A LUO session fd. */
 export class LuoSession extends LuoFileHandle {
   /** "OP of token 0x1a in session "name"": what an error message says the call was about. */
@@ -176,11 +210,39 @@ export class LuoSession extends LuoFileHandle {
     await this.ioctl(LIVEUPDATE_IOCTL.SESSION_PRESERVE_FD, fdTokenArg(-1, token), { source: { kind: 'buffer', data: bytes, ...opts }, what: this.about('PRESERVE_FD', token) });
   }
 
+  /** PRESERVE_FD of a plugin's file this client opened or retrieved. */
+  async preservePluginFile(file: LuoPluginFile, token: bigint | number): Promise<void> {
+    await this.ioctl(LIVEUPDATE_IOCTL.SESSION_PRESERVE_FD, fdTokenArg(-1, token), { source: { kind: 'conn', connId: file.conn.connId }, what: `${this.about('PRESERVE_FD', token)} (a ${file.compatible} file)` });
+  }
+
+  /** LIVEUPDATE_SESSION_RETRIEVE_FD of a plugin's file: it becomes a file of this client. */
+  async retrievePlugin(token: bigint | number, compatible = 'plugin'): Promise<LuoPluginFile> {
+    const { reply } = await this.ioctl(LIVEUPDATE_IOCTL.SESSION_RETRIEVE_FD, fdTokenArg(0, token), { what: this.about('RETRIEVE_FD', token) });
+    const f = reply.file;
+    if (!f) throw new LuoError('EPROTO', 'RETRIEVE_FD reply without a file');
+    if (!f.conn) {
+      await this.conn.request(MSG.RELEASE_FILE, new PayloadWriter().u64(f.handle).finish()).catch(() => undefined);
+      throw new LuoError('EINVAL', `${this.about('RETRIEVE_FD', token)}: a memfd, not a plugin's file (use retrieve())`);
+    }
+    const conn = await this.client.rawConnection();
+    const r = decodePrefix(await conn.request(MSG.ATTACH, new PayloadWriter().u32(this.conn.connId).u32(0).u64(f.handle).finish()));
+    if (r.ret < 0) {
+      await conn.end();
+      throw errnoError(r.errno, `ATTACH of the file ${this.about('RETRIEVE_FD', token)} handed out`);
+    }
+    return new LuoPluginFile(this.client, conn, compatible);
+  }
+
   /** LIVEUPDATE_SESSION_RETRIEVE_FD: the memfd's contents and metadata. */
   async retrieve(token: bigint | number): Promise<RetrievedFile> {
     const { reply } = await this.ioctl(LIVEUPDATE_IOCTL.SESSION_RETRIEVE_FD, fdTokenArg(0, token), { what: this.about('RETRIEVE_FD', token) });
     const f = reply.file;
     if (!f) throw new LuoError('EPROTO', 'RETRIEVE_FD reply without a file');
+    if (f.conn) {
+      // the retrieved file stays LUO's until FINISH: retrievePlugin() hands it out again
+      await this.conn.request(MSG.RELEASE_FILE, new PayloadWriter().u64(f.handle).finish()).catch(() => undefined);
+      throw new LuoError('EINVAL', `${this.about('RETRIEVE_FD', token)}: a plugin's file, not a memfd (use retrievePlugin())`);
+    }
     const size = Number(f.size);
     const content = new Uint8Array(size);
     content.set(f.inline.subarray(0, size));
@@ -270,6 +332,23 @@ export class LuoClient {
       throw errnoError(r.errno, `open /dev/liveupdate`);
     }
     return new LuoDevice(this, conn);
+  }
+
+  /**
+   * open("/dev/luo/<compatible>"): a file of a handler plugin built into the daemon's kernel
+   * (`luo serve --handler`); `args` go to the plugin's open() as JSON. ENOENT: no such plugin.
+   */
+  async openPlugin(compatible: string, opts: { flags?: number; args?: unknown } = {}): Promise<LuoPluginFile> {
+    const enc = new TextEncoder();
+    const name = enc.encode(compatible);
+    const args = opts.args === undefined ? new Uint8Array(0) : enc.encode(JSON.stringify(opts.args));
+    const conn = await this.rawConnection();
+    const r = decodePrefix(await conn.request(MSG.OPEN_PLUGIN, new PayloadWriter().u32(opts.flags ?? O_RDWR).u32(name.length).u32(args.length).u32(0).bytes(name).bytes(args).finish()));
+    if (r.ret < 0) {
+      await conn.end();
+      throw errnoError(r.errno, `open /dev/luo/${compatible}`);
+    }
+    return new LuoPluginFile(this, conn, compatible);
   }
 
   /** A fresh connection of this process (for raw protocol use). */

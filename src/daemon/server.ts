@@ -15,7 +15,7 @@ import { MEMFD_MAX_BYTES, MemfdFile } from '../handlers/memfd-file.ts';
 import { type Kernel } from '../kernel/kernel.ts';
 import { type Machine } from '../kernel/machine.ts';
 import { FIONREAD, LUO_DEVICE_IOCTLS, LUO_SESSION_IOCTLS } from '../uapi/ioctl.ts';
-import { LIVEUPDATE_DEV, LuoDeviceFile, SessionFile } from '../uapi/luo-files.ts';
+import { LIVEUPDATE_DEV, LuoDeviceFile, PLUGIN_DEV_DIR, PluginFile, SessionFile } from '../uapi/luo-files.ts';
 import { NR_OPEN, type Process, processesOf, RLIMIT_NOFILE } from '../uapi/process.ts';
 import type { OpenFile } from '../uapi/file.ts';
 import { MirrorTable } from './mirror.ts';
@@ -23,7 +23,7 @@ import { peerHolders, socketInode } from './peers.ts';
 import { buildStatus, type DaemonStatus } from './status.ts';
 import {
   DAEMON_FEATURES, decodeIoctl, E, encodeFrame, encodeHelloReply, encodeIoctlReply, ERROR_TYPE, FrameError, FrameReader, HELLO_ENDS_AT_KEXEC, IOCTL_NO_FD, IOCTL_TAIL_NONZERO, IOCTL_TAIL_ZERO, type IoctlReply, KEXEC_KEEP_CLIENTS,
-  isKnownType, MAX_INLINE, MAX_READ, MSG, PayloadReader, PayloadWriter, prefixReply, PROTOCOL_VERSION, REPLY, SRC, STATUS_MACHINE,
+  isKnownType, MAX_INLINE, MAX_PLUGIN_ARGS, MAX_PLUGIN_NAME, MAX_READ, MSG, PayloadReader, PayloadWriter, prefixReply, PROTOCOL_VERSION, REPLY, SRC, STATUS_MACHINE,
 } from './wire.ts';
 import type { UserBuffer } from '../uapi/usercopy.ts';
 import { machineView } from '../web/view.ts';
@@ -307,6 +307,14 @@ export class LuoDaemon {
         return this.holdRequest(c, seq, p);
       case MSG.TAKE:
         return this.takeRequest(c, seq, p);
+      case MSG.OPEN_PLUGIN:
+        return this.openPlugin(c, seq, p);
+      case MSG.FILE_READ:
+        return this.fileRead(c, seq, p);
+      case MSG.FILE_WRITE:
+        return this.fileWrite(c, seq, p);
+      case MSG.ATTACH:
+        return this.attach(c, seq, p);
       case MSG.KEXEC:
         return this.kexecRequest(c, seq, p);
       case MSG.SHUTDOWN:
@@ -422,7 +430,7 @@ export class LuoDaemon {
       origFd = readI32(arg, 4, 'le');
       let src: OpenFile | undefined;
       try {
-        src = this.mirrors.resolve({ kind: req.srcKind, pid: callerPid, fd: origFd, hiddenFd: req.srcHiddenFd, seals: req.srcSeals, pos: req.srcPos, bytes: req.src });
+        src = req.srcKind === SRC.CONN ? this.connFile(readU32(req.src, 0, 'le')) : this.mirrors.resolve({ kind: req.srcKind, pid: callerPid, fd: origFd, hiddenFd: req.srcHiddenFd, seals: req.srcSeals, pos: req.srcPos, bytes: req.src });
       } catch (e) {
         if (e instanceof LuoError) return fail(e.code);
         throw e;
@@ -496,6 +504,10 @@ export class LuoDaemon {
         if (!again && req.srcKind === SRC.PROC_FD && req.srcHiddenFd >= 0) this.mirrors.bindRetrieved(f, callerPid, req.srcHiddenFd);
         const st = f.stat();
         reply.file = { handle: BigInt(simFd), id, size: BigInt(st.size), pos: BigInt(f.pos), seals: f.getSeals(), again, inline: f.pread(Math.min(st.size, MAX_INLINE), 0) };
+      } else if (f instanceof PluginFile) {
+        // a plugin's file: the client ATTACHes it to a connection of its own (4.11)
+        c.handles.add(simFd);
+        reply.file = { handle: BigInt(simFd), id: this.nextFileId++, size: 0n, pos: 0n, seals: 0, again: false, inline: new Uint8Array(0), conn: true };
       } else {
         proc.fds.remove(simFd)?.close();
       }
@@ -536,10 +548,92 @@ export class LuoDaemon {
     const r = new PayloadReader(p, 'RELEASE_FILE', seq);
     const handle = r.u64();
     r.end();
-    if (!this.handleFile(c, handle)) return this.reply(c, MSG.RELEASE_FILE, seq, prefixReply(-1, ERRNO.EBADF));
+    // a retrieved memfd's copy, or a plugin file the client will not ATTACH
+    if (!this.handleFile(c, handle) && !(c.handles.has(Number(handle)) && c.client!.proc.file(Number(handle)) instanceof PluginFile)) {
+      return this.reply(c, MSG.RELEASE_FILE, seq, prefixReply(-1, ERRNO.EBADF));
+    }
     c.handles.delete(Number(handle));
     c.client!.proc.fds.remove(Number(handle))?.close();
     this.reply(c, MSG.RELEASE_FILE, seq, prefixReply(0, 0));
+  }
+
+  /** PRESERVE_FD from a connection: its file, as a new reference (the caller closes it); none: EBADF. */
+  private connFile(connId: number): OpenFile | undefined {
+    const owner = this.conns.get(connId);
+    return owner ? this.fileOf(owner)?.get() : undefined;
+  }
+
+  /** OPEN_PLUGIN: u32 flags, u32 name_len, u32 args_len, u32 reserved, name, args (JSON, or empty). */
+  private openPlugin(c: Conn, seq: number, p: Buffer): void {
+    const r = new PayloadReader(p, 'OPEN_PLUGIN', seq);
+    const flags = r.u32();
+    const nameLen = r.u32();
+    const argsLen = r.u32();
+    if (r.u32() !== 0) throw new FrameError(E.EPROTO, 'OPEN_PLUGIN: reserved is not 0', seq);
+    if (nameLen > MAX_PLUGIN_NAME || argsLen > MAX_PLUGIN_ARGS) throw new FrameError(E.EPROTO, `OPEN_PLUGIN: name_len ${nameLen} or args_len ${argsLen} too large (${MAX_PLUGIN_NAME}, ${MAX_PLUGIN_ARGS})`, seq);
+    const name = r.bytes(nameLen);
+    const argBytes = r.bytes(argsLen);
+    r.end();
+    if (c.state !== 'fresh') throw new FrameError(E.EPROTO, 'OPEN_PLUGIN on a connection that already carries a file', seq);
+    const text = new TextDecoder('utf-8', { fatal: false }).decode(name);
+    let args: unknown;
+    if (argsLen > 0) {
+      try {
+        args = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(argBytes));
+      } catch (e) {
+        this.print('warn', `connection ${c.id}: OPEN_PLUGIN ${text}: arguments are not JSON (${(e as Error).message})`);
+        return this.reply(c, MSG.OPEN_PLUGIN, seq, prefixReply(-1, ERRNO.EINVAL));
+      }
+    }
+    const proc = c.client!.proc;
+    // a name with a NUL or a slash names no device node
+    const fd = name.includes(0) ? -1 : proc.open(`${PLUGIN_DEV_DIR}${text}`, flags, args);
+    if (fd < 0) return this.reply(c, MSG.OPEN_PLUGIN, seq, prefixReply(-1, name.includes(0) ? ERRNO.ENOENT : proc.errnoNumber));
+    c.simFd = fd;
+    c.state = 'file';
+    this.reply(c, MSG.OPEN_PLUGIN, seq, prefixReply(0, 0));
+  }
+
+  /** FILE_READ: u32 count, u32 reserved; read(2) of the connection's file (a plugin's; the others: EINVAL). */
+  private fileRead(c: Conn, seq: number, p: Buffer): void {
+    const r = new PayloadReader(p, 'FILE_READ', seq);
+    const count = r.u32();
+    if (r.u32() !== 0) throw new FrameError(E.EPROTO, 'FILE_READ: reserved is not 0', seq);
+    r.end();
+    if (count > MAX_READ) throw new FrameError(E.EPROTO, `FILE_READ: count ${count} exceeds ${MAX_READ}`, seq);
+    if (!this.fileOf(c)) return this.reply(c, MSG.FILE_READ, seq, prefixReply(-1, ERRNO.EBADF));
+    const proc = c.client!.proc;
+    const buf = new Uint8Array(count);
+    const n = proc.read(c.simFd!, buf);
+    this.reply(c, MSG.FILE_READ, seq, n < 0 ? prefixReply(-1, proc.errnoNumber) : prefixReply(n, 0, buf.subarray(0, n)));
+  }
+
+  /** FILE_WRITE: the payload is the bytes; write(2) of the connection's file. */
+  private fileWrite(c: Conn, seq: number, p: Buffer): void {
+    if (!this.fileOf(c)) return this.reply(c, MSG.FILE_WRITE, seq, prefixReply(-1, ERRNO.EBADF));
+    const proc = c.client!.proc;
+    const n = proc.write(c.simFd!, new Uint8Array(p));
+    this.reply(c, MSG.FILE_WRITE, seq, prefixReply(n < 0 ? -1 : n, n < 0 ? proc.errnoNumber : 0));
+  }
+
+  /** ATTACH: u32 conn_id, u32 reserved, u64 handle: a plugin file RETRIEVE_FD handed out on `conn_id` becomes this connection's file. */
+  private attach(c: Conn, seq: number, p: Buffer): void {
+    const r = new PayloadReader(p, 'ATTACH', seq);
+    const owner = this.conns.get(r.u32());
+    if (r.u32() !== 0) throw new FrameError(E.EPROTO, 'ATTACH: reserved is not 0', seq);
+    const handle = Number(r.u64());
+    r.end();
+    if (c.state !== 'fresh') throw new FrameError(E.EPROTO, 'ATTACH on a connection that already carries a file', seq);
+    const f = owner?.handles.has(handle) ? owner.client!.proc.file(handle) : undefined;
+    if (!owner || !(f instanceof PluginFile)) return this.reply(c, MSG.ATTACH, seq, prefixReply(-1, ERRNO.EBADF));
+    owner.handles.delete(handle);
+    owner.client!.proc.fds.remove(handle);
+    const proc = c.client!.proc;
+    const fd = proc.fds.alloc(0, proc.nofileLimit, true);
+    proc.fds.install(fd, f);
+    c.simFd = fd;
+    c.state = 'file';
+    this.reply(c, MSG.ATTACH, seq, prefixReply(0, 0));
   }
 
   status(opts: { machine?: boolean } = {}): DaemonStatus {

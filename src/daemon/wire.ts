@@ -32,6 +32,14 @@ export const MSG = {
   HOLD: 20,
   /** Take a held session back onto a fresh connection (4.10). */
   TAKE: 21,
+  /** open(2) of a handler plugin's device node `/dev/luo/<compatible>` (4.11). */
+  OPEN_PLUGIN: 22,
+  /** read(2) of a plugin file (4.11). */
+  FILE_READ: 23,
+  /** write(2) of a plugin file (4.11). */
+  FILE_WRITE: 24,
+  /** Make a plugin file RETRIEVE_FD handed out this connection's file (4.11). */
+  ATTACH: 25,
 } as const;
 
 /** STATUS request flag: include `machine` (memory map, KHO tree, handlers; src/web/view.ts). */
@@ -53,15 +61,23 @@ export const FEATURE_IOCTL_NO_FD = 1;
 export const FEATURE_IOCTL_TAIL = 2;
 /** The daemon understands HELLO_ENDS_AT_KEXEC and KEXEC_KEEP_CLIENTS. */
 export const FEATURE_END_AT_KEXEC = 4;
+/** The daemon understands OPEN_PLUGIN, FILE_READ/WRITE, ATTACH, SRC.CONN and REPLY_CONN (4.11). */
+export const FEATURE_PLUGIN_FILES = 8;
 /** What this daemon understands beyond version 1 as first published. */
-export const DAEMON_FEATURES = FEATURE_IOCTL_NO_FD | FEATURE_IOCTL_TAIL | FEATURE_END_AT_KEXEC;
+export const DAEMON_FEATURES = FEATURE_IOCTL_NO_FD | FEATURE_IOCTL_TAIL | FEATURE_END_AT_KEXEC | FEATURE_PLUGIN_FILES;
 /** HELLO flag: this client is a process of the running kernel; a kexec ends whoever holds its end. */
 export const HELLO_ENDS_AT_KEXEC = 1;
 /** KEXEC flag: leave the old kernel's client processes running (a kexec ends them by default). */
 export const KEXEC_KEEP_CLIENTS = 1;
 export const REPLY_FILE = 1;
 export const REPLY_AGAIN = 2;
-export const SRC = { NONE: 0, PROC_FD: 1, PATH: 2, BUFFER: 3 } as const;
+/** IOCTL reply flag with REPLY_FILE: the file is a plugin's; ATTACH it to a new connection (4.11). */
+export const REPLY_CONN = 4;
+/** PRESERVE_FD sources (5.2); CONN: `src` is the u32 conn_id of a connection whose file is preserved (4.11). */
+export const SRC = { NONE: 0, PROC_FD: 1, PATH: 2, BUFFER: 3, CONN: 4 } as const;
+/** Longest plugin name and JSON arguments OPEN_PLUGIN takes. */
+export const MAX_PLUGIN_NAME = 255;
+export const MAX_PLUGIN_ARGS = 65536;
 export const SEALS_UNKNOWN = 0xffffffff;
 
 /** errno numbers the protocol itself uses (Linux values). */
@@ -232,7 +248,8 @@ export function decodeIoctl(p: Uint8Array, seq = 0): IoctlRequest {
   if (flags & ~(IOCTL_ARG_FAULT | IOCTL_NO_FD | IOCTL_TAIL_ZERO | IOCTL_TAIL_NONZERO)) throw new FrameError(E.EPROTO, `IOCTL: unknown flags 0x${flags.toString(16)} at offset 4`, seq);
   if (argLen > MAX_ARG) throw new FrameError(E.EPROTO, `IOCTL: arg_len ${argLen} at offset 8 exceeds ${MAX_ARG}`, seq);
   if (flags & IOCTL_ARG_FAULT && argLen !== 0) throw new FrameError(E.EPROTO, 'IOCTL: ARG_FAULT with a nonzero arg_len', seq);
-  if (srcKind > SRC.BUFFER) throw new FrameError(E.EPROTO, `IOCTL: src_kind ${srcKind} at offset 20 is unknown`, seq);
+  if (srcKind > SRC.CONN) throw new FrameError(E.EPROTO, `IOCTL: src_kind ${srcKind} at offset 20 is unknown`, seq);
+  if (srcKind === SRC.CONN && srcLen !== 4) throw new FrameError(E.EPROTO, `IOCTL: src_kind CONN needs a 4-byte src (a conn_id), not ${srcLen}`, seq);
   const arg = r.bytes(argLen);
   const src = r.bytes(srcLen);
   r.end();
@@ -252,6 +269,8 @@ export interface RetrievedFileInfo {
   seals: number;
   again: boolean;
   inline: Uint8Array;
+  /** A plugin's file: the client ATTACHes it to a connection instead of filling a memfd. */
+  conn?: boolean;
 }
 
 export interface IoctlReply {
@@ -264,7 +283,7 @@ export interface IoctlReply {
 export function encodeIoctlReply(r: IoctlReply): Uint8Array {
   const f = r.file;
   return new PayloadWriter()
-    .i32(r.ret).u32(r.errno).u32(r.out.length).u32(f ? REPLY_FILE | (f.again ? REPLY_AGAIN : 0) : 0)
+    .i32(r.ret).u32(r.errno).u32(r.out.length).u32(f ? REPLY_FILE | (f.again ? REPLY_AGAIN : 0) | (f.conn ? REPLY_CONN : 0) : 0)
     .u64(f?.handle ?? 0n).u64(f?.id ?? 0n).u64(f?.size ?? 0n).u64(f?.pos ?? 0n).u32(f?.seals ?? 0).u32(f?.inline.length ?? 0)
     .bytes(r.out).bytes(f?.inline ?? new Uint8Array(0)).finish();
 }
@@ -284,7 +303,7 @@ export function decodeIoctlReply(p: Uint8Array): IoctlReply {
   const out = r.bytes(outLen);
   const inline = r.bytes(inlineLen);
   r.end();
-  return { ret, errno, out, ...(flags & REPLY_FILE ? { file: { handle, id, size, pos, seals, again: (flags & REPLY_AGAIN) !== 0, inline } } : {}) };
+  return { ret, errno, out, ...(flags & REPLY_FILE ? { file: { handle, id, size, pos, seals, again: (flags & REPLY_AGAIN) !== 0, inline, ...(flags & REPLY_CONN ? { conn: true } : {}) } } : {}) };
 }
 
 export interface HelloReply {

@@ -6,7 +6,8 @@
  * anything else that is not a LuoError becomes EIO naming the handler and the callback, so a
  * broken plugin fails the operation the kernel would fail, and nothing else.
  */
-import { ERRNO, type ErrnoName, isLuoError, LuoError } from '../errno.ts';
+import { isLuoError, LuoError } from '../errno.ts';
+import { pluginCall } from '../luo/plugin.ts';
 import type { Luo } from '../luo/core.ts';
 import type { Flb, FlbOps } from '../luo/flb.ts';
 import type { FileHandler, FileHandlerOps } from '../luo/file-handler.ts';
@@ -15,19 +16,6 @@ import type { Kho } from '../kho/kho.ts';
 import type { PhysicalMemory } from '../machine/memory.ts';
 import type { Subsystem } from '../luo/subsystems.ts';
 import type { SubsystemDecl } from './build.ts';
-
-/** Runs plugin code: an error naming an errno keeps it, anything else but a LuoError becomes EIO naming `what`. */
-export function pluginCall<R>(what: string, f: () => R): R {
-  try {
-    return f();
-  } catch (e) {
-    if (isLuoError(e)) throw e;
-    const named = (e as { errno?: unknown } | null)?.errno;
-    const message = e instanceof Error ? ((e as { detail?: unknown }).detail as string | undefined) ?? e.message : String(e);
-    if (typeof named === 'string' && Object.hasOwn(ERRNO, named)) throw new LuoError(named as ErrnoName, `${what}: ${message}`, { cause: e });
-    throw new LuoError('EIO', `${what} failed: ${message}`, { cause: e });
-  }
-}
 
 /** `f` run through pluginCall. */
 function guarded<A extends unknown[], R>(what: string, f: (...a: A) => R): (...a: A) => R {

@@ -4,6 +4,7 @@
  * This is the contract; kernel/plugins.ts registers plugins at a kernel's late init and
  * plugins/load.ts imports them from files. docs/handlers.md explains it with two examples.
  */
+import { ERRNO, type ErrnoName, isLuoError, LuoError } from '../errno.ts';
 import type { Flb } from './flb.ts';
 import type { FileHandlerOps, KernelFile } from './file-handler.ts';
 
@@ -41,6 +42,18 @@ export interface PluginInstance {
   readonly flbs?: readonly Flb[];
 }
 
+/**
+ * A plugin's open file may also answer read(2) and write(2) (the driver's f_op->read/write): a C
+ * program that opened `/dev/luo/<compatible>` through `luo serve` reads and writes it this way.
+ * Without them, read and write are EINVAL, as vfs_read says of a file without those operations.
+ */
+export interface PluginFileIo {
+  /** At most `count` bytes; throw an errno-named Error (EAGAIN, EINVAL...) to fail. */
+  read?(count: number): Uint8Array;
+  /** Bytes accepted. */
+  write?(bytes: Uint8Array): number;
+}
+
 export interface HandlerPlugin {
   /** liveupdate_file_handler.compatible: at most 47 bytes; what the next kernel matches files by. */
   readonly compatible: string;
@@ -53,3 +66,17 @@ export interface HandlerPlugin {
   /** Where it was loaded from (set by the loader). */
   readonly source?: string;
 }
+
+/** Runs plugin code: an error naming an errno keeps it, anything else but a LuoError becomes EIO naming `what`. */
+export function pluginCall<R>(what: string, f: () => R): R {
+  try {
+    return f();
+  } catch (e) {
+    if (isLuoError(e)) throw e;
+    const named = (e as { errno?: unknown } | null)?.errno;
+    const message = e instanceof Error ? ((e as { detail?: unknown }).detail as string | undefined) ?? e.message : String(e);
+    if (typeof named === 'string' && Object.hasOwn(ERRNO, named)) throw new LuoError(named as ErrnoName, `${what}: ${message}`, { cause: e });
+    throw new LuoError('EIO', `${what} failed: ${message}`, { cause: e });
+  }
+}
+

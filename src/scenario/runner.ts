@@ -9,7 +9,7 @@ import { type ErrnoName, errnoName, LuoError } from '../errno.ts';
 import { withParam } from '../kernel/cmdline.ts';
 import { DEFAULT_BUILD, type Kernel, type KernelBuild } from '../kernel/kernel.ts';
 import { abiLabel, releaseLike, withHandlers, withKhoProfile } from '../kernel/build.ts';
-import { pluginCall } from '../kernel/plugins.ts';
+import { pluginCall } from '../luo/plugin.ts';
 import type { HandlerPlugin } from '../luo/plugin.ts';
 import { PluginFile } from '../uapi/luo-files.ts';
 import { Machine } from '../kernel/machine.ts';

@@ -7,6 +7,7 @@ import { LuoError } from '../errno.ts';
 import type { Luo } from '../luo/core.ts';
 import type { LuoSession } from '../luo/session.ts';
 import type { KernelFile } from '../luo/file-handler.ts';
+import { pluginCall, type PluginFileIo } from '../luo/plugin.ts';
 import type { KernelLog, LogLevel } from '../kernel/log.ts';
 import { modesOf, O_CLOEXEC, O_CREAT, O_EXCL, O_LARGEFILE, O_NOCTTY, O_RDWR, O_TRUNC, S_IFCHR, VfsFile } from './file.ts';
 
@@ -62,16 +63,33 @@ export class SessionFile extends VfsFile {
  * plugin's own file object, which is what LUO and the plugin's callbacks see (PRESERVE_FD unwraps
  * it; RETRIEVE_FD wraps what the plugin's retrieve made).
  */
+/** Where a handler plugin's device node is: `/dev/luo/<compatible>`. */
+export const PLUGIN_DEV_DIR = '/dev/luo/';
+
 export class PluginFile extends VfsFile {
   readonly kind = 'anon:luo_plugin';
-  constructor(readonly inner: KernelFile) {
-    super(modesOf(O_RDWR, true), O_RDWR);
+  constructor(readonly inner: KernelFile, flags = O_RDWR) {
+    super(modesOf(flags, false), flags & ~(O_CLOEXEC | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC));
   }
   get path(): string {
     return `anon_inode:[${this.inner.kind}]`;
   }
   get statMode(): number {
     return 0o600;
+  }
+  override read(n: number): Uint8Array {
+    const io = this.inner as KernelFile & PluginFileIo;
+    if (typeof io.read !== 'function') return super.read(n);
+    const out = pluginCall(`read of ${this.path}`, () => io.read!(n));
+    if (!(out instanceof Uint8Array) || out.length > n) throw new LuoError('EIO', `read of ${this.path}: the plugin returned ${out instanceof Uint8Array ? `${out.length} bytes for a ${n}-byte read` : 'something other than bytes'}`);
+    return out;
+  }
+  override write(data: Uint8Array): number {
+    const io = this.inner as KernelFile & PluginFileIo;
+    if (typeof io.write !== 'function') return super.write(data);
+    const n = pluginCall(`write of ${this.path}`, () => io.write!(data));
+    if (!Number.isSafeInteger(n) || n < 0 || n > data.length) throw new LuoError('EIO', `write of ${this.path}: the plugin accepted ${String(n)} of ${data.length} bytes`);
+    return n;
   }
 }
 

@@ -18,7 +18,8 @@ import {
 } from './file.ts';
 import { ioctl } from './ioctl.ts';
 import * as rw from './rw.ts';
-import { KmsgFile, LIVEUPDATE_DEV, LuoDeviceFile, PluginFile } from './luo-files.ts';
+import { KmsgFile, LIVEUPDATE_DEV, LuoDeviceFile, PLUGIN_DEV_DIR, PluginFile } from './luo-files.ts';
+import { pluginCall } from '../luo/plugin.ts';
 import type { KernelFile } from '../luo/file-handler.ts';
 import type { UserBuffer } from './usercopy.ts';
 
@@ -195,8 +196,13 @@ export class Process {
     return this.syscall(() => this.installNew(true, () => new PluginFile(make())));
   }
 
-  /** open(2) of /dev/liveupdate, /dev/null or /dev/kmsg (anything else: ENOENT). EMFILE comes first. */
-  open(path: string, flags = 0): number {
+  /**
+   * open(2) of /dev/liveupdate, /dev/null, /dev/kmsg, or `/dev/luo/<compatible>`: the device node of
+   * a handler plugin built into this kernel (its `open` makes the file, from `pluginArgs` when a
+   * tool gives some; a C program gives none). Anything else: ENOENT. EMFILE comes first.
+   */
+  open(path: string, flags = 0, pluginArgs?: unknown): number {
+    if (path.startsWith(PLUGIN_DEV_DIR)) return this.syscall(() => this.installNew((flags & O_CLOEXEC) !== 0, () => this.openPluginDevice(path, flags, pluginArgs)));
     return this.syscall(() =>
       this.installNew((flags & O_CLOEXEC) !== 0, () => {
         const exists = path === '/dev/null' || path === '/dev/kmsg' || (path === LIVEUPDATE_DEV && this.kernel.luo?.deviceRegistered === true);
@@ -209,6 +215,19 @@ export class Process {
         return new LuoDeviceFile(luo, flags);
       }),
     );
+  }
+
+  /** A plugin's device node: there while the plugin is registered in this kernel; ENODEV when it makes no files. */
+  private openPluginDevice(path: string, flags: number, args: unknown): PluginFile {
+    const compatible = path.slice(PLUGIN_DEV_DIR.length);
+    const plugin = this.kernel.build.handlers?.find((p) => p.compatible === compatible);
+    const registered = this.kernel.luo?.fileHandlers.some((h) => h.compatible === compatible) === true;
+    if (!plugin || !registered || compatible.includes('/')) throw new LuoError('ENOENT', `open: ${path} does not exist (no handler plugin "${compatible}" is registered in this kernel)`);
+    if ((flags & (O_CREAT | O_EXCL)) === (O_CREAT | O_EXCL)) throw new LuoError('EEXIST', `open: ${path} exists (O_CREAT|O_EXCL)`);
+    if (!plugin.open) throw new LuoError('ENODEV', `open: handler plugin "${compatible}" makes no files (it has no open())`);
+    const inner = pluginCall(`handler plugin "${compatible}" open`, () => plugin.open!(args));
+    if (inner === null || typeof inner !== 'object') throw new LuoError('EIO', `handler plugin "${compatible}" open returned no file object`);
+    return new PluginFile(inner, flags);
   }
 
   /** close(2): the fd goes; the file is released when its last reference does. */

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LuoClient } from '../../src/client/index.ts';
-import { cleanup, runLuo, startDaemon, tempDir } from './helpers.ts';
+import { cleanup, errnoOf, runLuo, startDaemon, tempDir } from './helpers.ts';
 
 const COUNTER = new URL('../../examples/handlers/counter.mjs', import.meta.url).pathname;
 
@@ -67,6 +67,62 @@ test('luo serve --subsystem and --liveupdate-test: subsystem data and the test F
     const bad = await runLuo(['serve', '--socket', join(dir, 'b.sock'), '--state-dir', join(dir, 'b'), '--subsystem', 'kvm']);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /--subsystem kvm: expected NAME=DATA/);
+  } finally {
+    await cleanup(dir);
+  }
+});
+
+test('plugin files through the protocol: open /dev/luo/<compatible>, read and write, PRESERVE_FD by connection, a write after preserve handed over by freeze, RETRIEVE_FD then ATTACH; errors as the kernel gives them', async () => {
+  const dir = tempDir('plugin-files');
+  try {
+    const d = await startDaemon(dir, ['--handler', COUNTER]);
+    const c = await LuoClient.connect(d.socket);
+    // no such plugin, and arguments the plugin refuses
+    assert.equal(await errnoOf(c.openPlugin('no-such-handler')), 'ENOENT');
+    assert.equal(await errnoOf(c.openPlugin('luo-example-counter-v1', { args: { count: -1 } })), 'EINVAL');
+    const ro = await c.openPlugin('luo-example-counter-v1', { flags: 0 /* O_RDONLY */ });
+    assert.equal(await errnoOf(ro.write(new Uint8Array(8))), 'EBADF');
+    await ro.close();
+    const f = await c.openPlugin('luo-example-counter-v1', { args: { count: 40 } });
+    const u64 = (v: bigint) => {
+      const b = new Uint8Array(8);
+      new DataView(b.buffer).setBigUint64(0, v, true);
+      return b;
+    };
+    assert.equal(await f.write(u64(2n)), 8);
+    assert.equal(await errnoOf(f.write(new Uint8Array(4))), 'EINVAL');
+    assert.equal(await errnoOf(f.read(4)), 'EINVAL');
+    const dev = await c.openDevice();
+    const s = await dev.createSession('vm');
+    await s.preservePluginFile(f, 7);
+    // a token already used in the session: EEXIST, whatever the file
+    assert.equal(await errnoOf(s.preservePluginFile(f, 7)), 'EEXIST');
+    // the device and a session are files no handler takes
+    assert.equal(await errnoOf(s.ioctl(0xba40, (() => { const b = new Uint8Array(16); new DataView(b.buffer).setUint32(0, 16, true); b[8] = 9; return b; })(), { source: { kind: 'conn', connId: dev.conn.connId } })), 'ENOENT');
+    // a connection that does not exist: the fd is not open
+    assert.equal(await errnoOf(s.ioctl(0xba40, (() => { const b = new Uint8Array(16); new DataView(b.buffer).setUint32(0, 16, true); b[8] = 10; return b; })(), { source: { kind: 'conn', connId: 999999 } })), 'EBADF');
+    // changed after PRESERVE_FD: freeze writes the count at the reboot
+    assert.equal(await f.write(u64(100n)), 8);
+    await dev.close();
+    const k = await runLuo(['kexec', '--socket', d.socket]);
+    assert.equal(k.code, 0, k.stderr);
+
+    const c2 = await LuoClient.connectRetry(d.socket);
+    const dev2 = await c2.openDevice();
+    const s2 = await dev2.retrieveSession('vm');
+    // asked for as a memfd: refused, and it can still be retrieved as what it is
+    assert.equal(await errnoOf(s2.retrieve(7)), 'EINVAL');
+    const g = await s2.retrievePlugin(7, 'luo-example-counter-v1');
+    assert.equal(Buffer.from(await g.read(8)).readBigUInt64LE(0), 142n);
+    assert.equal(await errnoOf(g.read(8)), 'EAGAIN');
+    // a handle that was never handed out
+    const raw = await c2.rawConnection();
+    const { decodePrefix, MSG, PayloadWriter } = await import('../../src/daemon/wire.ts');
+    const r = decodePrefix(await raw.request(MSG.ATTACH, new PayloadWriter().u32(s2.conn.connId).u32(0).u64(12345n).finish()));
+    assert.deepEqual([r.ret, r.errno], [-1, 9]);
+    await s2.finish();
+    await g.close();
+    await c2.shutdown();
   } finally {
     await cleanup(dir);
   }
