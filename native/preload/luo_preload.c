@@ -81,6 +81,7 @@
 enum {
 	MSG_HELLO = 1, MSG_OPEN_DEVICE = 2, MSG_IOCTL = 3, MSG_CLOSE = 4, MSG_READ_FILE = 5,
 	MSG_RELEASE_FILE = 6, MSG_STATUS = 16, MSG_KEXEC = 17, MSG_SHUTDOWN = 18,
+	MSG_OPEN_PLUGIN = 22, MSG_FILE_READ = 23, MSG_FILE_WRITE = 24, MSG_ATTACH = 25,
 };
 #define REPLY_BIT 0x80000000u
 #define ERROR_TYPE 0xFFFFFFFFu
@@ -93,10 +94,14 @@ enum {
 #define HELLO_ENDS_AT_KEXEC 1u /* HELLO flag: whoever holds this connection belongs to the old kernel */
 #define FEATURE_IOCTL_NO_FD 1u  /* HELLO reply features: the daemon understands IOCTL_NO_FD */
 #define FEATURE_IOCTL_TAIL 2u   /* ... and IOCTL_TAIL_ZERO / IOCTL_TAIL_NONZERO */
+#define FEATURE_PLUGIN_FILES 8u /* ... and plugin files: OPEN_PLUGIN, FILE_READ/WRITE, ATTACH, SRC_CONN (4.11) */
 #define TMPFS_MAGIC_ 0x01021994
 #define REPLY_FILE 1u
 #define REPLY_AGAIN 2u
+#define REPLY_CONN 4u
 #define SRC_PROC_FD 1u
+#define SRC_CONN 4u
+#define PLUGIN_NAME_MAX 255
 #define SEALS_UNKNOWN 0xFFFFFFFFu
 
 #define CMD_CREATE_SESSION 0xBA00u
@@ -168,7 +173,7 @@ static int debug_on;
  * memory, so a fork inherits it (and marks everything shared) and an exec loses it (connections
  * are then recognised by their peer address and treated as shared).
  */
-enum conn_kind { K_UNKNOWN = 0, K_DEVICE = 1, K_SESSION = 2 };
+enum conn_kind { K_UNKNOWN = 0, K_DEVICE = 1, K_SESSION = 2, K_PLUGIN = 3 };
 
 struct conn {
 	ino_t ino;
@@ -527,15 +532,23 @@ static int connect_daemon(int cloexec, uint32_t *conn_id, ino_t *ino)
 
 /* ---------------------------------------------------------------- open */
 
-/* Does (dirfd, path) name /dev/liveupdate? Lexical, after making the path absolute. */
-static int is_device_path(int dirfd, const char *path)
+enum { P_OTHER = 0, P_DEVICE = 1, P_PLUGIN = 2 };
+
+/*
+ * Does (dirfd, path) name /dev/liveupdate (P_DEVICE) or a plugin's device node /dev/luo/NAME
+ * (P_PLUGIN, NAME copied to plugin)? Lexical, after making the path absolute; cheap for every
+ * other path (no getcwd unless it ends in "liveupdate" or contains "luo/").
+ */
+static int luo_path(int dirfd, const char *path, char plugin[PLUGIN_NAME_MAX + 1])
 {
 	char abs[PATH_MAX * 2], out[PATH_MAX * 2];
-	const char *base = strrchr(path, '/');
+	const char *base = path ? strrchr(path, '/') : NULL;
 	size_t o = 0;
 
-	if (!path || strcmp(base ? base + 1 : path, "liveupdate"))
-		return 0;
+	if (!path)
+		return P_OTHER;
+	if (strcmp(base ? base + 1 : path, "liveupdate") && !strstr(path, "luo/"))
+		return P_OTHER;
 	if (path[0] == '/') {
 		snprintf(abs, sizeof(abs), "%s", path);
 	} else {
@@ -576,7 +589,13 @@ static int is_device_path(int dirfd, const char *path)
 		p = q;
 	}
 	out[o] = 0;
-	return !strcmp(out, "/dev/liveupdate");
+	if (!strcmp(out, "/dev/liveupdate"))
+		return P_DEVICE;
+	if (!strncmp(out, "/dev/luo/", 9) && out[9] && !strchr(out + 9, '/') && strlen(out + 9) <= PLUGIN_NAME_MAX) {
+		snprintf(plugin, PLUGIN_NAME_MAX + 1, "%s", out + 9);
+		return P_PLUGIN;
+	}
+	return P_OTHER;
 }
 
 static int open_device(int flags)
@@ -624,6 +643,72 @@ static int open_device(int flags)
 	return fd;
 }
 
+/* open(2) of /dev/luo/NAME: a file of the handler plugin NAME built into the daemon's kernel (4.11). */
+static int open_plugin(const char *name, int flags)
+{
+	struct reply rp;
+	uint32_t req[4] = { (uint32_t)flags, (uint32_t)strlen(name), 0, 0 }, id;
+	ino_t ino;
+	int fd, e;
+
+	if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) {
+		errno = EEXIST;
+		return -1;
+	}
+	if (flags & O_DIRECTORY) {
+		errno = ENOTDIR;
+		return -1;
+	}
+	pthread_mutex_lock(&lock);
+	fd = connect_daemon(flags & O_CLOEXEC, &id, &ino);
+	if (fd >= 0 && !(daemon_features & FEATURE_PLUGIN_FILES)) {
+		/* a daemon without plugin files has no such device node */
+		sys_close(fd);
+		fd = -ENOENT;
+	}
+	if (fd < 0) {
+		pthread_mutex_unlock(&lock);
+		errno = -fd;
+		return -1;
+	}
+	e = request(fd, MSG_OPEN_PLUGIN, req, sizeof(req), name, req[1], NULL, 0, &rp);
+	if (e || rp.ret < 0) {
+		int err = e ? -e : (int)rp.err;
+		if (!e)
+			reply_free(&rp);
+		sys_close(fd);
+		pthread_mutex_unlock(&lock);
+		errno = err == EIO && e ? ENOENT : err;
+		return -1;
+	}
+	reply_free(&rp);
+	if (flags & O_NONBLOCK)
+		sys_fcntl(fd, F_SETFL, O_NONBLOCK);
+	{
+		struct conn *c = conn_add(ino, id, K_PLUGIN, 0);
+		if (c)
+			c->accmode = flags & O_ACCMODE;
+	}
+	pthread_mutex_unlock(&lock);
+	DBG("open /dev/luo/%s -> fd %d (conn %u)", name, fd, id);
+	return fd;
+}
+
+/* open of one of luo's paths, or -2 for any other path */
+static int luo_open(int dirfd, const char *path, int flags)
+{
+	char name[PLUGIN_NAME_MAX + 1];
+
+	switch (luo_path(dirfd, path, name)) {
+	case P_DEVICE:
+		return open_device(flags);
+	case P_PLUGIN:
+		return open_plugin(name, flags);
+	default:
+		return -2;
+	}
+}
+
 #define OPEN_MODE(flags, mode)                          \
 	do {                                            \
 		if ((flags) & (O_CREAT | __O_TMPFILE)) { \
@@ -637,57 +722,61 @@ static int open_device(int flags)
 EXPORT int open(const char *path, int flags, ...)
 {
 	mode_t mode = 0;
+	int r;
 	OPEN_MODE(flags, mode);
-	if (is_device_path(AT_FDCWD, path))
-		return open_device(flags);
-	return RESOLVE(open)(path, flags, mode);
+	r = luo_open(AT_FDCWD, path, flags);
+	return r != -2 ? r : RESOLVE(open)(path, flags, mode);
 }
 
 EXPORT int open64(const char *path, int flags, ...)
 {
 	mode_t mode = 0;
+	int r;
 	OPEN_MODE(flags, mode);
-	if (is_device_path(AT_FDCWD, path))
-		return open_device(flags);
-	return RESOLVE(open64)(path, flags, mode);
+	r = luo_open(AT_FDCWD, path, flags);
+	return r != -2 ? r : RESOLVE(open64)(path, flags, mode);
 }
 
 EXPORT int openat(int dirfd, const char *path, int flags, ...)
 {
 	mode_t mode = 0;
+	int r;
 	OPEN_MODE(flags, mode);
-	if (is_device_path(dirfd, path))
-		return open_device(flags);
-	return RESOLVE(openat)(dirfd, path, flags, mode);
+	r = luo_open(dirfd, path, flags);
+	return r != -2 ? r : RESOLVE(openat)(dirfd, path, flags, mode);
 }
 
 EXPORT int openat64(int dirfd, const char *path, int flags, ...)
 {
 	mode_t mode = 0;
+	int r;
 	OPEN_MODE(flags, mode);
-	if (is_device_path(dirfd, path))
-		return open_device(flags);
-	return RESOLVE(openat64)(dirfd, path, flags, mode);
+	r = luo_open(dirfd, path, flags);
+	return r != -2 ? r : RESOLVE(openat64)(dirfd, path, flags, mode);
 }
 
 EXPORT int __open_2(const char *path, int flags)
 {
-	return is_device_path(AT_FDCWD, path) ? open_device(flags) : RESOLVE(__open_2)(path, flags);
+	int r = luo_open(AT_FDCWD, path, flags);
+	return r != -2 ? r : RESOLVE(__open_2)(path, flags);
 }
 
 EXPORT int __open64_2(const char *path, int flags)
 {
-	return is_device_path(AT_FDCWD, path) ? open_device(flags) : RESOLVE(__open64_2)(path, flags);
+	int r = luo_open(AT_FDCWD, path, flags);
+	return r != -2 ? r : RESOLVE(__open64_2)(path, flags);
 }
 
 EXPORT int __openat_2(int dirfd, const char *path, int flags)
 {
-	return is_device_path(dirfd, path) ? open_device(flags) : RESOLVE(__openat_2)(dirfd, path, flags);
+	int r = luo_open(dirfd, path, flags);
+	return r != -2 ? r : RESOLVE(__openat_2)(dirfd, path, flags);
 }
 
 EXPORT int __openat64_2(int dirfd, const char *path, int flags)
 {
-	return is_device_path(dirfd, path) ? open_device(flags) : RESOLVE(__openat64_2)(dirfd, path, flags);
+	int r = luo_open(dirfd, path, flags);
+	return r != -2 ? r : RESOLVE(__openat64_2)(dirfd, path, flags);
 }
 
 /* ---------------------------------------------------------------- user memory */
@@ -961,7 +1050,8 @@ static int probe_kind(int fd, struct conn *c)
 
 	if (request(fd, MSG_IOCTL, &q, sizeof(q), NULL, 0, NULL, 0, &rp))
 		return K_UNKNOWN;
-	c->kind = rp.err == EFAULT ? K_SESSION : K_DEVICE;
+	/* a plugin's file has no LUO ioctls at all */
+	c->kind = rp.err == EFAULT ? K_SESSION : rp.err == ENOTTY ? K_PLUGIN : K_DEVICE;
 	reply_free(&rp);
 	return c->kind;
 }
@@ -973,7 +1063,7 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 	uint8_t *buf = NULL;
 	struct reply rp = { 0 };
 	int newfd = -1, memfd = -1, hidden = -1, err = 0, ret = -1, e, nofd = 0;
-	uint32_t new_id = 0;
+	uint32_t new_id = 0, src_conn = 0;
 	ino_t new_ino = 0;
 	size_t have;
 
@@ -1045,13 +1135,20 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 		}
 	}
 	if (cmd == CMD_PRESERVE_FD && c->kind == K_SESSION) {
+		struct conn *src;
 		q.src_kind = SRC_PROC_FD;
 		q.src_seals = SEALS_UNKNOWN;
 		q.src_hidden_fd = -1;
 		if (have >= 8) {
 			int ufd;
 			memcpy(&ufd, buf + 4, 4);
-			if (ufd >= 0 && sys_fcntl(ufd, F_GETFD, 0) >= 0 && is_memfd(ufd)) {
+			if (ufd >= 0 && (daemon_features & FEATURE_PLUGIN_FILES) && (src = our_conn(ufd)) && src->conn_id) {
+				/* a file the daemon carries (a plugin's, or the device or a session: no
+				 * handler takes those) is named by its connection (4.11) */
+				q.src_kind = SRC_CONN;
+				q.src_seals = 0;
+				src_conn = src->conn_id;
+			} else if (ufd >= 0 && sys_fcntl(ufd, F_GETFD, 0) >= 0 && is_memfd(ufd)) {
 				int s = sys_fcntl(ufd, F_GET_SEALS, 0);
 				struct preserved *p = pres_of_fd(ufd, 0);
 				if (s >= 0)
@@ -1062,7 +1159,9 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 		}
 	}
 
-	e = request(fd, MSG_IOCTL, &q, sizeof(q), buf, have, NULL, 0, &rp);
+	if (q.src_kind == SRC_CONN)
+		q.src_len = 4;
+	e = request(fd, MSG_IOCTL, &q, sizeof(q), buf, have, q.src_kind == SRC_CONN ? &src_conn : NULL, q.src_kind == SRC_CONN ? 4 : 0, &rp);
 	if (e) {
 		if (e == -EIO)
 			c->dead = 1;
@@ -1096,6 +1195,36 @@ static int luo_ioctl(int fd, struct conn *c, unsigned long lcmd, void *arg)
 		ret = rp.ret;
 		if (newfd >= 0) {
 			userfd = newfd;
+		} else if (memfd >= 0 && (rflags & REPLY_FILE) && (rflags & REPLY_CONN)) {
+			/* a plugin's file: a connection of ours carries it, at the fd reserved for it */
+			uint32_t aid, areq[4];
+			ino_t aino;
+			struct reply ar;
+			int s = connect_daemon(1, &aid, &aino);
+
+			areq[0] = c->conn_id, areq[1] = 0;
+			memcpy(&areq[2], &handle, 8);
+			e = s < 0 ? s : request(s, MSG_ATTACH, areq, sizeof(areq), NULL, 0, NULL, 0, &ar);
+			if (!e && ar.ret < 0)
+				e = -(int)(ar.err ? ar.err : EIO);
+			if (s >= 0 && !e)
+				reply_free(&ar);
+			if (!e && syscall(SYS_dup3, s, memfd, O_CLOEXEC) != memfd)
+				e = -errno;
+			if (s >= 0)
+				sys_close(s);
+			if (e) {
+				uint64_t h = handle;
+				struct reply fr;
+				DBG("attaching the retrieved plugin file failed: %s", strerror(-e));
+				if (request(fd, MSG_RELEASE_FILE, &h, 8, NULL, 0, NULL, 0, &fr) == 0)
+					reply_free(&fr);
+				err = -e;
+				ret = -1;
+				goto out;
+			}
+			conn_add(aino, aid, K_PLUGIN, 0);
+			userfd = memfd;
 		} else if (memfd >= 0 && (rflags & REPLY_FILE)) {
 			struct retrieved *r = NULL;
 			for (size_t i = 0; i < nretr; i++)
@@ -1447,7 +1576,13 @@ EXPORT int fcntl64(int fd, int cmd, ...)
  * the bytes must never reach the daemon's socket (they would corrupt the stream). Only connections
  * this process's table knows are checked (cheaply: one fstat when it has any).
  */
-static int luo_rw_errno(int fd, int writing)
+#define RW_PLUGIN (-1)
+
+/*
+ * 0: not ours; an errno; or RW_PLUGIN: a plugin's file, whose read(2)/write(2) the daemon answers
+ * (positional calls on it are ESPIPE: like an eventfd, it has no positions).
+ */
+static int luo_rw_errno(int fd, int writing, int positional)
 {
 	struct stat st;
 	struct conn *c;
@@ -1457,42 +1592,121 @@ static int luo_rw_errno(int fd, int writing)
 		return 0;
 	pthread_mutex_lock(&lock);
 	c = conn_by_ino(st.st_ino);
-	if (c)
+	if (c && c->kind == K_PLUGIN)
+		e = positional ? ESPIPE : RW_PLUGIN;
+	else if (c)
 		e = c->accmode == (writing ? O_RDONLY : O_WRONLY) ? EBADF : EINVAL;
 	pthread_mutex_unlock(&lock);
 	return e;
 }
 
-#define LUO_RW_GUARD(fd, writing)                          \
-	do {                                               \
-		int e_ = luo_rw_errno(fd, writing);        \
-		if (e_) {                                  \
-			errno = e_;                        \
-			return -1;                         \
-		}                                          \
+/* read(2)/write(2) of a plugin's file through FILE_READ/FILE_WRITE; user memory checked as copy_*_user would. */
+static ssize_t plugin_rw(int fd, int writing, void *ubuf, size_t n)
+{
+	struct stat st;
+	struct conn *c;
+	struct reply rp;
+	uint8_t *tmp = NULL;
+	uint32_t req[2];
+	ssize_t r = -1;
+	int e, err = 0;
+
+	if (n > MAX_READ)
+		n = MAX_READ;
+	if (fstat(fd, &st) < 0)
+		return -1;
+	tmp = malloc(n ? n : 1);
+	if (!tmp) {
+		errno = ENOMEM;
+		return -1;
+	}
+	if (writing && readable(ubuf, tmp, n) < n) {
+		free(tmp);
+		errno = EFAULT;
+		return -1;
+	}
+	pthread_mutex_lock(&lock);
+	c = conn_by_ino(st.st_ino);
+	if (!c || c->dead) {
+		err = EIO;
+	} else {
+		req[0] = (uint32_t)n, req[1] = 0;
+		e = writing ? request(fd, MSG_FILE_WRITE, tmp, n, NULL, 0, NULL, 0, &rp) : request(fd, MSG_FILE_READ, req, sizeof(req), NULL, 0, NULL, 0, &rp);
+		if (e) {
+			if (e == -EIO)
+				c->dead = 1;
+			err = -e;
+		} else {
+			if (rp.ret < 0)
+				err = rp.err ? (int)rp.err : EIO;
+			else if (!writing && ((size_t)rp.ret > n || rp.len < 8 + (uint32_t)rp.ret))
+				err = EIO;
+			else if (!writing && rp.ret && to_user(ubuf, rp.data + 8, (size_t)rp.ret))
+				err = EFAULT;
+			else
+				r = rp.ret;
+			reply_free(&rp);
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	free(tmp);
+	if (r < 0)
+		errno = err;
+	return r;
+}
+
+#define LUO_RW_GUARD(fd, writing, positional)                  \
+	do {                                                   \
+		int e_ = luo_rw_errno(fd, writing, positional); \
+		if (e_ > 0) {                                  \
+			errno = e_;                            \
+			return -1;                             \
+		}                                              \
 	} while (0)
+
+/* read/write/readv/writev: a plugin's file goes to the daemon, LUO's files get their errno. */
+#define LUO_RW(fd, writing, ubuf, n)                           \
+	do {                                                   \
+		int e_ = luo_rw_errno(fd, writing, 0);         \
+		if (e_ == RW_PLUGIN)                           \
+			return plugin_rw(fd, writing, ubuf, n); \
+		if (e_ > 0) {                                  \
+			errno = e_;                            \
+			return -1;                             \
+		}                                              \
+	} while (0)
+
+/* The first non-empty iovec: what a plugin's read_iter/write_iter sees here (an eventfd's 8 bytes). */
+static struct iovec first_iov(const struct iovec *iov, int cnt)
+{
+	for (int i = 0; i < cnt; i++)
+		if (iov[i].iov_len)
+			return iov[i];
+	return (struct iovec){ NULL, 0 };
+}
 
 EXPORT ssize_t read(int fd, void *b, size_t n)
 {
-	LUO_RW_GUARD(fd, 0);
+	LUO_RW(fd, 0, b, n);
 	return RESOLVE(read)(fd, b, n);
 }
 
 EXPORT ssize_t pread(int fd, void *b, size_t n, off_t off)
 {
-	LUO_RW_GUARD(fd, 0);
+	LUO_RW_GUARD(fd, 0, 1);
 	return RESOLVE(pread)(fd, b, n, off);
 }
 
 EXPORT ssize_t pread64(int fd, void *b, size_t n, off64_t off)
 {
-	LUO_RW_GUARD(fd, 0);
+	LUO_RW_GUARD(fd, 0, 1);
 	return RESOLVE(pread64)(fd, b, n, off);
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
-	LUO_RW_GUARD(fd, 0);
+	struct iovec one = first_iov(iov, cnt);
+	LUO_RW(fd, 0, one.iov_base, one.iov_len);
 	return RESOLVE(readv)(fd, iov, cnt);
 }
 
@@ -1621,7 +1835,7 @@ static off_t write_pos(int fd)
 
 EXPORT ssize_t write(int fd, const void *b, size_t n)
 {
-	LUO_RW_GUARD(fd, 1);
+	LUO_RW(fd, 1, (void *)b, n);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		ssize_t ok = guard_len(p, write_pos(fd), n);
@@ -1636,7 +1850,7 @@ EXPORT ssize_t write(int fd, const void *b, size_t n)
 
 EXPORT ssize_t pwrite(int fd, const void *b, size_t n, off_t off)
 {
-	LUO_RW_GUARD(fd, 1);
+	LUO_RW_GUARD(fd, 1, 1);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		ssize_t ok = guard_len(p, off, n);
@@ -1651,7 +1865,7 @@ EXPORT ssize_t pwrite(int fd, const void *b, size_t n, off_t off)
 
 EXPORT ssize_t pwrite64(int fd, const void *b, size_t n, off64_t off)
 {
-	LUO_RW_GUARD(fd, 1);
+	LUO_RW_GUARD(fd, 1, 1);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		ssize_t ok = guard_len(p, off, n);
@@ -1666,7 +1880,8 @@ EXPORT ssize_t pwrite64(int fd, const void *b, size_t n, off64_t off)
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
-	LUO_RW_GUARD(fd, 1);
+	struct iovec one = first_iov(iov, cnt);
+	LUO_RW(fd, 1, one.iov_base, one.iov_len);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		size_t n = iov_total(iov, cnt);
@@ -1683,7 +1898,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 
 EXPORT ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 {
-	LUO_RW_GUARD(fd, 1);
+	LUO_RW_GUARD(fd, 1, 1);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		size_t n = iov_total(iov, cnt);

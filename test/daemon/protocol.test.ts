@@ -214,6 +214,15 @@ test('malformed and oversized frames: an error reply, the connection closed, oth
     { name: 'truncated IOCTL payload', bytes: encodeFrame(MSG.IOCTL, 7, new Uint8Array(10)), errno: 71 },
     { name: 'IOCTL arg_len beyond the payload', bytes: encodeFrame(MSG.IOCTL, 7, new PayloadWriter().u32(0xba43).u32(0).u32(1000).i32(0).i32(0).u32(0).u32(0).i32(-1).u64(0).u32(0).u32(0).finish()), errno: 71 },
     { name: 'HELLO twice', bytes: encodeFrame(MSG.HELLO, 7, new PayloadWriter().u32(1).i32(process.pid).u32(0).u32(0).finish()), errno: 71 },
+    // plugin files (4.11)
+    { name: 'OPEN_PLUGIN name_len over 255', bytes: encodeFrame(MSG.OPEN_PLUGIN, 7, new PayloadWriter().u32(2).u32(256).u32(0).u32(0).bytes(new Uint8Array(256)).finish()), errno: 71 },
+    { name: 'OPEN_PLUGIN args_len beyond the payload', bytes: encodeFrame(MSG.OPEN_PLUGIN, 7, new PayloadWriter().u32(2).u32(1).u32(5000).u32(0).bytes(new Uint8Array([0x61])).finish()), errno: 71 },
+    { name: 'OPEN_PLUGIN reserved set', bytes: encodeFrame(MSG.OPEN_PLUGIN, 7, new PayloadWriter().u32(2).u32(1).u32(0).u32(1).bytes(new Uint8Array([0x61])).finish()), errno: 71 },
+    { name: 'FILE_READ count over 8 MiB', bytes: encodeFrame(MSG.FILE_READ, 7, new PayloadWriter().u32((8 << 20) + 1).u32(0).finish()), errno: 71 },
+    { name: 'FILE_READ truncated', bytes: encodeFrame(MSG.FILE_READ, 7, new Uint8Array(3)), errno: 71 },
+    { name: 'ATTACH truncated', bytes: encodeFrame(MSG.ATTACH, 7, new Uint8Array(12)), errno: 71 },
+    { name: 'IOCTL src_kind CONN with a 3-byte src', bytes: encodeFrame(MSG.IOCTL, 7, new PayloadWriter().u32(0xba40).u32(0).u32(0).i32(0).i32(0).u32(4).u32(0).i32(-1).u64(0).u32(3).u32(0).bytes(new Uint8Array(3)).finish()), errno: 71 },
+    { name: 'IOCTL src_kind 5', bytes: encodeFrame(MSG.IOCTL, 7, new PayloadWriter().u32(0xba40).u32(0).u32(0).i32(0).i32(0).u32(5).u32(0).i32(-1).u64(0).u32(0).u32(0).finish()), errno: 71 },
   ];
   for (const c of cases) {
     const conn = await client.rawConnection();
@@ -227,6 +236,24 @@ test('malformed and oversized frames: an error reply, the connection closed, oth
     assert.equal(r.errno, c.errno, c.name);
     await conn.waitClosed();
     assert.equal(await sess.getName(), 'keeps-working', `${c.name}: another client continues`);
+  }
+  // Not framing errors: the reply says so and the connection stays.
+  {
+    const conn = await client.rawConnection();
+    const { decodePrefix } = await import('../../src/daemon/wire.ts');
+    const ask = async (type: number, payload: Uint8Array) => decodePrefix(await conn.request(type, payload));
+    const enc = new TextEncoder();
+    const open = (name: string, args: Uint8Array) => new PayloadWriter().u32(2).u32(enc.encode(name).length).u32(args.length).u32(0).bytes(enc.encode(name)).bytes(args).finish();
+    assert.deepEqual(await ask(MSG.OPEN_PLUGIN, open('none-here', new Uint8Array(0))).then((r) => [r.ret, r.errno]), [-1, 2], 'no such plugin: ENOENT');
+    assert.deepEqual(await ask(MSG.OPEN_PLUGIN, open('a/b', new Uint8Array(0))).then((r) => [r.ret, r.errno]), [-1, 2], 'a slash: ENOENT');
+    assert.deepEqual(await ask(MSG.OPEN_PLUGIN, open('none-here', enc.encode('{not json'))).then((r) => [r.ret, r.errno]), [-1, 22], 'bad JSON: EINVAL');
+    assert.deepEqual(await ask(MSG.FILE_READ, new PayloadWriter().u32(8).u32(0).finish()).then((r) => [r.ret, r.errno]), [-1, 9], 'read without a file: EBADF');
+    assert.deepEqual(await ask(MSG.ATTACH, new PayloadWriter().u32(sess.conn.connId).u32(0).u64(3n).finish()).then((r) => [r.ret, r.errno]), [-1, 9], 'ATTACH of nothing: EBADF');
+    // read and write of LUO's own files: EINVAL, as vfs_read says
+    assert.deepEqual(decodePrefix(await sess.conn.request(MSG.FILE_READ, new PayloadWriter().u32(8).u32(0).finish())).errno, 22);
+    assert.deepEqual(decodePrefix(await sess.conn.request(MSG.FILE_WRITE, new Uint8Array(8))).errno, 22);
+    await conn.end();
+    assert.equal(await sess.getName(), 'keeps-working');
   }
   // A first frame that is not HELLO, on a raw socket.
   const { createConnection } = await import('node:net');

@@ -104,7 +104,8 @@ export class Daemon {
   proc: ChildProcess | null = null;
   log = '';
 
-  constructor() {
+  /** `extra`: more `luo serve` arguments (e.g. --handler PATH). */
+  constructor(private readonly extra: readonly string[] = []) {
     this.dir = mkdtempSync(join(tmpdir(), 'luo-daemon-'));
     this.socket = join(this.dir, 'luo.sock');
     this.stateDir = join(this.dir, 'state');
@@ -112,7 +113,7 @@ export class Daemon {
 
   /** Starts the daemon; resolves once it answers (however long that takes), fails if it exits. */
   async start(): Promise<void> {
-    const p = spawn(process.execPath, [join(ROOT, 'bin/luo.mjs'), 'serve', '--socket', this.socket, '--state-dir', this.stateDir], {
+    const p = spawn(process.execPath, [join(ROOT, 'bin/luo.mjs'), 'serve', '--socket', this.socket, '--state-dir', this.stateDir, ...this.extra], {
       stdio: ['ignore', 'pipe', 'pipe'],
       cwd: ROOT,
     });
