@@ -162,7 +162,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--release <name>', 'the kernel release to boot (luo releases; default 7.3.4)')
     .option('--handler <paths...>', 'file handler plugin modules to build into the kernel (docs/handlers.md)')
     .option('--liveupdate-test', "CONFIG_LIVEUPDATE_TEST: the test module's three FLBs on every file handler")
-    .option('--subsystem <name=data...>', 'subsystems in every kernel, each handing over a u64 at the freeze')
+    .option('--subsystem <name=data...>', 'subsystems in every kernel, each handing over a u64 at the freeze; NAME=DATA,fail=prepare|freeze:ERRNO[:TIMES] makes that callback fail')
     .action(async (opts: import('./serve.ts').ServeOptions) => {
       const { runServe } = await import('./serve.ts');
       code = await runServe(opts);

@@ -5,7 +5,7 @@
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
-import { isLuoError, LuoError } from '../errno.ts';
+import { ERRNO, type ErrnoName, isLuoError, LuoError } from '../errno.ts';
 import { KernelPanic } from '../luo/core.ts';
 import { DEFAULT_CMDLINE, Machine } from '../kernel/machine.ts';
 import { buildForRelease, DEFAULT_BUILD, type KernelBuild, type SubsystemDecl, withHandlers } from '../kernel/build.ts';
@@ -35,12 +35,18 @@ export interface ServeOptions {
   subsystem?: string[];
 }
 
-/** --subsystem NAME=DATA (DATA a u64, decimal or 0x-hex); EINVAL naming the bad one. */
+/**
+ * --subsystem NAME=DATA[,fail=OP:ERRNO[:TIMES]] (DATA a u64, decimal or 0x-hex; OP prepare or
+ * freeze); EINVAL naming the bad one.
+ */
 export function parseSubsystem(spec: string): SubsystemDecl {
-  const m = /^([^=\0]{1,31})=(0x[0-9a-fA-F]{1,16}|\d{1,20})$/.exec(spec);
+  const m = /^([^=,\0]{1,31})=(0x[0-9a-fA-F]{1,16}|\d{1,20})(?:,fail=(prepare|freeze):(E[A-Z0-9]+)(?::([1-9]\d{0,8}))?)?$/.exec(spec);
   const data = m ? BigInt(m[2]!) : -1n;
-  if (!m || data > 0xffffffffffffffffn) throw new LuoError('EINVAL', `--subsystem ${spec}: expected NAME=DATA (a name of 1-31 characters, DATA a u64)`);
-  return { name: m[1]!, data };
+  if (!m || data > 0xffffffffffffffffn || (m[4] !== undefined && !Object.hasOwn(ERRNO, m[4]))) {
+    throw new LuoError('EINVAL', `--subsystem ${spec}: expected NAME=DATA[,fail=prepare|freeze:ERRNO[:TIMES]] (a name of 1-31 characters, DATA a u64, ERRNO a name such as EBUSY)`);
+  }
+  const fail = m[3] ? { op: m[3] as 'prepare' | 'freeze', errno: m[4] as ErrnoName, ...(m[5] ? { times: Number(m[5]) } : {}) } : undefined;
+  return { name: m[1]!, data, ...(fail ? { fail } : {}) };
 }
 
 /** "4G", "512MiB", "0x100000000", "1073741824" -> bytes. */

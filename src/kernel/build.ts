@@ -2,7 +2,7 @@
  * How a simulated kernel was built: its `uname -r`, the release ABI its code speaks (the catalogue
  * in src/abi/releases.ts, every entry of which luo runs) and a few Kconfig facts.
  */
-import { LuoError } from '../errno.ts';
+import { type ErrnoName, LuoError } from '../errno.ts';
 import type { KhoProfile } from '../abi/kho.ts';
 import type { HandlerPlugin } from '../luo/plugin.ts';
 import { DEFAULT_RELEASE, findRelease, type Release, type ReleaseAbi, RELEASES } from '../abi/releases.ts';
@@ -28,6 +28,15 @@ export interface KernelBuild {
 export interface SubsystemDecl {
   readonly name: string;
   readonly data: bigint;
+  /** Its prepare or freeze fails with this errno (the first `times` calls in each kernel; default every call). */
+  readonly fail?: SubsystemFailure;
+}
+
+/** The callbacks of a subsystem that return an error in the kernel (cancel, boot and finish cannot fail). */
+export interface SubsystemFailure {
+  readonly op: 'prepare' | 'freeze';
+  readonly errno: ErrnoName;
+  readonly times?: number;
 }
 
 export function buildOf(r: Release): KernelBuild {

@@ -95,16 +95,27 @@ export function registerPlugins(
 
 /**
  * A declared subsystem (KernelBuild.subsystems): prepare and freeze hand over its data, boot and
- * finish say what came back in the log. Faults come from inject-fault (subsystem-prepare/-freeze).
+ * finish say what came back in the log. A declared failure makes prepare or freeze fail with its
+ * errno (the first `times` calls in this kernel); inject-fault (subsystem-prepare/-freeze) too.
  */
 export function declaredSubsystem(d: SubsystemDecl, log: (msg: string) => void): Subsystem {
+  let failures = 0;
+  const maybeFail = (op: 'prepare' | 'freeze'): void => {
+    const f = d.fail;
+    if (!f || f.op !== op || (f.times !== undefined && failures >= f.times)) return;
+    failures++;
+    log(`luo: subsystem "${d.name}" ${op} fails with ${f.errno} (declared, failure ${failures}${f.times !== undefined ? ` of ${f.times}` : ''})`);
+    throw new LuoError(f.errno, `subsystem "${d.name}" ${op} failed (declared)`);
+  };
   return {
     name: d.name,
     ops: {
       prepare(a) {
+        maybeFail('prepare');
         a.data = d.data;
       },
       freeze(a) {
+        maybeFail('freeze');
         a.data = d.data;
       },
       boot(a) {

@@ -8,6 +8,7 @@ import * as z from 'zod';
 import { FileSchemaError, type SchemaIssue } from '../schema/yaml-file.ts';
 import type { ErrnoName } from '../errno.ts';
 import type { KhoProfile } from '../abi/kho.ts';
+import type { SubsystemDecl } from '../kernel/build.ts';
 import { KHO_FDT_COMPATIBLE } from '../abi/kho.ts';
 import { RELEASES } from '../abi/releases.ts';
 import { REFUSING_LAYERS, type RefusingLayer } from '../agent/diagnose.ts';
@@ -32,7 +33,7 @@ export interface MachineSpec {
   /** File handler plugin modules built into every kernel of the scenario (paths relative to the file). */
   readonly handlers?: readonly string[];
   /** Subsystems in every kernel of the scenario, each handing over its u64 at the freeze. */
-  readonly subsystems?: ReadonlyArray<{ readonly name: string; readonly data: bigint }>;
+  readonly subsystems?: readonly SubsystemDecl[];
 }
 
 export interface FaultArgs {
@@ -390,13 +391,16 @@ export interface ScenarioBody {
 function machineSpec(): z.ZodType<MachineSpec> {
   return fields({
     ram: size.optional(), cmdline: text().optional(), release: release().optional(), build: buildSpec().optional(), handlers: listOf(text()).optional(),
-    subsystems: listOf(fields({ name: text(), data: token })).optional(),
+    subsystems: listOf(fields({
+      name: text(), data: token,
+      fail: fields({ op: oneOf(['prepare', 'freeze'] as const), errno, times: int(1).optional() }).optional(),
+    })).optional(),
   }).transform((m, ctx): MachineSpec => {
     if (m.ram !== undefined && m.ram < 64 << 20) issue(ctx, 'at least 64MiB', ['ram']);
     if (m.ram !== undefined && m.ram % 4096 !== 0) issue(ctx, 'must be a whole number of 4KiB pages', ['ram']);
     return {
       ram: m.ram ?? DEFAULT_RAM, ...opt({ cmdline: m.cmdline, release: m.release, build: m.build }), ...(m.handlers ? { handlers: m.handlers } : {}),
-      ...(m.subsystems ? { subsystems: m.subsystems as Array<{ name: string; data: bigint }> } : {}),
+      ...(m.subsystems ? { subsystems: m.subsystems as SubsystemDecl[] } : {}),
     };
   }) as unknown as z.ZodType<MachineSpec>;
 }

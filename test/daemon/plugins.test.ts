@@ -127,3 +127,37 @@ test('plugin files through the protocol: open /dev/luo/<compatible>, read and wr
     await cleanup(dir);
   }
 });
+
+test('luo serve --subsystem NAME=DATA,fail=freeze:EBUSY:1: the first luo kexec is refused with EBUSY and nothing changes, the retry hands the data over; a bad fail spec is refused', async () => {
+  const dir = tempDir('subsys-fail');
+  try {
+    const d = await startDaemon(dir, ['--subsystem', 'kvm=0x10', 'iommu=0x20,fail=freeze:EBUSY:1']);
+    const c = await LuoClient.connect(d.socket);
+    const dev = await c.openDevice();
+    const s = await dev.createSession('vm');
+    await s.preserveBuffer('guest', 1);
+    await dev.close();
+    const refused = await runLuo(['kexec', '--socket', d.socket]);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /EBUSY/);
+    // still the first kernel, the session still there
+    const st = await c.status();
+    assert.equal(st.liveupdateNum, 0);
+    assert.deepEqual(st.sessions.outgoing.map((o) => o.name), ['vm']);
+    assert.equal(st.subsystems.state, 'normal');
+    const r = await runLuo(['kexec', '--socket', d.socket]);
+    assert.equal(r.code, 0, r.stderr);
+    const c2 = await LuoClient.connectRetry(d.socket);
+    const st2 = await c2.status();
+    assert.deepEqual(st2.subsystems.incoming, { kvm: '0x10', iommu: '0x20' });
+    assert.match(readFileSync(d.log, 'utf8'), /subsystem "iommu" freeze fails with EBUSY \(declared, failure 1 of 1\)/);
+    await c2.shutdown();
+    for (const bad of ['kvm=1,fail=cancel:EBUSY', 'kvm=1,fail=freeze:ENOTANERRNO', 'kvm=1,fail=freeze:EBUSY:0']) {
+      const b = await runLuo(['serve', '--socket', join(dir, 'b.sock'), '--state-dir', join(dir, 'b'), '--subsystem', bad]);
+      assert.equal(b.code, 1, bad);
+      assert.match(b.stderr, /expected NAME=DATA\[,fail=prepare\|freeze:ERRNO\[:TIMES\]\]/, bad);
+    }
+  } finally {
+    await cleanup(dir);
+  }
+});

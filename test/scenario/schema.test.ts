@@ -179,3 +179,11 @@ test('schema: the exported JSON Schema accepts the example scenarios and refuses
     assert.equal(validate(parse(text)), false, `the JSON Schema accepted ${JSON.stringify(text)}`);
   }
 });
+
+test('schema: a declared subsystem failure names prepare or freeze, an errno and a count of at least 1', () => {
+  const ok = parseScenario('machine:\n  subsystems: [{ name: kvm, data: 1, fail: { op: freeze, errno: EBUSY, times: 2 } }]\nsteps:\n  - kexec: {}\n');
+  assert.deepEqual(ok.machine.subsystems, [{ name: 'kvm', data: 1n, fail: { op: 'freeze', errno: 'EBUSY', times: 2 } }]);
+  assert.match(one('machine:\n  subsystems: [{ name: kvm, data: 1, fail: { op: boot, errno: EBUSY } }]\nsteps:\n  - kexec: {}\n').message, /expected one of prepare, freeze, got "boot"/);
+  assert.match(one('machine:\n  subsystems: [{ name: kvm, data: 1, fail: { op: freeze, errno: EBUSY, times: 0 } }]\nsteps:\n  - kexec: {}\n').message, /at least 1|between 1/);
+  assert.equal(one('machine:\n  subsystems: [{ name: kvm, data: 1, fail: { op: freeze } }]\nsteps:\n  - kexec: {}\n').path, 'machine.subsystems[0].fail');
+});
