@@ -83,6 +83,7 @@ static void stage1(int dev)
 	uint64_t v = 9, small = 0;
 	struct iovec iov = { &v, sizeof(v) };
 	char name[64];
+	void *volatile bad = (void *)8; /* an unmapped address the compiler cannot see through */
 	int c, c2, s, r;
 
 	/* the node exists only for a plugin the daemon's kernel has */
@@ -96,7 +97,7 @@ static void stage1(int dev)
 	MUST_ERR(read(c, &small, 4), EINVAL, "a 4-byte read");
 	MUST_ERR(pread(c, &v, 8, 0), ESPIPE, "pread");
 	MUST_ERR(ioctl(c, LIVEUPDATE_SESSION_GET_NAME, name), ENOTTY, "a LUO ioctl on a plugin file");
-	MUST_ERR(write(c, (void *)8, 8), EFAULT, "a write from a bad pointer");
+	MUST_ERR(write(c, bad, 8), EFAULT, "a write from a bad pointer");
 
 	s = lu_create_session(dev, SESSION);
 	MUST(s >= 0, "create session: %d", s);

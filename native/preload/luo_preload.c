@@ -1579,10 +1579,12 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 #define RW_PLUGIN (-1)
 
 /*
- * 0: not ours; an errno; or RW_PLUGIN: a plugin's file, whose read(2)/write(2) the daemon answers
- * (positional calls on it are ESPIPE: like an eventfd, it has no positions).
+ * 0: not ours; an errno; or RW_PLUGIN: a plugin's file, whose read(2)/write(2) the daemon answers.
+ * Positional calls (pread/pwrite...) check a negative offset first (EINVAL), then FMODE_PREAD:
+ * session and plugin files are anon inodes, which never have it (ESPIPE, 7.3.4 fs/read_write.c
+ * ksys_pread64); the device was opened through do_dentry_open and has it.
  */
-static int luo_rw_errno(int fd, int writing, int positional)
+static int luo_rw_errno(int fd, int writing, int positional, long long off)
 {
 	struct stat st;
 	struct conn *c;
@@ -1592,8 +1594,14 @@ static int luo_rw_errno(int fd, int writing, int positional)
 		return 0;
 	pthread_mutex_lock(&lock);
 	c = conn_by_ino(st.st_ino);
-	if (c && c->kind == K_PLUGIN)
-		e = positional ? ESPIPE : RW_PLUGIN;
+	if (c && c->kind == K_UNKNOWN && positional)
+		probe_kind(fd, c);
+	if (c && positional && off < 0)
+		e = EINVAL;
+	else if (c && positional && (c->kind == K_SESSION || c->kind == K_PLUGIN))
+		e = ESPIPE;
+	else if (c && c->kind == K_PLUGIN)
+		e = RW_PLUGIN;
 	else if (c)
 		e = c->accmode == (writing ? O_RDONLY : O_WRONLY) ? EBADF : EINVAL;
 	pthread_mutex_unlock(&lock);
@@ -1655,9 +1663,9 @@ static ssize_t plugin_rw(int fd, int writing, void *ubuf, size_t n)
 	return r;
 }
 
-#define LUO_RW_GUARD(fd, writing, positional)                  \
+#define LUO_RW_GUARD(fd, writing, off)                         \
 	do {                                                   \
-		int e_ = luo_rw_errno(fd, writing, positional); \
+		int e_ = luo_rw_errno(fd, writing, 1, off);    \
 		if (e_ > 0) {                                  \
 			errno = e_;                            \
 			return -1;                             \
@@ -1667,7 +1675,7 @@ static ssize_t plugin_rw(int fd, int writing, void *ubuf, size_t n)
 /* read/write/readv/writev: a plugin's file goes to the daemon, LUO's files get their errno. */
 #define LUO_RW(fd, writing, ubuf, n)                           \
 	do {                                                   \
-		int e_ = luo_rw_errno(fd, writing, 0);         \
+		int e_ = luo_rw_errno(fd, writing, 0, 0);      \
 		if (e_ == RW_PLUGIN)                           \
 			return plugin_rw(fd, writing, ubuf, n); \
 		if (e_ > 0) {                                  \
@@ -1693,13 +1701,13 @@ EXPORT ssize_t read(int fd, void *b, size_t n)
 
 EXPORT ssize_t pread(int fd, void *b, size_t n, off_t off)
 {
-	LUO_RW_GUARD(fd, 0, 1);
+	LUO_RW_GUARD(fd, 0, off);
 	return RESOLVE(pread)(fd, b, n, off);
 }
 
 EXPORT ssize_t pread64(int fd, void *b, size_t n, off64_t off)
 {
-	LUO_RW_GUARD(fd, 0, 1);
+	LUO_RW_GUARD(fd, 0, off);
 	return RESOLVE(pread64)(fd, b, n, off);
 }
 
@@ -1850,7 +1858,7 @@ EXPORT ssize_t write(int fd, const void *b, size_t n)
 
 EXPORT ssize_t pwrite(int fd, const void *b, size_t n, off_t off)
 {
-	LUO_RW_GUARD(fd, 1, 1);
+	LUO_RW_GUARD(fd, 1, off);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		ssize_t ok = guard_len(p, off, n);
@@ -1865,7 +1873,7 @@ EXPORT ssize_t pwrite(int fd, const void *b, size_t n, off_t off)
 
 EXPORT ssize_t pwrite64(int fd, const void *b, size_t n, off64_t off)
 {
-	LUO_RW_GUARD(fd, 1, 1);
+	LUO_RW_GUARD(fd, 1, off);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		ssize_t ok = guard_len(p, off, n);
@@ -1898,7 +1906,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 
 EXPORT ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 {
-	LUO_RW_GUARD(fd, 1, 1);
+	LUO_RW_GUARD(fd, 1, off);
 	struct preserved *p = nguards ? guarded(fd) : NULL;
 	if (p) {
 		size_t n = iov_total(iov, cnt);

@@ -39,7 +39,10 @@ export class LuoDeviceFile extends VfsFile {
 export class SessionFile extends VfsFile {
   readonly kind = 'anon:luo_session';
   constructor(readonly luo: Luo, readonly session: LuoSession, private readonly warn: (msg: string) => void) {
-    super(modesOf(O_RDWR, true), O_RDWR);
+    // An anon inode file (anon_inode_getfile -> alloc_file_pseudo) never gets FMODE_PREAD/PWRITE,
+    // which only do_dentry_open sets (7.3.4 fs/open.c): pread/pwrite are ESPIPE before any access
+    // check. Found by `luo conform` against a real 7.3.4.
+    super(modesOf(O_RDWR, false), O_RDWR);
   }
   /** The anon inode's dentry name, as /proc/<pid>/fd shows it. */
   get path(): string {

@@ -345,6 +345,12 @@ test('file syscalls: memfds, pipes, /dev/null and LUO files give the VFS errnos'
   expectErr(p, p.read(s, b), 'EINVAL');
   expectErr(p, p.write(dev, 'x'), 'EINVAL');
   expectErr(p, p.lseek(s, 0, SEEK_SET), 'ESPIPE');
+  // pread/pwrite: a session is an anon inode without FMODE_PREAD (ESPIPE before any access check);
+  // the device was opened as a char device and has it (EINVAL: no read); a negative offset first
+  expectErr(p, p.pread(s, b, 0), 'ESPIPE');
+  expectErr(p, p.pwrite(s, 'x', 0), 'ESPIPE');
+  expectErr(p, p.pread(s, b, -1), 'EINVAL');
+  expectErr(p, p.pread(dev, b, 0), 'EINVAL');
   const st = p.fstat(mf);
   assert.ok(st !== -1 && st.size === 6 && (st.mode & 0o170000) === 0o100000);
   assert.equal(p.fstat(99), -1);
