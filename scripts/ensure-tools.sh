@@ -4,8 +4,18 @@
 # (the C library the benchmarks link), gcc for the LD_PRELOAD shim, iproute2's ss for the daemon,
 # etcd-server and etcd-client for the fleet,
 # Debian's chromium for the dashboard test. Installs them with apt-get when missing and we are root.
+# With --conform, also what `luo conform` needs: QEMU, a static busybox for the guest, static glibc,
+# and the kernel's build tools (flex, bison, bc, libelf, libssl, make, xz).
 set -u
 missing=()
+if [ "${1:-}" = --conform ]; then
+  command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+  [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
+  [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
+  for t in flex bison bc make xz; do command -v $t >/dev/null 2>&1 || missing+=($( [ $t = xz ] && echo xz-utils || echo $t )); done
+  [ -f /usr/include/libelf.h ] || missing+=(libelf-dev)
+  [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+fi
 command -v dtc >/dev/null 2>&1 && command -v fdtget >/dev/null 2>&1 || missing+=(device-tree-compiler)
 /usr/bin/python3 -c 'import libfdt' >/dev/null 2>&1 || missing+=(python3-libfdt)
 [ -f /usr/include/libfdt.h ] || missing+=(libfdt-dev)

@@ -99,6 +99,29 @@ static void line(long n, const char *op, long long r, int e, const char *extra)
 
 static uint8_t data[1 << 16];
 
+/* fds the bulk operations made: held until the program exits (the holder keeps them) */
+#define BULK_MAX 8192
+static int bulk_fd[BULK_MAX];
+static int nbulk;
+
+static void bulk_keep(int fd)
+{
+	if (nbulk < BULK_MAX)
+		bulk_fd[nbulk++] = fd;
+}
+
+/* "<n> <op> r=<how many succeeded> e=<the first failure's errno, or 0>" */
+static void bulk_line(long n, const char *op, long ok, int first_err)
+{
+	printf("%ld %s r=%ld e=%s\n", n, op, ok, ename(first_err));
+}
+
+static void bulk_name(uint8_t out[64], long long base, long i)
+{
+	memset(out, 0, 64);
+	snprintf((char *)out, 64, "b%lld-%ld", base, i);
+}
+
 static void run(long n, char *op, long long *a, int na)
 {
 	uint8_t buf[ARG_BUF];
@@ -188,6 +211,89 @@ static void run(long n, char *op, long long *a, int na)
 		SET_R(pread(fd_of(a[0]), data, len, (off_t)a[1]));
 		if (r >= 0)
 			snprintf(extra, sizeof(extra), "fnv=%08x", fnv(data, (size_t)r));
+	} else if (!strcmp(op, "other") && na == 2) {
+		/* a file no handler takes: a pipe's read end (kind 0) or /dev/null (kind 1) */
+		int pfd[2];
+		if (a[1] == 0) {
+			SET_R(pipe(pfd));
+			if (r == 0) {
+				close(pfd[1]);
+				r = pfd[0];
+			}
+		} else {
+			SET_R(open("/dev/null", O_RDWR));
+		}
+		set_slot(a[0], r >= 0 ? (int)r : -1);
+	} else if ((!strcmp(op, "bulk_create") || !strcmp(op, "bulk_rsession")) && na == 3) {
+		struct liveupdate_ioctl_create_session *c = (void *)buf;
+		long ok = 0;
+		int first = 0;
+		for (long i = 0; i < a[1]; i++) {
+			memset(buf, 0, sizeof(buf));
+			c->size = sizeof(*c);
+			c->fd = -1;
+			bulk_name(c->name, a[2], i);
+			if (ioctl(fd_of(a[0]), op[5] == 'c' ? LIVEUPDATE_IOCTL_CREATE_SESSION : LIVEUPDATE_IOCTL_RETRIEVE_SESSION, buf) == 0) {
+				ok++;
+				bulk_keep(c->fd);
+			} else if (!first) {
+				first = errno;
+			}
+		}
+		bulk_line(n, op, ok, first);
+		return;
+	} else if (!strcmp(op, "bulk_preserve") && na == 3) {
+		/* count small memfds preserved under tokens base, base+1, ...; the program's fds closed (LUO keeps the files) */
+		struct liveupdate_session_preserve_fd *pf = (void *)buf;
+		long ok = 0;
+		int first = 0;
+		for (long i = 0; i < a[1]; i++) {
+			int m = memfd_create("bulk", 0);
+			if (m < 0) {
+				if (!first)
+					first = errno;
+				continue;
+			}
+			snprintf((char *)data, 32, "bulk-%lld", a[2] + i);
+			if (pwrite(m, data, strlen((char *)data), 0) < 0 && !first)
+				first = errno;
+			memset(buf, 0, sizeof(buf));
+			pf->size = sizeof(*pf);
+			pf->fd = m;
+			pf->token = (uint64_t)(a[2] + i);
+			if (ioctl(fd_of(a[0]), LIVEUPDATE_SESSION_PRESERVE_FD, buf) == 0)
+				ok++;
+			else if (!first)
+				first = errno;
+			close(m);
+		}
+		bulk_line(n, op, ok, first);
+		return;
+	} else if (!strcmp(op, "bulk_rfd") && na == 3) {
+		/* retrieve tokens base.. base+count-1, read up to 16 bytes of each, close it; fnv of all the bytes */
+		struct liveupdate_session_retrieve_fd *rf = (void *)buf;
+		uint8_t all[BULK_MAX > 4096 ? 4096 * 16 : 1];
+		size_t got = 0;
+		long ok = 0;
+		int first = 0;
+		for (long i = 0; i < a[1] && i < 4096; i++) {
+			memset(buf, 0, sizeof(buf));
+			rf->size = sizeof(*rf);
+			rf->fd = -1;
+			rf->token = (uint64_t)(a[2] + i);
+			if (ioctl(fd_of(a[0]), LIVEUPDATE_SESSION_RETRIEVE_FD, buf) != 0) {
+				if (!first)
+					first = errno;
+				continue;
+			}
+			ok++;
+			ssize_t k = pread(rf->fd, all + got, 16, 0);
+			if (k > 0)
+				got += (size_t)k;
+			close(rf->fd);
+		}
+		printf("%ld %s r=%ld e=%s fnv=%08x\n", n, op, ok, ename(first), fnv(all, got));
+		return;
 	} else if (!strcmp(op, "ioctl") && na == 3) {
 		uint32_t v = (uint32_t)a[2];
 		memcpy(buf, &v, 4);
@@ -213,6 +319,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	/* whatever the parent left open above stderr goes: fd numbers then depend on the program only */
+	syscall(SYS_close_range, 3U, ~0U, 0U);
 	f = fopen(argv[1], "r");
 	if (!f) {
 		perror(argv[1]);

@@ -52,6 +52,41 @@ export async function main(argv: string[]): Promise<number> {
       const { runPlan } = await import('./releases.ts');
       code = runPlan(from, to, opts);
     });
+  const conform = program.command('conform').description('differential testing: generated uAPI programs on a real kernel under QEMU and on luo, transcripts compared');
+  conform.command('kernel').description('build a minimal bootable kernel with KHO and LUO (tinyconfig + the LUO options), reused when nothing changed')
+    .option('--source <dir>', "a kernel source tree (default: fetch Debian's linux-source-7.3 with apt)")
+    .option('--out <dir>', 'the build directory (default: in ~/.cache/luo/conform)')
+    .option('-j, --jobs <n>', 'make -j', '2')
+    .option('--json', 'print the result as JSON')
+    .action(async (opts: import('./conform.ts').KernelCliOptions) => {
+      const { conformKernelCli } = await import('./conform.ts');
+      code = await conformKernelCli(opts);
+    });
+  conform.command('run').description('run generated programs (one per seed: cold boot, kexec, kexec) on the kernel in QEMU and on luo; report the divergences grouped by root cause (exit 1 on one not in --known)')
+    .option('--kernel <bzImage>', 'the kernel (default: the one `luo conform kernel` built)')
+    .option('--seeds <list>', 'seeds: N, FROM-TO, or a comma list', '1-10')
+    .option('-j, --jobs <n>', 'seeds run at once (each runs QEMU and a luo daemon)', '1')
+    .option('--release <r>', 'the luo release to compare (luo releases)')
+    .option('--ops <n>', 'operations per stage', '300')
+    .option('--stages <n>', 'stages (a kexec between two)', '3')
+    .option('--known <file>', 'known divergences (YAML: a list of {op, kernel?, luo?, why}); they do not fail the run')
+    .option('--accel <a>', 'QEMU accelerator: tcg (default) or kvm')
+    .option('--json', 'print the report as JSON')
+    .action(async (opts: import('./conform.ts').RunCliOptions) => {
+      const { conformRunCli } = await import('./conform.ts');
+      code = await conformRunCli(opts);
+    });
+  conform.command('show').description("one seed: the program's operations and both transcripts side by side").argument('<seed>')
+    .option('--kernel <bzImage>', 'the kernel (default: the one `luo conform kernel` built; none: luo only)')
+    .option('--ops <n>', 'operations per stage', '300')
+    .option('--stages <n>', 'stages', '3')
+    .option('--release <r>', 'the luo release')
+    .option('--accel <a>', 'tcg or kvm')
+    .option('--json', 'as JSON')
+    .action(async (seed: string, opts: import('./conform.ts').ShowCliOptions) => {
+      const { conformShowCli } = await import('./conform.ts');
+      code = await conformShowCli(seed, opts);
+    });
   const fleet = program.command('fleet').description('live updates across a fleet of hosts, coordinated through etcd');
   fleet.command('demo').description('the fleet on an embedded default: 3-member etcd, two runners, a controller and a standby, a campaign with a canary and three waves')
     .option('--hosts <n>', 'how many simulated hosts', '500').option('--json', 'print the summary as JSON')

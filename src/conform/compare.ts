@@ -45,9 +45,10 @@ export interface SeedComparison {
   readonly luoOutcome: KernelRun['outcome'];
 }
 
-/** The group key of a divergence: the operation and both results. */
+/** The group key of a divergence: the operation and both results (fd numbers left out). */
 export function groupKey(d: Divergence): string {
-  return `${d.op}: kernel ${resultOf(d.kernel)} | luo ${resultOf(d.luo)}`;
+  const r = (l: string | undefined) => resultOf(l === undefined ? undefined : normalizeLine(l));
+  return `${d.op}: kernel ${r(d.kernel)} | luo ${r(d.luo)}`;
 }
 
 /** Compares the two runs of one seed. */
@@ -56,22 +57,27 @@ export function compareRuns(seed: number, kernel: KernelRun, luo: KernelRun): Se
   let cascade = 0;
   const stages = Math.max(kernel.stages.length, luo.stages.length);
   for (let s = 0; s < stages; s++) {
-    const a = (kernel.stages[s]?.lines ?? []).map(normalizeLine);
-    const b = (luo.stages[s]?.lines ?? []).map(normalizeLine);
-    for (let i = 0; i < Math.max(a.length, b.length); i++) {
-      if (a[i] === b[i]) continue;
+    const ra = kernel.stages[s]?.lines ?? [];
+    const rb = luo.stages[s]?.lines ?? [];
+    for (let i = 0; i < Math.max(ra.length, rb.length); i++) {
+      const a = ra[i];
+      const b = rb[i];
+      if (a !== undefined && b !== undefined && normalizeLine(a) === normalizeLine(b)) continue;
       if (first) {
         cascade++;
         continue;
       }
-      first = { stage: s + 1, index: i + 1, op: opOf(a[i]) ?? opOf(b[i]) ?? '?', ...(a[i] !== undefined ? { kernel: a[i] } : {}), ...(b[i] !== undefined ? { luo: b[i] } : {}) };
+      // the lines as printed (fd numbers too), though compared without them
+      first = { stage: s + 1, index: i + 1, op: opOf(a) ?? opOf(b) ?? '?', ...(a !== undefined ? { kernel: a } : {}), ...(b !== undefined ? { luo: b } : {}) };
     }
   }
   const outcomes = { kernelOutcome: kernel.outcome, luoOutcome: luo.outcome };
-  if (!first && kernel.outcome !== luo.outcome) {
-    // the lines agree as far as both go, but one side panicked or stopped
-    const d: Divergence = { stage: stages, index: 0, op: 'outcome', kernel: `${kernel.outcome}${kernel.panic ? ` (${kernel.panic})` : ''}`, luo: `${luo.outcome}${luo.panic ? ` (${luo.panic})` : ''}` };
-    return { seed, identical: false, first: d, cascade: 0, key: `outcome: kernel ${kernel.outcome} | luo ${luo.outcome}`, ...outcomes };
+  const runOut = !first || first.kernel === undefined || first.luo === undefined;
+  if (runOut && kernel.outcome !== luo.outcome) {
+    // the lines agree as far as both go, but one side panicked or stopped: that is the root cause
+    const said = (r: KernelRun) => `${r.outcome}${r.panic ? ` (${r.panic})` : ''}`;
+    const d: Divergence = { stage: first?.stage ?? stages, index: first?.index ?? 0, op: 'outcome', kernel: said(kernel), luo: said(luo) };
+    return { seed, identical: false, first: d, cascade: first ? cascade + 1 : 0, key: `outcome: kernel ${said(kernel)} | luo ${said(luo)}`, ...outcomes };
   }
   if (!first) return { seed, identical: true, cascade: 0, ...outcomes };
   return { seed, identical: false, first, cascade, key: groupKey(first), ...outcomes };
@@ -90,14 +96,14 @@ export interface KnownDivergence {
   readonly why: string;
 }
 
-const KNOWN_SCHEMA: z.ZodType<KnownDivergence[]> = listOf(
-  fields({ op: text({ nonEmpty: true }), kernel: text().optional(), luo: text().optional(), why: text({ nonEmpty: true }) }),
-) as unknown as z.ZodType<KnownDivergence[]>;
+const KNOWN_SCHEMA = fields({
+  divergences: listOf(fields({ op: text({ nonEmpty: true }), kernel: text().optional(), luo: text().optional(), why: text({ nonEmpty: true }) })),
+}) as unknown as z.ZodType<{ divergences: KnownDivergence[] }>;
 
-/** Parses a known-divergences file (YAML: a list of {op, kernel?, luo?, why}); FileSchemaError with places. */
+/** Parses a known-divergences file (YAML `divergences:` a list of {op, kernel?, luo?, why}); FileSchemaError with places. */
 export function parseKnown(textIn: string, file: string): KnownDivergence[] {
   const fail = (f: string, issues: ConstructorParameters<typeof FileSchemaError>[1]) => new FileSchemaError(f, issues);
-  return checkYaml(loadYaml(textIn, file, fail), KNOWN_SCHEMA, file, fail);
+  return checkYaml(loadYaml(textIn, file, fail), KNOWN_SCHEMA, file, fail).divergences;
 }
 
 /** The known entry that explains a divergence, if any. */

@@ -18,12 +18,14 @@ export interface Op {
 
 export type OpName =
   | 'open' | 'create' | 'rsession' | 'memfd' | 'preserve' | 'rfd' | 'finish' | 'getname' | 'close' | 'dup'
-  | 'pwrite' | 'write' | 'ftruncate' | 'fallocate' | 'seal' | 'getseals' | 'fstat' | 'lseek' | 'read' | 'ioctl';
+  | 'pwrite' | 'write' | 'ftruncate' | 'fallocate' | 'seal' | 'getseals' | 'fstat' | 'lseek' | 'read' | 'ioctl'
+  | 'other' | 'bulk_create' | 'bulk_rsession' | 'bulk_preserve' | 'bulk_rfd';
 
 /** Arity of each operation, as lu_script.c checks it. */
 export const ARITY: Readonly<Record<OpName, number>> = {
   open: 1, create: 4, rsession: 4, memfd: 2, preserve: 4, rfd: 3, finish: 2, getname: 2, close: 1, dup: 2,
   pwrite: 4, write: 3, ftruncate: 2, fallocate: 4, seal: 2, getseals: 1, fstat: 1, lseek: 3, read: 3, ioctl: 3,
+  other: 2, bulk_create: 3, bulk_rsession: 3, bulk_preserve: 3, bulk_rfd: 3,
 };
 
 export const SLOTS = 12;
@@ -154,7 +156,7 @@ export function generate(seed: number, opts: GenerateOptions = {}): Program {
   const rng = new Rng(seed);
   const perStage = opts.opsPerStage ?? 300;
   const stages: Op[][] = [];
-  const used: Used = { names: [], tokens: [] };
+  const used: Used = { names: [], tokens: [], bulkBases: [], bulkTokens: [] };
   for (let s = 0; s < (opts.stages ?? 2); s++) stages.push(generateStage(rng, perStage, s > 0, used));
   return { seed, stages };
 }
@@ -163,7 +165,12 @@ export function generate(seed: number, opts: GenerateOptions = {}): Program {
 interface Used {
   readonly names: number[];
   readonly tokens: number[];
+  /** Name bases of bulk_create and token bases of bulk_preserve. */
+  readonly bulkBases: number[];
+  readonly bulkTokens: number[];
 }
+
+const BULK_TOKEN_BASES = [0x100, 0x1000, 0x10000];
 
 function generateStage(rng: Rng, count: number, afterKexec: boolean, used: Used): Op[] {
   const slots: Slot[] = Array.from({ length: SLOTS }, () => ({ kind: 'empty' }));
@@ -310,9 +317,31 @@ function generateStage(rng: Rng, count: number, afterKexec: boolean, used: Used)
       // GROW/SHRINK/SEAL added by the program are fine; a sealable memfd is never resized after
       // preserve anyway. F_SEAL_WRITE forbids later writes on both paths alike.
       emit('seal', m, seals);
-    } else {
+    } else if (r < 94) {
       emit('ioctl', anySlot(), rng.pick(IOCTL_CMDS), rng.pick([0, 1, 4, 8, 16, 72]));
+    } else if (r < 96) {
+      // files no handler takes (PRESERVE_FD: ENOENT), then offered to a session at once, mostly
+      const d = destSlot();
+      emit('other', d, rng.int(2));
+      fill(d, 'unknown');
+      if (rng.int(4)) emit('preserve', sessionSlot('session'), d, rng.int(TOKENS.length), 0);
+    } else if (r < 98) {
+      // many files in one session (several blocks), under tokens a later stage asks for
+      const base = rng.pick(BULK_TOKEN_BASES);
+      emit('bulk_preserve', sessionSlot('session'), rng.pick([10, 60, 200]), base);
+      if (!afterKexec) used.bulkTokens.push(base);
+    } else if (r < 99 || !afterKexec) {
+      // many sessions (several blocks; 51 fills one exactly), names that may repeat
+      const base = rng.int(3);
+      emit('bulk_create', slotOf('dev'), rng.pick([3, 20, 50, 51, 52, 120]), base);
+      if (!afterKexec) used.bulkBases.push(base);
+    } else {
+      const base = used.bulkBases.length && rng.int(4) ? rng.pick(used.bulkBases) : rng.int(3);
+      emit('bulk_rsession', slotOf('dev'), rng.pick([3, 51, 120]), base);
+    }
+    if (afterKexec && rng.int(200) === 0 && used.bulkTokens.length) {
+      emit('bulk_rfd', sessionSlot('incoming'), rng.pick([10, 60, 200]), rng.pick(used.bulkTokens));
     }
   }
-  return ops;
+  return ops.slice(0, Math.max(count, 0));
 }

@@ -22,6 +22,13 @@ function fnv(b: Uint8Array): string {
 
 const hex8 = (b: Uint8Array): string => [...b.subarray(0, 8)].map((x) => x.toString(16).padStart(2, '0')).join('');
 
+/** "b<base>-<i>" in a 64-byte name field (lu_script.c bulk_name). */
+function bulkName(base: number, i: number): Uint8Array {
+  const b = new Uint8Array(64);
+  b.set(new TextEncoder().encode(`b${base}-${i}`));
+  return b;
+}
+
 /** One stage on process `p`: the transcript lines. */
 export function runStage(p: Process, ops: readonly Op[]): string[] {
   const slot: number[] = new Array(SLOTS).fill(-1);
@@ -125,6 +132,80 @@ export function runStage(p: Process, ops: readonly Op[]): string[] {
         r = p.pread(fdOf(a[0]!), data, n(1));
         if (r >= 0) extra = `fnv=${fnv(data.subarray(0, r))}`;
         break;
+      }
+      case 'other': {
+        // a file no handler takes: a pipe's read end, or /dev/null
+        if (n(1) === 0) {
+          const fds: number[] = [];
+          r = p.pipe(fds);
+          if (r === 0) {
+            p.close(fds[1]!);
+            r = fds[0]!;
+          }
+        } else {
+          r = p.open('/dev/null', O_RDWR);
+        }
+        set(a[0]!, r >= 0 ? r : -1);
+        break;
+      }
+      case 'bulk_create':
+      case 'bulk_rsession': {
+        let ok = 0;
+        let first = '0';
+        for (let j = 0; j < n(1); j++) {
+          buf.fill(0);
+          dv.setUint32(0, 72, true);
+          dv.setInt32(4, -1, true);
+          buf.set(bulkName(n(2), j), 8);
+          if (p.ioctl(fdOf(a[0]!), op.name === 'bulk_create' ? C.CREATE_SESSION : C.RETRIEVE_SESSION, buf) === 0) ok++;
+          else if (first === '0') first = p.errno!;
+        }
+        out.push(`${i + 1} ${op.name} r=${ok} e=${first}`);
+        return;
+      }
+      case 'bulk_preserve': {
+        let ok = 0;
+        let first = '0';
+        for (let j = 0; j < n(1); j++) {
+          const m = p.memfdCreate('bulk', 0);
+          if (m < 0) {
+            if (first === '0') first = p.errno!;
+            continue;
+          }
+          if (p.pwrite(m, `bulk-${n(2) + j}`, 0) < 0 && first === '0') first = p.errno!;
+          buf.fill(0);
+          dv.setUint32(0, 16, true);
+          dv.setInt32(4, m, true);
+          dv.setBigUint64(8, BigInt(n(2) + j), true);
+          if (p.ioctl(fdOf(a[0]!), C.SESSION_PRESERVE_FD, buf) === 0) ok++;
+          else if (first === '0') first = p.errno!;
+          p.close(m);
+        }
+        out.push(`${i + 1} ${op.name} r=${ok} e=${first}`);
+        return;
+      }
+      case 'bulk_rfd': {
+        const all: number[] = [];
+        let ok = 0;
+        let first = '0';
+        for (let j = 0; j < n(1) && j < 4096; j++) {
+          buf.fill(0);
+          dv.setUint32(0, 16, true);
+          dv.setInt32(4, -1, true);
+          dv.setBigUint64(8, BigInt(n(2) + j), true);
+          if (p.ioctl(fdOf(a[0]!), C.SESSION_RETRIEVE_FD, buf) !== 0) {
+            if (first === '0') first = p.errno!;
+            continue;
+          }
+          ok++;
+          const fd = readI32(buf, 4, 'le');
+          const d = new Uint8Array(16);
+          const k = p.pread(fd, d, 0);
+          if (k > 0) all.push(...d.subarray(0, k));
+          p.close(fd);
+        }
+        out.push(`${i + 1} ${op.name} r=${ok} e=${first} fnv=${fnv(Uint8Array.from(all))}`);
+        return;
       }
       case 'ioctl':
         dv.setUint32(0, n(2) >>> 0, true);

@@ -1,0 +1,104 @@
+/**
+ * `luo conform run`: for each seed, the generated program on the real kernel (QEMU) and on luo
+ * (luo serve + the shim), both sides at once, N seeds at a time; then every seed compared and the
+ * divergences grouped. The report is plain data; src/cli/conform.ts prints it.
+ */
+import { LuoError } from '../errno.ts';
+import { compareRuns, type DivergenceGroup, groupDivergences, type KnownDivergence, type SeedComparison } from './compare.ts';
+import { buildGuestTools, type GuestTools } from './guest.ts';
+import { buildHostTools, type HostTools, runOnLuo } from './luo-side.ts';
+import { generate, type Program } from './program.ts';
+import { type KernelRun, runOnKernel } from './qemu.ts';
+
+/** "1-100", "7", "1,3,10-12": the seeds, in order, each once. EINVAL naming the bad part. */
+export function parseSeeds(spec: string): number[] {
+  const out = new Set<number>();
+  for (const part of spec.split(',')) {
+    const m = /^\s*(\d{1,9})\s*(?:-\s*(\d{1,9})\s*)?$/.exec(part);
+    const from = m ? Number(m[1]) : NaN;
+    const to = m?.[2] !== undefined ? Number(m[2]) : from;
+    if (!m || to < from || to - from >= 1_000_000) throw new LuoError('EINVAL', `--seeds ${spec}: "${part}" is not a seed or a range FROM-TO (e.g. 1-100)`);
+    for (let s = from; s <= to; s++) out.add(s);
+  }
+  return [...out];
+}
+
+export interface ConformOptions {
+  readonly kernel: string;
+  readonly seeds: readonly number[];
+  readonly jobs?: number;
+  readonly release?: string;
+  /** Operations per stage (default 300) and stages (default 3: cold boot, kexec, kexec). */
+  readonly ops?: number;
+  readonly stages?: number;
+  readonly known?: readonly KnownDivergence[];
+  /** Where the tools are built (the cache). */
+  readonly toolsDir: string;
+  readonly accel?: 'tcg' | 'kvm';
+  readonly stallSeconds?: number;
+  /** Called as each seed finishes. */
+  readonly onSeed?: (r: SeedResult, done: number, total: number) => void;
+}
+
+export interface SeedResult {
+  readonly comparison: SeedComparison;
+  readonly kernel: KernelRun;
+  readonly luo: KernelRun;
+}
+
+export interface ConformReport {
+  readonly kernel: string;
+  readonly release?: string;
+  readonly ops: number;
+  readonly stages: number;
+  readonly results: SeedResult[];
+  readonly groups: DivergenceGroup[];
+  readonly identical: number;
+  readonly divergent: number;
+  /** Divergent seeds whose group the known-divergences file does not list. */
+  readonly unlisted: number;
+}
+
+export interface Tools {
+  readonly guest: GuestTools;
+  readonly host: HostTools;
+}
+
+export function buildTools(dir: string): Tools {
+  return { guest: buildGuestTools(`${dir}/guest`), host: buildHostTools(`${dir}/host`) };
+}
+
+/** The program of a seed, as run. */
+export const programOf = (seed: number, ops = 300, stages = 3): Program => generate(seed, { opsPerStage: ops, stages });
+
+/** Runs one seed on both sides at once. */
+export async function runSeed(seed: number, tools: Tools, opts: Omit<ConformOptions, 'seeds' | 'toolsDir' | 'onSeed' | 'known' | 'jobs'>): Promise<SeedResult> {
+  const prog = programOf(seed, opts.ops, opts.stages);
+  const [kernel, luo] = await Promise.all([
+    runOnKernel(prog, { kernel: opts.kernel, tools: tools.guest, ...(opts.accel ? { accel: opts.accel } : {}), ...(opts.stallSeconds ? { stallSeconds: opts.stallSeconds } : {}) }),
+    runOnLuo(prog, { tools: tools.host, ...(opts.release ? { release: opts.release } : {}) }),
+  ]);
+  return { comparison: compareRuns(seed, kernel, luo), kernel, luo };
+}
+
+export async function conformRun(opts: ConformOptions): Promise<ConformReport> {
+  const tools = buildTools(opts.toolsDir);
+  const ops = opts.ops ?? 300;
+  const stages = opts.stages ?? 3;
+  const results: SeedResult[] = new Array(opts.seeds.length);
+  let next = 0;
+  let done = 0;
+  const worker = async (): Promise<void> => {
+    while (next < opts.seeds.length) {
+      const i = next++;
+      results[i] = await runSeed(opts.seeds[i]!, tools, { kernel: opts.kernel, ops, stages, ...(opts.release ? { release: opts.release } : {}), ...(opts.accel ? { accel: opts.accel } : {}), ...(opts.stallSeconds ? { stallSeconds: opts.stallSeconds } : {}) });
+      opts.onSeed?.(results[i]!, ++done, opts.seeds.length);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.jobs ?? 1, opts.seeds.length)) }, worker));
+  const comparisons = results.map((r) => r.comparison);
+  const groups = groupDivergences(comparisons, opts.known ?? []);
+  const unlisted = groups.filter((g) => !g.known).reduce((n, g) => n + g.seeds.length, 0);
+  const identical = comparisons.filter((c) => c.identical).length;
+  return { kernel: opts.kernel, ...(opts.release ? { release: opts.release } : {}), ops, stages, results, groups, identical, divergent: comparisons.length - identical, unlisted };
+}
