@@ -55,6 +55,9 @@ export function formatStatus(s: DaemonStatus): string {
       ? [`subsystems (${s.subsystems.state}): ${s.subsystems.registered.join(', ') || '-'}${Object.keys(s.subsystems.incoming).length ? `; handed over ${Object.entries(s.subsystems.incoming).map(([n, v]) => `${n}=${v}`).join(' ')}` : ''}`]
       : []),
     ...(s.flbs?.incoming.length ? [`FLBs handed over: ${s.flbs.incoming.map((f) => `${f.name} (${f.count} file(s), data ${f.data})`).join(', ')}`] : []),
+    ...(s.flbs?.registered?.length
+      ? wrapList('FLBs:', s.flbs.registered.map((f) => `${f.name} [${f.handlers.join(', ')}] ${f.outgoing.files} file(s) now${f.incoming ? `, incoming ${f.incoming.state} (${f.incoming.files} file(s), data ${f.incoming.data})` : ''}`), '  ')
+      : []),
     `clients: ${s.processes} process(es), ${s.connections} connection(s)`,
     ...lastUpdate(s.kexec),
   ];

@@ -4,6 +4,7 @@
  */
 import { MemfdFile } from '../handlers/memfd-file.ts';
 import type { LuoDaemon } from './server.ts';
+import { flbViewJson, type FlbViewJson } from '../luo/flb.ts';
 
 export interface StatusFile {
   token: string;
@@ -30,8 +31,8 @@ export interface DaemonStatus {
   preserved: { pages: number; blocks: number; byOrder: Record<string, number>; trackerPages: number };
   /** LUO subsystems: their state, who is registered, what the previous kernel handed over (hex u64s). */
   subsystems: { state: string; registered: string[]; incoming: Record<string, string> };
-  /** FLBs in the hand-over this kernel received (name, data, count). */
-  flbs: { incoming: Array<{ name: string; data: string; count: number }> };
+  /** FLBs in the hand-over this kernel received (name, data, count), and every registered FLB's state. */
+  flbs: { incoming: Array<{ name: string; data: string; count: number }>; registered: FlbViewJson[] };
   processes: number;
   connections: number;
   handles: number;
@@ -75,7 +76,10 @@ export function buildStatus(d: LuoDaemon, extra: { processes: number; connection
     subsystems: luo
       ? { state: luo.subsystems.state, registered: luo.subsystems.names, incoming: Object.fromEntries([...luo.subsystems.incomingData].map(([n, v]) => [n, hex(v)])) }
       : { state: 'normal', registered: [], incoming: {} },
-    flbs: { incoming: luo ? luo.flbs.incomingRecords.map((r) => ({ name: r.name, data: hex(r.data), count: Number(r.count) })) : [] },
+    flbs: {
+      incoming: luo ? luo.flbs.incomingRecords.map((r) => ({ name: r.name, data: hex(r.data), count: Number(r.count) })) : [],
+      registered: luo?.enabled ? luo.flbs.views.map(flbViewJson) : [],
+    },
     ...extra,
     kexec: (d.handover ?? null) as Record<string, unknown> | null,
   };

@@ -62,6 +62,30 @@ export function readFlbPage(mem: KhoMemory, pa: bigint, ramPages: number): FlbRe
   return out;
 }
 
+/** What tools show of one registered FLB (luo status, the dashboard). */
+export interface FlbView {
+  readonly name: string;
+  /** The file handlers it is registered with. */
+  readonly handlers: string[];
+  /** Preserved files using it now (its outgoing count), and the data its preserve returned. */
+  readonly outgoing: { readonly files: number; readonly data: bigint };
+  /** What the previous kernel handed over for it, and how far this kernel got with it. */
+  readonly incoming: { readonly files: number; readonly data: bigint; readonly state: 'waiting' | 'retrieved' | 'finished' } | null;
+}
+
+/** An FlbView as JSON (data as 0x-hex). */
+export interface FlbViewJson {
+  name: string;
+  handlers: string[];
+  outgoing: { files: number; data: string };
+  incoming: { files: number; data: string; state: 'waiting' | 'retrieved' | 'finished' } | null;
+}
+
+export function flbViewJson(v: FlbView): FlbViewJson {
+  const hex = (x: bigint) => `0x${x.toString(16)}`;
+  return { name: v.name, handlers: v.handlers, outgoing: { files: v.outgoing.files, data: hex(v.outgoing.data) }, incoming: v.incoming ? { ...v.incoming, data: hex(v.incoming.data) } : null };
+}
+
 export class FlbRegistry implements FlbHooks {
   /** Global registration order (what the FLB page is written in). */
   private readonly global: FlbState[] = [];
@@ -218,6 +242,22 @@ export class FlbRegistry implements FlbHooks {
   getOutgoing(flb: Flb): unknown {
     if (!this.enabled()) throw new LuoError('EOPNOTSUPP', 'live update is disabled');
     return this.state(flb).out.obj;
+  }
+
+  /** Every registered FLB, in registration order: its handlers, its files now, what came in. */
+  get views(): FlbView[] {
+    const handlers = new Map<Flb, string[]>();
+    for (const [h, flbs] of this.links) for (const f of flbs) handlers.set(f, [...(handlers.get(f) ?? []), h.compatible]);
+    return this.global.map((s) => {
+      const rec = this.incoming.find((r) => r.name === s.flb.compatible);
+      const state = s.inc.finished ? 'finished' : s.inc.retrieved ? 'retrieved' : 'waiting';
+      return {
+        name: s.flb.compatible,
+        handlers: handlers.get(s.flb) ?? [],
+        outgoing: { files: s.out.count, data: s.out.data },
+        incoming: rec ? { files: s.inc.retrieved ? s.inc.count : Number(rec.count), data: rec.data, state } : null,
+      };
+    });
   }
 
   outgoingCount(flb: Flb): number {

@@ -17,6 +17,7 @@ import { KernelLog } from '../kernel/log.ts';
 import type { Machine } from '../kernel/machine.ts';
 import { MEMBLOCK_RSRV_KERN, MEMBLOCK_RSRV_NOINIT } from '../machine/memblock.ts';
 import type { LuoSession } from '../luo/session.ts';
+import { flbViewJson, type FlbViewJson } from '../luo/flb.ts';
 
 /** A run of pages in one category, or a coarsened run with its composition (category -> pages). */
 export interface Segment {
@@ -93,6 +94,9 @@ export interface MachineView {
   bootMs: number;
   luo: { enabled: boolean; deviceRegistered: boolean; deviceOpen: boolean; handlers: string[] } | null;
   sessions: { outgoing: SessionView[]; incoming: SessionView[] };
+  /** LUO subsystems (state, registered, the data the previous kernel handed over as hex) and FLBs. */
+  subsystems: { state: string; registered: string[]; incoming: Record<string, string> } | null;
+  flbs: FlbViewJson[];
   kho: KhoView | null;
   memory: MemoryView;
   log: string[];
@@ -380,6 +384,8 @@ export function machineView(m: Machine, opts: { maxSegments?: number } = {}): Ma
       outgoing: luo?.enabled ? luo.sessions.outgoing.map((s) => ({ name: s.name, files: fileViews(s) })) : [],
       incoming: luo?.enabled ? luo.sessions.incoming.map((s) => ({ name: s.name, retrieved: s.retrieved, files: fileViews(s) })) : [],
     },
+    subsystems: luo?.enabled ? { state: luo.subsystems.state, registered: luo.subsystems.names, incoming: Object.fromEntries([...luo.subsystems.incomingData].map(([n, v]) => [n, hex(v)])) } : null,
+    flbs: luo?.enabled ? luo.flbs.views.map(flbViewJson) : [],
     kho: khoView(k),
     memory: memoryView(m, opts),
     log: k.log.lines.slice(-LOG_LINES).map((l) => KernelLog.format(l)),

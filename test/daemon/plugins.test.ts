@@ -62,6 +62,9 @@ test('luo serve --subsystem and --liveupdate-test: subsystem data and the test F
     const out = await runLuo(['status', '--socket', d.socket]);
     assert.match(out.stdout, /subsystems \(updated\): kvm, iommu; handed over kvm=0x1234 iommu=0x7/);
     assert.match(out.stdout, /FLBs handed over: liveupdate-test-flb-v0 \(1 file\(s\), data 0xfeedf00dcafebee0\)/);
+    // every registered FLB: none of its files preserved now, the incoming one not yet retrieved
+    assert.match(out.stdout, /FLBs:\s+liveupdate-test-flb-v0 \[memfd-v2\] 0 file\(s\) now, incoming waiting \(1 file\(s\), data 0xfeedf00dcafebee0\)/);
+    assert.deepEqual(st.flbs.registered.map((f) => [f.name, f.outgoing.files, f.incoming?.state]), [0, 1, 2].map((i) => [`liveupdate-test-flb-v${i}`, 0, 'waiting']));
     await c2.shutdown();
     void c;
     const bad = await runLuo(['serve', '--socket', join(dir, 'b.sock'), '--state-dir', join(dir, 'b'), '--subsystem', 'kvm']);

@@ -13,13 +13,17 @@ import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { launchChromium, openPage, waitForShown } from './browser.ts';
 import { Machine } from '../../src/kernel/machine.ts';
+import { DEFAULT_BUILD } from '../../src/kernel/build.ts';
 import { memfdCreate } from '../../src/handlers/memfd-file.ts';
 import { MachineFeed, SnapshotHub, startDashboardServer } from '../../src/web/server.ts';
 
 
-/** A 16 GiB machine with two sessions (guest RAM in 2 MiB folios, device state), after one live update. */
+/**
+ * A 16 GiB machine with two sessions (guest RAM in 2 MiB folios, device state), after one live
+ * update; built with the test FLBs (CONFIG_LIVEUPDATE_TEST) and a declared subsystem "kvm".
+ */
 function machineAfterKexec(): { m: Machine; preserveAgain: () => void } {
-  const m = new Machine({ ramSize: 16n << 30n });
+  const m = new Machine({ ramSize: 16n << 30n, build: { ...DEFAULT_BUILD, liveupdateTest: true, subsystems: [{ name: 'kvm', data: 0x1234n }] } });
   const k = m.kernel;
   k.luo!.open();
   for (const [name, size] of [['vm-a', 64 << 20], ['vm-b', 32 << 20]] as const) {
@@ -90,6 +94,12 @@ test('dashboard in headless chromium: the machine after a kexec, live updates ov
     assert.match(sessions, /INCOMING \(1\)/i);
     assert.match(sessions, /vm-a[\s\S]*0x100[\s\S]*memfd-v2/);
     assert.match(sessions, /vm-b/);
+    // Drivers: the subsystem with what it got from the previous kernel, the test FLBs with their
+    // files now (vm-a's two memfds preserved again) and what came in (retrieved with vm-a)
+    assert.match(await page.locator('#subsystems').innerText(), /SUBSYSTEMS \(UPDATED\)[\s\S]*kvm\s+yes\s+0x1234/i);
+    const flbs = await page.locator('#flbs').innerText();
+    assert.match(flbs, /FLBs \(3\)/i);
+    assert.match(flbs, /liveupdate-test-flb-v0\s+memfd-v2\s+2\s+retrieved: 2 file\(s\), data 0x[0-9a-f]+/);
     // Timeline: one live update, six phases with a total.
     assert.equal(await page.locator('.tl-entry').count(), 1);
     assert.equal(await page.locator('.tl-entry .tl-seg').count(), 6);

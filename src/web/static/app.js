@@ -381,7 +381,29 @@ function renderSessions(m, held) {
         incoming && s.retrieved ? h('span', { class: 'badge ok' }, 'retrieved') : null,
         heldSet.has(s.name) ? h('span', { class: 'badge held' }, 'held') : null),
       fileTable(s.files, incoming))) : h('div', { class: 'empty' }, incoming ? 'nothing handed over (or all finished)' : 'none'));
-  el.replaceChildren(h('div', { class: 'sess-cols' }, col('outgoing', m.sessions.outgoing, false), col('incoming', m.sessions.incoming, true)));
+  const drivers = driverState(m);
+  el.replaceChildren(h('div', { class: 'sess-cols' }, col('outgoing', m.sessions.outgoing, false), col('incoming', m.sessions.incoming, true)), ...(drivers ? [drivers] : []));
+}
+
+/** Subsystems and FLBs: what drivers registered, and what the previous kernel handed over to them. */
+function driverState(m) {
+  const sub = m.subsystems, flbs = m.flbs || [];
+  if ((!sub || (!sub.registered.length && !Object.keys(sub.incoming).length)) && !flbs.length) return null;
+  const parts = [];
+  if (sub && (sub.registered.length || Object.keys(sub.incoming).length)) {
+    parts.push(h('div', { class: 'subsystems', id: 'subsystems' }, h('h3', {}, `subsystems (${sub.state})`),
+      h('table', { class: 'files' }, h('tr', {}, h('th', {}, 'name'), h('th', {}, 'registered'), h('th', {}, 'handed over')),
+        [...new Set([...sub.registered, ...Object.keys(sub.incoming)])].map((n) => h('tr', {},
+          h('td', {}, n), h('td', {}, sub.registered.includes(n) ? 'yes' : 'no'), h('td', {}, sub.incoming[n] ?? '—'))))));
+  }
+  if (flbs.length) {
+    parts.push(h('div', { class: 'flbs', id: 'flbs' }, h('h3', {}, `FLBs (${flbs.length})`),
+      h('table', { class: 'files' }, h('tr', {}, h('th', {}, 'FLB'), h('th', {}, 'handlers'), h('th', { class: 'r' }, 'files now'), h('th', {}, 'incoming')),
+        flbs.map((f) => h('tr', { 'data-flb': f.name },
+          h('td', {}, f.name), h('td', {}, f.handlers.join(', ')), h('td', { class: 'r' }, String(f.outgoing.files)),
+          h('td', {}, f.incoming ? `${f.incoming.state}: ${f.incoming.files} file(s), data ${f.incoming.data}` : '—'))))));
+  }
+  return h('div', { class: 'driver-state' }, parts);
 }
 
 // ------------------------------------------------------------------------------ KHO tree, log
