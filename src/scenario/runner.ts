@@ -127,6 +127,7 @@ export function describeStep(a: StepArgs): string {
     case 'plugin-open': return `plugin-open ${a.handler} as ${a.as}`;
     case 'plugin-check': return `plugin-check ${a.fd}`;
     case 'subsystem-check': return `subsystem-check ${a.name}`;
+    case 'flb-check': return `flb-check ${a.name}`;
     case 'preserve': return `preserve ${a.fd} into ${a.session} (token ${hex(a.token)})`;
     case 'unpreserve': return `unpreserve ${a.session}`;
     case 'inject-fault': return `inject-fault ${a.fault.errno} into ${a.fault.op.startsWith('kho-') ? 'KHO' : a.fault.flb ? `FLB ${a.fault.flb}` : a.fault.subsystem ? `subsystem ${a.fault.subsystem}` : a.fault.handler ?? 'memfd-v2'} ${a.fault.op}`;
@@ -321,6 +322,22 @@ class Runner {
         const fd = this.sys(p.openPluginFile(() => pluginCall(`handler plugin "${plugin.compatible}" open`, () => plugin.open!(a.args))), `open a ${plugin.compatible} file`);
         this.bind(a.as, { fd, kind: 'memfd' });
         return { text: `fd ${fd}` };
+      }
+      case 'flb-check': {
+        const luo = this.machine.kernel.luo;
+        if (!luo?.enabled) throw new StepError('EOPNOTSUPP', 'live update is disabled in this kernel');
+        const views = luo.flbs.views;
+        const v = views.find((x) => x.name === a.name);
+        if (!v) throw new CheckFailure(`no FLB "${a.name}" is registered in this kernel (registered: ${views.map((x) => x.name).join(', ') || 'none'})`);
+        if (a.files !== undefined && v.outgoing.files !== a.files) throw new CheckFailure(`FLB "${a.name}" is used by ${v.outgoing.files} preserved file(s), expected ${a.files}`);
+        const inc = a.incoming;
+        if (inc) {
+          if (!v.incoming) throw new CheckFailure(`the previous kernel handed nothing over for FLB "${a.name}"`);
+          if (inc.state !== undefined && v.incoming.state !== inc.state) throw new CheckFailure(`FLB "${a.name}" incoming is ${v.incoming.state}, expected ${inc.state}`);
+          if (inc.files !== undefined && v.incoming.files !== inc.files) throw new CheckFailure(`FLB "${a.name}" incoming counts ${v.incoming.files} file(s), expected ${inc.files}`);
+          if (inc.data !== undefined && v.incoming.data !== inc.data) throw new CheckFailure(`FLB "${a.name}" incoming data is 0x${v.incoming.data.toString(16)}, expected 0x${inc.data.toString(16)}`);
+        }
+        return { text: `${v.outgoing.files} file(s) now${v.incoming ? `; incoming ${v.incoming.state}, ${v.incoming.files} file(s), data 0x${v.incoming.data.toString(16)}` : ''}` };
       }
       case 'subsystem-check': {
         const luo = this.machine.kernel.luo;

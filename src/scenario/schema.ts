@@ -71,6 +71,7 @@ export type StepArgs =
   | { readonly kind: 'plugin-open'; readonly handler: string; readonly as: string; readonly args?: unknown }
   | { readonly kind: 'plugin-check'; readonly fd: string; readonly expect: unknown }
   | { readonly kind: 'subsystem-check'; readonly name: string; readonly data?: bigint }
+  | { readonly kind: 'flb-check'; readonly name: string; readonly files?: number; readonly incoming?: FlbIncomingExpect }
   | { readonly kind: 'preserve'; readonly session: string; readonly fd: string; readonly token: bigint }
   | { readonly kind: 'unpreserve'; readonly session: string }
   | { readonly kind: 'inject-fault'; readonly fault: FaultArgs }
@@ -209,6 +210,11 @@ function kinds(ramLimit: number): { readonly [K in StepKind]: KindSpec<K> } {
     'subsystem-check': {
       shape: fields({ name: text(), data: token.optional() }), shorthand: 'name',
       build: (m) => ({ kind: 'subsystem-check', name: m.name as string, ...(m.data !== undefined ? { data: m.data as bigint } : {}) }),
+    },
+    'flb-check': {
+      shape: fields({ name: text(), files: int().optional(), incoming: fields({ files: int().optional(), data: token.optional(), state: oneOf(['waiting', 'retrieved', 'finished'] as const).optional() }).optional() }),
+      shorthand: 'name',
+      build: (m) => ({ kind: 'flb-check', name: m.name as string, ...opt({ files: m.files as number | undefined, incoming: m.incoming as FlbIncomingExpect | undefined }) }),
     },
     preserve: { shape: fields({ session: name(), fd: name(), token }), build: (m) => ({ kind: 'preserve', session: m.session as string, fd: m.fd as string, token: m.token as bigint }) },
     unpreserve: { shape: fields({ session: name() }), shorthand: 'session', build: (m) => ({ kind: 'unpreserve', session: m.session as string }) },
@@ -385,6 +391,13 @@ export interface ScenarioBody {
   readonly description?: string;
   readonly machine: MachineSpec;
   readonly steps: StepBody[];
+}
+
+/** What a flb-check expects of what the previous kernel handed over to an FLB. */
+export interface FlbIncomingExpect {
+  readonly files?: number;
+  readonly data?: bigint;
+  readonly state?: 'waiting' | 'retrieved' | 'finished';
 }
 
 /** The machine a scenario starts on. */

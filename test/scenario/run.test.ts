@@ -29,6 +29,7 @@ const EXPECTED: Record<string, { steps: number; kinds: Record<string, number> }>
   'fallback.yaml': { steps: 13, kinds: { 'agent-update': 5 } },
   'duplicate-51.yaml': { steps: 9, kinds: { kexec: 1 } },
   'subsystems.yaml': { steps: 8, kinds: { kexec: 2, 'subsystem-check': 3 } },
+  'flbs.yaml': { steps: 14, kinds: { kexec: 1, 'flb-check': 5 } },
 };
 
 for (const [file, want] of Object.entries(EXPECTED)) {
@@ -190,4 +191,30 @@ test('a binary file is refused (exit 2) without being echoed back', () => {
   assert.equal(r.status, 2);
   assert.equal(r.stderr, 'luo scenario: - is not a text file (a NUL byte at offset 7): a scenario is YAML text (see luo scenario --schema)\n');
   assert.equal(r.stdout, '');
+});
+
+test('flb-check: an FLB not registered, a wrong count, data or state, and nothing handed over, each fail with the reason', () => {
+  const r = run(`machine: { build: { test: true } }
+steps:
+  - create-session: { name: vm, as: s }
+  - memfd: { as: m, size: 4KiB }
+  - preserve: { session: s, fd: m, token: 1 }
+  - flb-check: { name: no-such-flb }
+  - flb-check: { name: liveupdate-test-flb-v0, files: 2 }
+  - flb-check: { name: liveupdate-test-flb-v0, incoming: { state: waiting } }
+  - kexec: {}
+  - flb-check: { name: liveupdate-test-flb-v2, incoming: { data: 0x1 } }
+  - flb-check: { name: liveupdate-test-flb-v2, incoming: { state: finished } }
+  - flb-check: { name: liveupdate-test-flb-v2, incoming: { files: 3 } }
+  - flb-check: { name: liveupdate-test-flb-v2, files: 0, incoming: { state: waiting, files: 1, data: 0xfeedf00dcafebee2 } }
+`);
+  const failed = r.steps.filter((s) => s.status === 'fail').map((s) => s.reason);
+  assert.equal(failed.length, 6, JSON.stringify(r.steps.map((s) => [s.status, s.reason])));
+  assert.match(failed[0]!, /no FLB "no-such-flb" is registered in this kernel \(registered: liveupdate-test-flb-v0, liveupdate-test-flb-v1, liveupdate-test-flb-v2\)/);
+  assert.match(failed[1]!, /used by 1 preserved file\(s\), expected 2/);
+  assert.match(failed[2]!, /the previous kernel handed nothing over for FLB "liveupdate-test-flb-v0"/);
+  assert.match(failed[3]!, /incoming data is 0xfeedf00dcafebee2, expected 0x1/);
+  assert.match(failed[4]!, /incoming is waiting, expected finished/);
+  assert.match(failed[5]!, /incoming counts 1 file\(s\), expected 3/);
+  assert.equal(r.steps.at(-1)!.status, 'pass');
 });
