@@ -11,7 +11,7 @@ import { compareRuns, type DivergenceGroup, normalizeLine, parseKnown, type Know
 import { buildKernel, defaultCacheDir, defaultKernel } from '../conform/kernel.ts';
 import { stageText } from '../conform/program.ts';
 import type { KernelRun } from '../conform/qemu.ts';
-import { buildTools, conformRun, type ConformReport, parseSeeds, programOf, runSeed } from '../conform/run.ts';
+import { buildTools, conformRun, type ConformReport, parseSeeds, programOf, resolveAccel, runSeed } from '../conform/run.ts';
 import { bold, dim, green, red } from './style.ts';
 
 const style = { bold, dim, good: green, bad: red };
@@ -28,9 +28,9 @@ function intOpt(v: string | undefined, name: string, min: number, max: number, d
   return n;
 }
 
-function accelOpt(v: string | undefined): 'tcg' | 'kvm' | undefined {
-  if (v === undefined || v === 'tcg' || v === 'kvm') return v;
-  throw new RangeError(`--accel ${v}: expected tcg or kvm`);
+function accelOpt(v: string | undefined): 'tcg' | 'kvm' | 'auto' | undefined {
+  if (v === undefined || v === 'tcg' || v === 'kvm' || v === 'auto') return v;
+  throw new RangeError(`--accel ${v}: expected auto, tcg or kvm`);
 }
 
 function kernelOpt(v: string | undefined): string {
@@ -86,6 +86,19 @@ function rerun(seed: number, opts: { kernel: string; ops: number; stages: number
   return `luo conform show ${seed} --kernel ${opts.kernel}${opts.ops !== 300 ? ` --ops ${opts.ops}` : ''}${opts.stages !== 3 ? ` --stages ${opts.stages}` : ''}${opts.release ? ` --release ${opts.release}` : ''}`;
 }
 
+/** A few lines before the first divergence, and it, from both transcripts of the group's first seed. */
+function context(g: DivergenceGroup, r: ConformReport): string[] {
+  const res = r.results.find((x) => x.comparison.seed === g.seeds[0]);
+  const d = g.example;
+  if (!res) return [];
+  const stage = Math.max(0, d.stage - 1);
+  const kl = res.kernel.stages[stage]?.lines ?? [];
+  const ll = res.luo.stages[stage]?.lines ?? [];
+  const end = d.op === 'outcome' && d.index === 0 ? Math.max(kl.length, ll.length) : d.index;
+  const from = Math.max(0, end - 4);
+  return sideBySide(kl.slice(from, end), ll.slice(from, end), 44).split('\n').map((l) => `    ${l}`);
+}
+
 function groupText(g: DivergenceGroup, i: number, r: ConformReport): string {
   const d = g.example;
   const seeds = g.seeds.length > 12 ? `${g.seeds.slice(0, 12).join(', ')}, … (${g.seeds.length})` : `${g.seeds.join(', ')} (${g.seeds.length})`;
@@ -96,6 +109,7 @@ function groupText(g: DivergenceGroup, i: number, r: ConformReport): string {
     `    kernel: ${d.kernel ?? '(no line)'}`,
     `    luo:    ${d.luo ?? '(no line)'}`,
   ];
+  lines.push(`  seed ${g.seeds[0]}, stage ${d.stage}, up to the divergence:`, ...context(g, r));
   if (g.known) lines.push(`  listed: ${g.known.why}`);
   lines.push(`  rerun: ${rerun(g.seeds[0]!, { kernel: r.kernel, ops: r.ops, stages: r.stages, ...(r.release ? { release: r.release } : {}) })}`);
   return lines.join('\n');
@@ -103,7 +117,7 @@ function groupText(g: DivergenceGroup, i: number, r: ConformReport): string {
 
 export function reportText(r: ConformReport): string {
   const out = [
-    `luo conform: ${r.results.length} seed(s), ${r.stages} stages x ${r.ops} operations, kernel ${r.kernel}${r.release ? `, luo release ${r.release}` : ''}`,
+    `luo conform: ${r.results.length} seed(s), ${r.stages} stages x ${r.ops} operations, kernel ${r.kernel} (QEMU ${r.accel})${r.release ? `, luo release ${r.release}` : ''}`,
     `  ${r.identical} identical, ${r.divergent} divergent in ${r.groups.length} group(s)${r.divergent ? `, ${r.unlisted} not in the known list` : ''}`,
   ];
   const stopped = r.results.filter((x) => x.kernel.outcome === 'stalled' || x.kernel.outcome === 'exited');
@@ -118,7 +132,7 @@ export async function conformRunCli(opts: RunCliOptions): Promise<number> {
   let jobs: number;
   let ops: number;
   let stages: number;
-  let accel: 'tcg' | 'kvm' | undefined;
+  let accel: 'tcg' | 'kvm' | 'auto' | undefined;
   let known: KnownDivergence[] = [];
   try {
     kernel = kernelOpt(opts.kernel);
@@ -180,7 +194,7 @@ export function sideBySide(kernel: readonly string[], luo: readonly string[], wi
 export async function conformShowCli(seedArg: string, opts: ShowCliOptions): Promise<number> {
   let ops: number;
   let stages: number;
-  let accel: 'tcg' | 'kvm' | undefined;
+  let accel: 'tcg' | 'kvm' | 'auto' | undefined;
   let seed: number;
   try {
     seed = intOpt(seedArg, 'SEED', 0, 999_999_999, 0);
@@ -201,7 +215,7 @@ export async function conformShowCli(seedArg: string, opts: ShowCliOptions): Pro
   try {
     const tools = buildTools(join(defaultCacheDir(), 'tools'));
     if (kernel) {
-      const r = await runSeed(seed, tools, { kernel, ops, stages, ...(opts.release ? { release: opts.release } : {}), ...(accel ? { accel } : {}) });
+      const r = await runSeed(seed, tools, { kernel, ops, stages, accel: await resolveAccel(accel, kernel, join(defaultCacheDir(), 'tools')), ...(opts.release ? { release: opts.release } : {}) });
       runs = { kernel: r.kernel, luo: r.luo };
     } else {
       const { runOnLuo } = await import('../conform/luo-side.ts');

@@ -70,7 +70,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--ops <n>', 'operations per stage', '300')
     .option('--stages <n>', 'stages (a kexec between two)', '3')
     .option('--known <file>', 'known divergences (YAML: a list of {op, kernel?, luo?, why}); they do not fail the run')
-    .option('--accel <a>', 'QEMU accelerator: tcg (default) or kvm')
+    .option('--accel <a>', 'QEMU accelerator: auto (kvm when it works here, else tcg), tcg or kvm', 'auto')
     .option('--json', 'print the report as JSON')
     .action(async (opts: import('./conform.ts').RunCliOptions) => {
       const { conformRunCli } = await import('./conform.ts');
@@ -81,7 +81,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--ops <n>', 'operations per stage', '300')
     .option('--stages <n>', 'stages', '3')
     .option('--release <r>', 'the luo release')
-    .option('--accel <a>', 'tcg or kvm')
+    .option('--accel <a>', 'auto, tcg or kvm', 'auto')
     .option('--json', 'as JSON')
     .action(async (seed: string, opts: import('./conform.ts').ShowCliOptions) => {
       const { conformShowCli } = await import('./conform.ts');

@@ -21,7 +21,7 @@ test('luo conform run and show: bad arguments are exit 2 with the reason', async
       [['conform', 'run', '--kernel', k, '--seeds', '9-1'], /--seeds 9-1: "9-1" is not a seed or a range/],
       [['conform', 'run', '--kernel', k, '--ops', '0'], /--ops 0: expected an integer from 1 to 100000/],
       [['conform', 'run', '--kernel', k, '--stages', 'x'], /--stages x: expected an integer/],
-      [['conform', 'run', '--kernel', k, '--accel', 'hvf'], /--accel hvf: expected tcg or kvm/],
+      [['conform', 'run', '--kernel', k, '--accel', 'hvf'], /--accel hvf: expected auto, tcg or kvm/],
       [['conform', 'run', '--kernel', join(dir, 'missing')], /--kernel .*missing: no such file/],
       [['conform', 'run', '--kernel', k, '--known', bad], /known\.yaml:2:\d+: divergences\[0\]: missing required field "why"/],
       [['conform', 'run', '--kernel', k, '--known', join(dir, 'nope.yaml')], /nope\.yaml/],
