@@ -17,21 +17,6 @@
 #include <getopt.h>
 #include <sys/syscall.h>
 
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-	int e = errno;
-
-	printf("FAIL: ");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf(" (errno %d %s)\n", e, strerrorname_np(e) ?: "?");
-	exit(1);
-}
-
-#define MUST(cond, ...) do { if (!(cond)) die(__VA_ARGS__); } while (0)
-
 /* ---------------------------------------------------------------- state session */
 
 static void create_state(int dev, const char *name, uint64_t token, int next_stage)
@@ -63,41 +48,6 @@ static void finish_and_close(int s, const char *what)
 
 	MUST(r == 0, "finish %s: %d", what, r);
 	MUST(close(s) == 0, "close %s", what);
-}
-
-/* Fork a holder that keeps every fd open until killed; the parent exits 0. */
-static void hold_and_exit(void)
-{
-	int pfd[2];
-	pid_t pid;
-	char c;
-
-	MUST(pipe(pfd) == 0, "pipe");
-	fflush(stdout);
-	pid = fork();
-	MUST(pid >= 0, "fork");
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR);
-
-		setsid();
-		close(pfd[0]);
-		/* like daemonize_and_wait: no stdio, cwd "/" */
-		dup2(null, 0), dup2(null, 1), dup2(null, 2);
-		close(null);
-		if (chdir("/"))
-			;
-		if (write(pfd[1], "k", 1) != 1)
-			_exit(1);
-		close(pfd[1]);
-		for (;;)
-			pause();
-	}
-	close(pfd[1]);
-	MUST(read(pfd[0], &c, 1) == 1, "holder did not start");
-	printf("STAGE1 HOLDER %d\n", (int)pid);
-	printf("STAGE1 DONE: sessions are held; kexec now\n");
-	fflush(stdout);
-	exit(0);
 }
 
 /* ---------------------------------------------------------------- deterministic data */

@@ -22,20 +22,6 @@
 #define T_MAIN 0x77
 #define T_CLOSED 0x79
 
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-	int e = errno;
-
-	printf("FAIL: ");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf(" (errno %d %s)\n", e, strerrorname_np(e) ?: "?");
-	exit(1);
-}
-
-#define MUST(cond, ...) do { if (!(cond)) die(__VA_ARGS__); } while (0)
 /* a call that must fail with errno err */
 #define MUST_ERR(call, err, what) do { errno = 0; MUST((call) < 0 && errno == (err), "%s: expected %s", what, strerrorname_np(err)); } while (0)
 
@@ -50,32 +36,6 @@ static uint64_t take(int fd)
 
 	MUST(read(fd, &v, sizeof(v)) == (ssize_t)sizeof(v), "read the count of fd %d", fd);
 	return v;
-}
-
-static void hold_and_exit(void)
-{
-	int pfd[2];
-	pid_t pid;
-	char c;
-
-	MUST(pipe(pfd) == 0, "pipe");
-	fflush(stdout);
-	pid = fork();
-	MUST(pid >= 0, "fork");
-	if (pid == 0) {
-		setsid();
-		close(pfd[0]);
-		if (write(pfd[1], "k", 1) != 1)
-			_exit(1);
-		close(pfd[1]);
-		for (;;)
-			pause();
-	}
-	close(pfd[1]);
-	MUST(read(pfd[0], &c, 1) == 1, "holder did not start");
-	printf("STAGE1 HOLDER %d\n", (int)pid);
-	fflush(stdout);
-	exit(0);
 }
 
 static void stage1(int dev)

@@ -331,4 +331,57 @@ static inline int lu_run_all(const struct lu_case *cases, int count, int argc, c
 #define LU_CASE_T(fn, t) { #fn, fn, 1, t }
 #define LU_CASE_NODEV(fn) { #fn, fn, 0, 0 }
 
+/* ---------------------------------------------------------------- two-stage programs */
+
+/* A failure of a two-stage program: "FAIL: <what> (errno N NAME)", exit 1. */
+static inline __attribute__((noreturn, format(printf, 1, 2))) void die(const char *fmt, ...)
+{
+	va_list ap;
+	int e = errno;
+
+	printf("FAIL: ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf(" (errno %d %s)\n", e, strerrorname_np(e) ?: "?");
+	exit(1);
+}
+
+#define MUST(cond, ...) do { if (!(cond)) die(__VA_ARGS__); } while (0)
+
+/* Fork a holder that keeps every fd open until killed; the parent exits 0. */
+static inline __attribute__((noreturn)) void hold_and_exit(void)
+{
+	int pfd[2];
+	pid_t pid;
+	char c;
+
+	MUST(pipe(pfd) == 0, "pipe");
+	fflush(stdout);
+	pid = fork();
+	MUST(pid >= 0, "fork");
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		setsid();
+		close(pfd[0]);
+		/* like daemonize_and_wait: no stdio, cwd "/" */
+		dup2(null, 0), dup2(null, 1), dup2(null, 2);
+		close(null);
+		if (chdir("/"))
+			;
+		if (write(pfd[1], "k", 1) != 1)
+			_exit(1);
+		close(pfd[1]);
+		for (;;)
+			pause();
+	}
+	close(pfd[1]);
+	MUST(read(pfd[0], &c, 1) == 1, "holder did not start");
+	printf("STAGE1 HOLDER %d\n", (int)pid);
+	printf("STAGE1 DONE: sessions are held; kexec now\n");
+	fflush(stdout);
+	exit(0);
+}
+
 #endif /* LUO_CONFORMANCE_LUTEST_H */

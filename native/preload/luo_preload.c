@@ -598,10 +598,15 @@ static int luo_path(int dirfd, const char *path, char plugin[PLUGIN_NAME_MAX + 1
 	return P_OTHER;
 }
 
-static int open_device(int flags)
+/*
+ * open(2) of a node the daemon serves: /dev/liveupdate (plugin NULL: OPEN_DEVICE) or a handler
+ * plugin's /dev/luo/NAME (OPEN_PLUGIN, protocol 4.11). The fd is a new connection carrying the file.
+ */
+static int open_node(int flags, const char *plugin)
 {
 	struct reply rp;
-	uint32_t req[2] = { (uint32_t)flags, 0 }, id;
+	uint32_t dev_req[2] = { (uint32_t)flags, 0 };
+	uint32_t plugin_req[4] = { (uint32_t)flags, plugin ? (uint32_t)strlen(plugin) : 0, 0, 0 }, id;
 	ino_t ino;
 	int fd, e;
 
@@ -615,53 +620,7 @@ static int open_device(int flags)
 	}
 	pthread_mutex_lock(&lock);
 	fd = connect_daemon(flags & O_CLOEXEC, &id, &ino);
-	if (fd < 0) {
-		pthread_mutex_unlock(&lock);
-		errno = -fd;
-		return -1;
-	}
-	e = request(fd, MSG_OPEN_DEVICE, req, sizeof(req), NULL, 0, NULL, 0, &rp);
-	if (e || rp.ret < 0) {
-		int err = e ? -e : (int)rp.err;
-		if (!e)
-			reply_free(&rp);
-		sys_close(fd);
-		pthread_mutex_unlock(&lock);
-		errno = err == EIO && e ? ENOENT : err;
-		return -1;
-	}
-	reply_free(&rp);
-	if (flags & O_NONBLOCK)
-		sys_fcntl(fd, F_SETFL, O_NONBLOCK);
-	{
-		struct conn *c = conn_add(ino, id, K_DEVICE, 0);
-		if (c)
-			c->accmode = flags & O_ACCMODE;
-	}
-	pthread_mutex_unlock(&lock);
-	DBG("open /dev/liveupdate -> fd %d (conn %u)", fd, id);
-	return fd;
-}
-
-/* open(2) of /dev/luo/NAME: a file of the handler plugin NAME built into the daemon's kernel (4.11). */
-static int open_plugin(const char *name, int flags)
-{
-	struct reply rp;
-	uint32_t req[4] = { (uint32_t)flags, (uint32_t)strlen(name), 0, 0 }, id;
-	ino_t ino;
-	int fd, e;
-
-	if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) {
-		errno = EEXIST;
-		return -1;
-	}
-	if (flags & O_DIRECTORY) {
-		errno = ENOTDIR;
-		return -1;
-	}
-	pthread_mutex_lock(&lock);
-	fd = connect_daemon(flags & O_CLOEXEC, &id, &ino);
-	if (fd >= 0 && !(daemon_features & FEATURE_PLUGIN_FILES)) {
+	if (fd >= 0 && plugin && !(daemon_features & FEATURE_PLUGIN_FILES)) {
 		/* a daemon without plugin files has no such device node */
 		sys_close(fd);
 		fd = -ENOENT;
@@ -671,7 +630,8 @@ static int open_plugin(const char *name, int flags)
 		errno = -fd;
 		return -1;
 	}
-	e = request(fd, MSG_OPEN_PLUGIN, req, sizeof(req), name, req[1], NULL, 0, &rp);
+	e = plugin ? request(fd, MSG_OPEN_PLUGIN, plugin_req, sizeof(plugin_req), plugin, plugin_req[1], NULL, 0, &rp)
+		   : request(fd, MSG_OPEN_DEVICE, dev_req, sizeof(dev_req), NULL, 0, NULL, 0, &rp);
 	if (e || rp.ret < 0) {
 		int err = e ? -e : (int)rp.err;
 		if (!e)
@@ -685,12 +645,12 @@ static int open_plugin(const char *name, int flags)
 	if (flags & O_NONBLOCK)
 		sys_fcntl(fd, F_SETFL, O_NONBLOCK);
 	{
-		struct conn *c = conn_add(ino, id, K_PLUGIN, 0);
+		struct conn *c = conn_add(ino, id, plugin ? K_PLUGIN : K_DEVICE, 0);
 		if (c)
 			c->accmode = flags & O_ACCMODE;
 	}
 	pthread_mutex_unlock(&lock);
-	DBG("open /dev/luo/%s -> fd %d (conn %u)", name, fd, id);
+	DBG("open %s%s -> fd %d (conn %u)", plugin ? "/dev/luo/" : "/dev/liveupdate", plugin ? plugin : "", fd, id);
 	return fd;
 }
 
@@ -701,9 +661,9 @@ static int luo_open(int dirfd, const char *path, int flags)
 
 	switch (luo_path(dirfd, path, name)) {
 	case P_DEVICE:
-		return open_device(flags);
+		return open_node(flags, NULL);
 	case P_PLUGIN:
-		return open_plugin(name, flags);
+		return open_node(flags, name);
 	default:
 		return -2;
 	}

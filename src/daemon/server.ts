@@ -373,6 +373,15 @@ export class LuoDaemon {
     this.reply(c, MSG.OPEN_DEVICE, seq, prefixReply(0, 0));
   }
 
+  /** `f` (a reference the caller gives up) becomes the file of fresh connection `c`, O_CLOEXEC in its process. */
+  private carry(c: Conn, f: OpenFile): void {
+    const proc = c.client!.proc;
+    const fd = proc.fds.alloc(0, proc.nofileLimit, true);
+    proc.fds.install(fd, f);
+    c.simFd = fd;
+    c.state = 'file';
+  }
+
   private fileOf(c: Conn): OpenFile | undefined {
     return c.state === 'file' && c.simFd !== undefined ? c.client!.proc.file(c.simFd) : undefined;
   }
@@ -479,12 +488,7 @@ export class LuoDaemon {
 
     if (newSession && target) {
       const simFd = readI32(arg!, 4, 'le');
-      const f = proc.fds.remove(simFd)!;
-      const tproc = target.client!.proc;
-      const nfd = tproc.fds.alloc(0, tproc.nofileLimit, true);
-      tproc.fds.install(nfd, f);
-      target.simFd = nfd;
-      target.state = 'file';
+      this.carry(target, proc.fds.remove(simFd)!);
       writeI32(arg!, 4, -1, 'le');
     }
     if (newFile) {
@@ -628,11 +632,7 @@ export class LuoDaemon {
     if (!owner || !(f instanceof PluginFile)) return this.reply(c, MSG.ATTACH, seq, prefixReply(-1, ERRNO.EBADF));
     owner.handles.delete(handle);
     owner.client!.proc.fds.remove(handle);
-    const proc = c.client!.proc;
-    const fd = proc.fds.alloc(0, proc.nofileLimit, true);
-    proc.fds.install(fd, f);
-    c.simFd = fd;
-    c.state = 'file';
+    this.carry(c, f);
     this.reply(c, MSG.ATTACH, seq, prefixReply(0, 0));
   }
 
@@ -710,11 +710,7 @@ export class LuoDaemon {
       return this.reply(c, MSG.TAKE, seq, prefixReply(-1, ERRNO.ENOENT, new TextEncoder().encode(`no held session named ${name}`)));
     }
     this.held.delete(name);
-    const proc = c.client!.proc;
-    const nfd = proc.fds.alloc(0, proc.nofileLimit, true);
-    proc.fds.install(nfd, f);
-    c.simFd = nfd;
-    c.state = 'file';
+    this.carry(c, f);
     this.reply(c, MSG.TAKE, seq, prefixReply(0, 0));
   }
 

@@ -9,11 +9,11 @@
  *   its sessions, the daemon kexecs into a new process, every stage 2 runs in a new process.
  * Needs gcc (never skipped: a missing compiler fails with a message).
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildNative, Daemon, parseTap, ROOT, runShimmed, type RunResult } from './harness.ts';
+import { parseTap, ROOT, type RunResult, useShimDaemon } from './harness.ts';
 import { until } from '../daemon/helpers.ts';
 
 const REAL_LOG = readFileSync(join(ROOT, 'test/fixtures/real-kernel/logs/fixtures-serial.log'), 'latin1')
@@ -53,31 +53,8 @@ const BANNER: Record<(typeof SCENARIOS)[number], string> = {
 };
 
 describe('native: C programs through the LD_PRELOAD shim', () => {
-  let bin = '';
-  let daemon: Daemon;
-  const holders: number[] = [];
-  let env: NodeJS.ProcessEnv = {};
-
-  const run = (prog: string, args: string[] = []) => runShimmed(join(bin, prog), args, env);
-
-  before(async () => {
-    bin = buildNative();
-    daemon = new Daemon();
-    await daemon.start();
-    env = { ...process.env, LUO_SOCKET: daemon.socket, LD_PRELOAD: join(bin, 'libluo-preload.so') };
-  });
-
-  after(async () => {
-    for (const pid of holders) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-    await daemon?.stop();
-    if (bin) rmSync(bin, { recursive: true, force: true });
-  });
+  const suite = useShimDaemon();
+  const { holders, run } = suite;
 
   function checkTap(r: RunResult, expected: number, gaps = new Map<string, string>()): void {
     assert.equal(r.timedOut, false, `timed out:\n${r.stdout}\n${r.stderr}`);
@@ -148,7 +125,7 @@ describe('native: C programs through the LD_PRELOAD shim', () => {
   });
 
   it('kexec: the daemon hands over to a new process and ends every stage-1 holder (forked after connecting)', async () => {
-    const k = await daemon.kexec();
+    const k = await suite.daemon.kexec();
     assert.ok(k.newPid > 0);
     assert.ok(holders.length > 1);
     // SIGKILLed by the old daemon before it replied (stats name them): gone, or a zombie not reaped yet

@@ -5,6 +5,7 @@
  * docs/protocol.md (HELLO, KEXEC, SHUTDOWN) to drive a kexec from the test.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { after, before } from 'node:test';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -226,4 +227,44 @@ export class Control {
   close(): void {
     this.sock.destroy();
   }
+}
+
+/** What a describe() block of shim tests shares: the native build, the daemon, the programs' environment. */
+export interface ShimSuite {
+  bin: string;
+  daemon: Daemon;
+  env: NodeJS.ProcessEnv;
+  /** Stage-1 holders to kill at the end (a kexec usually has). */
+  readonly holders: number[];
+  /** Runs a built program through the shim against the daemon. */
+  run(prog: string, args?: string[]): Promise<RunResult>;
+}
+
+/** Builds the native parts and starts `luo serve` (with `extra` arguments) before the block; stops all after. */
+export function useShimDaemon(extra: readonly string[] = []): ShimSuite {
+  const s: ShimSuite = {
+    bin: '',
+    daemon: undefined as unknown as Daemon,
+    env: {},
+    holders: [],
+    run: (prog, args = []) => runShimmed(join(s.bin, prog), args, s.env),
+  };
+  before(async () => {
+    s.bin = buildNative();
+    s.daemon = new Daemon(extra);
+    await s.daemon.start();
+    s.env = { ...process.env, LUO_SOCKET: s.daemon.socket, LD_PRELOAD: join(s.bin, 'libluo-preload.so') };
+  });
+  after(async () => {
+    for (const pid of s.holders) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    await s.daemon?.stop();
+    if (s.bin) rmSync(s.bin, { recursive: true, force: true });
+  });
+  return s;
 }
