@@ -445,10 +445,18 @@ export class Kho {
 
   /** kho_restore_folio: the order stamped at boot, or null (with a warning) if none. */
   restoreFolio(pa: bigint): { pfn: number; order: number } | null {
-    const pfn = paToPfn(pa);
-    const order = pa % BigInt(PAGE_SIZE) === 0n ? this.magic.get(pfn) : undefined;
-    if (order === undefined) {
+    if (pa % BigInt(PAGE_SIZE) !== 0n) {
       this.log('warn', `kho_restore_folio: 0x${pa.toString(16)} carries no KHO magic (never preserved, or already restored)`);
+      return null;
+    }
+    return this.restoreFolioPfn(paToPfn(pa));
+  }
+
+  /** kho_restore_folio of the page-aligned address of `pfn` (callers that hold pfns: no BigInt on the way). */
+  restoreFolioPfn(pfn: number): { pfn: number; order: number } | null {
+    const order = this.magic.get(pfn);
+    if (order === undefined) {
+      this.log('warn', `kho_restore_folio: 0x${pfnToPa(pfn).toString(16)} carries no KHO magic (never preserved, or already restored)`);
       return null;
     }
     this.magic.delete(pfn);
