@@ -130,6 +130,13 @@ export class IntervalSet {
       this.ends.push(end);
       return;
     }
+    // Inside an interval of the main lists, or growing one to the right short of the next: in place
+    // (a kernel adopting a file's folios one after another extends the same interval each time).
+    const i = this.floorIndex(start);
+    if (i >= 0 && start <= this.ends[i]! && (i + 1 === n || end < this.starts[i + 1]!)) {
+      if (end > this.ends[i]!) this.ends[i] = end;
+      return;
+    }
     let level = this.pending[0];
     if (!level) this.pending.push((level = { s: [], e: [] }));
     addToArrays(level.s, level.e, start, end);
