@@ -12,6 +12,7 @@ import { buildForRelease, DEFAULT_BUILD, type KernelBuild, type SubsystemDecl, w
 import { loadHandlerPlugins } from '../kernel/plugin-load.ts';
 import { IMAGE_NAME, loadHandover } from '../daemon/kexec.ts';
 import { LuoDaemon, signalReady, socketPathState } from '../daemon/server.ts';
+import { awaitImageOrder, type ChannelStream } from '../daemon/successor.ts';
 import { defaultSocketPath, defaultStateDir } from '../daemon/wire.ts';
 
 export interface ServeOptions {
@@ -63,30 +64,6 @@ async function holdForTest(): Promise<void> {
   while (file && !existsSync(file)) await new Promise((r) => setTimeout(r, 20));
 }
 
-/** The kexec's channel on fd 3 (a socket pair): `loaded` out, then `image PATH` or `abort` in. */
-function awaitImage(): Promise<{ channel: Socket | undefined; path?: string; aborted?: boolean }> {
-  let channel: Socket;
-  try {
-    channel = new Socket({ fd: 3, readable: true, writable: true });
-  } catch {
-    return Promise.resolve({ channel: undefined });
-  }
-  return new Promise((resolve) => {
-    let text = '';
-    channel.on('data', (b: Buffer) => {
-      text += b.toString();
-      if (text.length > 8192) return resolve({ channel }); // not a kexec speaking
-      const m = /^(?:image (.+)|(abort))\n/.exec(text);
-      if (!m) return;
-      channel.pause();
-      resolve({ channel, ...(m[1] !== undefined ? { path: m[1] } : { aborted: true }) });
-    });
-    channel.on('error', () => resolve({ channel }));
-    channel.on('end', () => resolve({ channel }));
-    void holdForTest().then(() => channel.write('loaded\n'));
-  });
-}
-
 export async function runServe(opts: ServeOptions): Promise<number> {
   const socketPath = opts.socket ?? defaultSocketPath();
   const stateDir = opts.stateDir ?? defaultStateDir(socketPath);
@@ -114,16 +91,20 @@ export async function runServe(opts: ServeOptions): Promise<number> {
   if (socketPathState(socketPath) === 'not-a-socket') return fail(`${socketPath} exists and is not a socket: refusing to replace it (choose another --socket)`);
   let channel: Socket | undefined;
   let image = opts.fromImage;
+  let stream: ChannelStream | undefined;
   if (opts.awaitImage) {
     // everything this program needs is loaded by now (serve's imports): only the image is missing
-    const got = await awaitImage();
-    channel = got.channel;
-    if (got.path === undefined) {
+    const order = await awaitImageOrder(holdForTest);
+    channel = order.channel;
+    if (order.kind === 'abort' || order.kind === 'gone') {
       channel?.destroy();
-      if (got.aborted) return 0; // the kexec was refused: the old daemon serves on
-      return fail('the kexec that started this daemon went away before handing over its image');
+      if (order.kind === 'abort') return 0; // the kexec was refused: the old daemon serves on
+      return fail(order.why);
     }
-    image = got.path;
+    if (order.kind === 'stream') {
+      image = order.tmpPath;
+      stream = order.stream;
+    } else image = order.path;
   }
   if (!image && opts.resume && existsSync(join(stateDir, IMAGE_NAME))) image = join(stateDir, IMAGE_NAME);
 
@@ -146,18 +127,23 @@ export async function runServe(opts: ServeOptions): Promise<number> {
   try {
     if (image) {
       let h;
+      const tLoad = performance.now();
       try {
-        h = await loadHandover(image);
+        h = await loadHandover(image, stream);
+        // a streamed image is read from its temporary name: the finished file is known by its own
+        if (stream?.path !== undefined) image = stream.path;
       } catch (e) {
-        return fail(`refusing image ${image}: ${(e as Error).message}`);
+        channel?.destroy();
+        return fail(`refusing image ${stream?.path ?? image}: ${(e as Error).message}`);
       }
       // --resume finds whatever the state dir holds: only this socket's own image is booted.
       // An image named with --from-image is the user's deliberate choice (kexec names its own).
       if (!opts.fromImage && !opts.awaitImage && h.meta.socket && h.meta.socket !== resolve(socketPath)) {
         return fail(`refusing image ${image}: it was written by the daemon on ${h.meta.socket}, not ${resolve(socketPath)} (two daemons never boot each other's image)`);
       }
+      const tBoot = performance.now();
       machine = new Machine({ ramSize: h.memory.size, memory: h.memory, boot: h.params, build, console: out, ...(opts.cmdline ? { cmdline: opts.cmdline } : {}) });
-      handover = { image, ...h.meta.stats, from: h.meta.from, luoVersion: h.meta.luoVersion, bootMs: machine.kernel.bootTimeMs };
+      handover = { image, ...h.meta.stats, from: h.meta.from, luoVersion: h.meta.luoVersion, bootMs: machine.kernel.bootTimeMs, loadMs: tBoot - tLoad, streamed: stream !== undefined };
     } else {
       machine = new Machine({ ramSize: parseSize(opts.ram ?? '4G'), cmdline: opts.cmdline ?? DEFAULT_CMDLINE, build, console: out });
     }

@@ -27,11 +27,13 @@ function wrapList(head: string, items: readonly string[], indent: string, width 
   return lines;
 }
 
-/** The live update that booted this daemon: its blackout and the phases measured on each side. */
+/** The live update that booted this daemon: its blackout and the phases measured on each side (load: the image read and checked). */
 function lastUpdate(k: Record<string, unknown> | null): string[] {
   if (!k) return [];
   const ms = (key: string): string | undefined => (typeof k[key] === 'number' ? `${key.replace(/Ms$/, '')} ${(k[key] as number).toFixed(1)} ms` : undefined);
-  const phases = ['serializeMs', 'handoverMs', 'bootMs'].map(ms).filter((x): x is string => x !== undefined);
+  const phases = ['serializeMs', 'handoverMs', 'loadMs', 'bootMs'].map(ms).filter((x): x is string => x !== undefined);
+  // the new daemon read the image on its own core while the old one wrote it (daemon/successor.ts)
+  if (k['streamed'] === true) phases.push('image read as it was written');
   const from = (k['from'] as { release?: string; pid?: number } | undefined) ?? {};
   const blackout = typeof k['blackoutMs'] === 'number' ? `blackout ${(k['blackoutMs'] as number).toFixed(1)} ms` : 'blackout not measured (an image from an older luo)';
   return [`last live update: from ${from.release ?? '?'} (pid ${from.pid ?? '?'}); ${blackout}${phases.length ? ` (${phases.join(', ')})` : ''}`];

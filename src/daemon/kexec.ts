@@ -16,6 +16,8 @@ import type { KhoBootData } from '../kho/incoming.ts';
 import type { BootParams } from '../kernel/kernel.ts';
 import { DEFAULT_BUILD, type KernelBuild, releaseLike } from '../kernel/build.ts';
 import { PhysicalMemory } from '../machine/memory.ts';
+import type { ImageStream, WriteProgress } from '../machine/image.ts';
+import { STREAM_ENV } from './successor.ts';
 import { luoVersion } from '../version.ts';
 import type { LuoDaemon } from './server.ts';
 
@@ -88,6 +90,8 @@ export interface Successor {
   readonly channel: Duplex;
   /** Its start-up, outside the blackout. */
   readonly startMs: number;
+  /** It reads the image as it is written (it said `loaded stream`). */
+  readonly streams: boolean;
 }
 
 function successorArgs(d: LuoDaemon, release: string, childArgs: readonly string[]): string[] {
@@ -100,6 +104,8 @@ function spawnDaemon(bin: string, args: readonly string[], childArgs: readonly s
   const logged = childArgs.includes('--log');
   return spawn(process.execPath, [bin, 'serve', ...args], {
     detached: true,
+    // a successor started ahead may read the image while it is written (successor.ts; LUO_IMAGE_STREAM=0: never)
+    env: { ...process.env, [STREAM_ENV]: process.env[STREAM_ENV] === '0' ? '0' : '1' },
     stdio: ['ignore', logged ? 'ignore' : 'inherit', logged ? 'ignore' : 'inherit', 'pipe'],
   });
 }
@@ -158,11 +164,11 @@ export async function planKexec(
   let successor: Successor | undefined;
   if (process.env['LUO_KEXEC_PRESTART'] !== '0') {
     const child = spawnDaemon(bin, ['--await-image', ...successorArgs(d, release, opts.childArgs)], opts.childArgs);
-    const loaded = await awaitLine(child, /^loaded\n/, kexecTimeoutMs(), 'loaded');
+    const loaded = await awaitLine(child, /^loaded( stream)?\n/, kexecTimeoutMs(), 'loaded');
     if (typeof loaded === 'string') {
       if (child.exitCode === null) child.kill('SIGKILL');
       d.print('info', `kexec: ${bin} cannot be started ahead of the freeze (${loaded}); it starts after the image`);
-    } else successor = { child, channel: child.stdio[3] as Duplex, startMs: performance.now() - t0 };
+    } else successor = { child, channel: child.stdio[3] as Duplex, startMs: performance.now() - t0, streams: loaded[1] !== undefined };
   }
   return { bin, target, cmdline: opts.cmdline, release, successor, t0 };
 }
@@ -217,18 +223,23 @@ export async function kexecIntoNewProcess(d: LuoDaemon, plan: KexecPlan, childAr
     createdAt: new Date().toISOString(),
   };
   const imgPath = join(d.stateDir, IMAGE_NAME);
+  const ahead = plan.successor;
+  // a successor that streams reads the image on its own core while this one writes it
+  const progress: WriteProgress | undefined = ahead?.streams
+    ? { opened: (tmp) => void ahead.channel.write(`stream ${tmp}\n`), written: (n) => void ahead.channel.write(`written ${n}\n`) }
+    : undefined;
   try {
     // not fsynced: what a kexec hands over does not survive a power loss on a real machine either
-    await d.machine.memory.saveImage(imgPath, { ranges: handover.keep, meta, durable: false });
+    await d.machine.memory.saveImage(imgPath, { ranges: handover.keep, meta, durable: false, ...(progress ? { progress } : {}) });
   } catch (e) {
     const msg = `kexec: writing ${imgPath} failed: ${(e as Error).message}; the previous image (if any) is intact`;
     d.print('err', msg);
+    abandonSuccessor(ahead);
     return { ok: false, committed: true, errno: ERRNO.EIO, message: msg };
   }
   const imageBytes = statSync(imgPath).size;
   crashPoint('image-written');
   const t2 = performance.now();
-  const ahead = plan.successor;
   d.print('info', `kexec: image ${imgPath} (${imageBytes} bytes, ${handover.keep.length} ranges) written; ${ahead ? `handing it to daemon ${ahead.child.pid}, started ahead` : `starting ${bin}`}`);
 
   // the successor started ahead takes the image; else the new daemon starts now, from the image
@@ -280,8 +291,8 @@ export function parseHandoverMeta(meta: unknown, path: string): { params: BootPa
 }
 
 /** Loads and verifies an image (checksum, structure, meta): a bad one throws and is never booted. */
-export async function loadHandover(path: string): Promise<{ memory: PhysicalMemory; params: BootParams; meta: HandoverMeta }> {
-  const { memory, meta } = await PhysicalMemory.loadImage(path);
+export async function loadHandover(path: string, stream?: ImageStream): Promise<{ memory: PhysicalMemory; params: BootParams; meta: HandoverMeta }> {
+  const { memory, meta } = await PhysicalMemory.loadImage(path, stream ? { stream } : {});
   const h = parseHandoverMeta(meta, path);
   if (h.ramSize !== memory.size) throw new LuoError('EINVAL', `${path}: meta says RAM is ${hex(h.ramSize)}, the image holds ${hex(memory.size)}`);
   return { memory, params: h.params, meta: h.meta };

@@ -324,20 +324,14 @@ export class Kernel {
   /** Physical ranges the next kernel needs: preserved blocks and the tracker's pages, merged. */
   handoverRanges(): Array<{ start: bigint; end: bigint }> {
     if (!this.kho) return [];
-    const pfnRanges: Array<[number, number]> = [];
-    this.kho.forEachPreservedBlock((pfn, order) => pfnRanges.push([pfn, pfn + 2 ** order]));
-    for (const pfn of this.kho.metadataPfns()) pfnRanges.push([pfn, pfn + 1]);
-    pfnRanges.sort((a, b) => a[0] - b[0]);
+    const { starts, ends } = this.kho.sortedBlockRanges();
     const out: Array<{ start: bigint; end: bigint }> = [];
-    let cur: [number, number] | undefined;
-    for (const r of pfnRanges) {
-      if (cur && r[0] <= cur[1]) cur[1] = Math.max(cur[1], r[1]);
-      else {
-        if (cur) out.push({ start: BigInt(cur[0]) * 4096n, end: BigInt(cur[1]) * 4096n });
-        cur = [r[0], r[1]];
-      }
+    for (let i = 0; i < starts.length;) {
+      const s = starts[i]!;
+      let e = ends[i]!;
+      for (i++; i < starts.length && starts[i]! <= e; i++) if (ends[i]! > e) e = ends[i]!;
+      out.push({ start: BigInt(s) * 4096n, end: BigInt(e) * 4096n });
     }
-    if (cur) out.push({ start: BigInt(cur[0]) * 4096n, end: BigInt(cur[1]) * 4096n });
     return out;
   }
 }

@@ -346,6 +346,27 @@ export class Kho {
   }
 
   /** Every block preserved in this kernel, from luo's own accounting (unordered). */
+  /**
+   * Every preserved block and tracker page as a pfn range, ascending by pfn: one typed-array sort
+   * of the keys (pfn * 64 + order) instead of an array of pairs and a comparator.
+   */
+  sortedBlockRanges(): { starts: Float64Array; ends: Float64Array } {
+    const meta = this.metadataPfns();
+    const keys = new Float64Array(this.preserved.size + meta.length);
+    let i = 0;
+    for (const k of this.preserved.keys()) keys[i++] = k;
+    for (const pfn of meta) keys[i++] = key(pfn, 0);
+    keys.sort();
+    const starts = new Float64Array(keys.length);
+    const ends = new Float64Array(keys.length);
+    for (let j = 0; j < keys.length; j++) {
+      const order = keys[j]! % 64;
+      starts[j] = (keys[j]! - order) / 64;
+      ends[j] = starts[j]! + 2 ** order;
+    }
+    return { starts, ends };
+  }
+
   forEachPreservedBlock(cb: (pfn: number, order: number) => void): void {
     for (const [k, order] of this.preserved) cb((k - order) / 64, order);
   }

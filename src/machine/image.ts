@@ -100,6 +100,27 @@ export interface ImageOptions {
   durable?: boolean;
   /** The format version to write (default IMAGE_VERSION; 1 for a luo that reads only sha256-sealed images). */
   version?: 1 | 2;
+  /** Told as the file is written, so another process can read it while it grows (see ImageStream). */
+  progress?: WriteProgress;
+}
+
+/** The writer's side of a streamed image: where the file is, and how many bytes of it are written. */
+export interface WriteProgress {
+  /** The temporary file was created (it is renamed to the final path once complete). */
+  opened(tmpPath: string): void;
+  /** The first `bytes` bytes of the file are written (called with growing values). */
+  written(bytes: number): void;
+}
+
+/**
+ * The reader's side of an image another process is still writing: reads wait until the bytes they
+ * need are written. Both functions reject when the writer gives up (its error is the reason).
+ */
+export interface ImageStream {
+  /** Resolves once the first `bytes` bytes are written, or the writer has finished. */
+  until(bytes: number): Promise<void>;
+  /** Resolves, with the file's final path, once the writer has finished it and renamed it there. */
+  complete(): Promise<string>;
 }
 
 export interface LoadedImage {
@@ -108,14 +129,54 @@ export interface LoadedImage {
 }
 
 
-/** Buffers writes into 1 MiB chunks and sums each chunk as it goes to the file. */
+/** Writes a file may have in flight while the next chunk fills (the copying overlaps the I/O). */
+const WRITES_IN_FLIGHT = 2;
+
+/** Writes all of `b` at `pos` (a regular file may take it in more than one write). */
+async function writeAt(fh: FileHandle, b: Uint8Array, pos: number): Promise<void> {
+  let done = 0;
+  while (done < b.length) {
+    const { bytesWritten } = await fh.write(b, done, b.length - done, pos + done);
+    if (bytesWritten === 0) throw new Error(`no progress writing at offset ${pos + done}`);
+    done += bytesWritten;
+  }
+}
+
+/**
+ * Buffers writes into 1 MiB chunks and sums each chunk as it goes to the file; up to
+ * WRITES_IN_FLIGHT chunks are being written while the next one fills. Progress is told in file
+ * order, for the prefix that is written.
+ */
 class ImageWriter {
-  private buf = new Uint8Array(CHUNK);
+  private buf: Uint8Array = new Uint8Array(CHUNK);
   private used = 0;
   private readonly hash: Summer;
+  /** Bytes put so far (the file offset of the next byte). */
   offset = 0;
-  constructor(private readonly fh: FileHandle, seal: Seal) {
+  /** Bytes handed to writes so far. */
+  private queued = 0;
+  private readonly inFlight: { done: Promise<void>; end: number; buf: Uint8Array | undefined }[] = [];
+  private readonly spare: Uint8Array[] = [];
+  constructor(private readonly fh: FileHandle, seal: Seal, private readonly progress: WriteProgress | undefined) {
     this.hash = seal.make();
+  }
+
+  /** Sums `b` and starts writing it after everything queued; `own` buffers are reused once written. */
+  private async queue(b: Uint8Array, own: Uint8Array | undefined): Promise<void> {
+    this.hash.update(b);
+    const done = writeAt(this.fh, b, this.queued);
+    done.catch(() => undefined); // awaited in order by retire(); a failure is reported there
+    this.queued += b.length;
+    this.inFlight.push({ done, end: this.queued, buf: own });
+    while (this.inFlight.length >= WRITES_IN_FLIGHT) await this.retire();
+  }
+
+  /** Waits for the oldest write in flight. */
+  private async retire(): Promise<void> {
+    const w = this.inFlight.shift()!;
+    await w.done;
+    if (w.buf) this.spare.push(w.buf);
+    this.progress?.written(w.end);
   }
 
   /** Copies `bytes` into the buffer; returns a promise to await only when the buffer had to be flushed. */
@@ -128,8 +189,7 @@ class ImageWriter {
     }
     return this.flush().then(async () => {
       if (bytes.length > CHUNK) {
-        this.hash.update(bytes);
-        await this.fh.write(bytes);
+        await this.queue(bytes, undefined);
         this.offset += bytes.length;
       } else this.put(bytes);
     });
@@ -137,18 +197,28 @@ class ImageWriter {
 
   async flush(): Promise<void> {
     if (this.used === 0) return;
-    const chunk = this.buf.subarray(0, this.used);
-    this.hash.update(chunk);
-    await this.fh.write(chunk);
+    const full = this.buf;
+    const chunk = full.subarray(0, this.used);
+    this.buf = this.spare.pop() ?? new Uint8Array(CHUNK);
     this.used = 0;
+    await this.queue(chunk, full);
   }
 
-  /** Flushes, then appends the seal of everything written so far (not itself summed). */
+  /** Flushes, then appends the seal of everything written so far (not itself summed), and waits for every write. */
   async seal(): Promise<void> {
     await this.flush();
     const digest = this.hash.digest();
-    await this.fh.write(digest);
+    const done = writeAt(this.fh, digest, this.queued);
+    done.catch(() => undefined);
+    this.queued += digest.length;
+    this.inFlight.push({ done, end: this.queued, buf: undefined });
     this.offset += digest.length;
+    while (this.inFlight.length) await this.retire();
+  }
+
+  /** Waits for every write in flight, ignoring their outcome (after a failure, before closing). */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.inFlight.map((w) => w.done));
   }
 }
 
@@ -170,13 +240,11 @@ export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageO
   const metaJson = JSON.stringify(opts.meta ?? null);
   const meta = new TextEncoder().encode(metaJson);
   const metaPadded = Math.ceil(meta.length / 8) * 8;
-  // First pass: count runs and DATA pages so the header can state the file length.
-  let runCount = 0;
+  // The runs first, so the header can state the file length.
+  const runs = [...allRuns(mem, spans)];
+  const runCount = runs.length;
   let dataPages = 0;
-  for (const r of allRuns(mem, spans)) {
-    runCount++;
-    if (r.state === 'data') dataPages += r.count;
-  }
+  for (const r of runs) if (r.state === 'data') dataPages += r.count;
   const version = opts.version ?? IMAGE_VERSION;
   const seal = sealOf(version);
   if (!seal) throw new LuoError('EINVAL', `saveImage: this Node cannot write image format version ${version} (zlib.crc32 needs Node 20.15 or later)`);
@@ -196,9 +264,11 @@ export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageO
 
   const tmp = `${path}.tmp`;
   let fh: FileHandle | undefined;
+  let w: ImageWriter | undefined;
   try {
     fh = await open(tmp, 'w', 0o600);
-    const w = new ImageWriter(fh, seal);
+    opts.progress?.opened(tmp);
+    w = new ImageWriter(fh, seal, opts.progress);
     await w.put(header);
     const metaBuf = new Uint8Array(metaPadded);
     metaBuf.set(meta);
@@ -210,7 +280,7 @@ export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageO
       v.setBigUint64(8, BigInt(s.end), true);
       await w.put(b);
     }
-    for (const r of allRuns(mem, spans)) {
+    for (const r of runs) {
       const p = w.put(runRecord(r));
       if (p) await p;
       if (r.state !== 'data') continue;
@@ -235,6 +305,7 @@ export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageO
       }
     }
   } catch (e) {
+    await w?.settle();
     if (fh) await fh.close().catch(() => undefined);
     await unlink(tmp).catch(() => undefined);
     if (isLuoError(e)) throw e;
@@ -243,12 +314,15 @@ export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageO
 }
 
 /**
- * Streams a file in 1 MiB chunks and tracks the byte offset. Every byte before the trailing seal
- * is summed as it is read, so the digest is ready when the parser reaches the trailer.
+ * Streams a file in 1 MiB chunks, the next one read while the current one is parsed, and tracks
+ * the byte offset. Every byte before the trailing seal is summed as its chunk is reached, so the
+ * digest is ready when the parser reaches the trailer.
  */
 class ImageReader {
-  private buf = new Uint8Array(0);
+  private buf: Uint8Array = new Uint8Array(0);
   private pos = 0;
+  /** The chunk after buf, being read while buf is used. */
+  private ahead: Promise<Uint8Array> | undefined;
   private fileOffset = 0; // offset of buf[0] in the file
   private readonly hash: Summer;
   constructor(
@@ -258,6 +332,8 @@ class ImageReader {
     seal: Seal,
     /** Bytes from this offset on are not summed. */
     private readonly hashEnd: number,
+    /** Set when another process is still writing the file: reads wait for their bytes. */
+    private readonly stream?: ImageStream,
   ) {
     this.hash = seal.make();
   }
@@ -266,38 +342,88 @@ class ImageReader {
     return this.fileOffset + this.pos;
   }
 
+  /** The next n bytes if they are buffered already (no await: the per-page path), else undefined. */
+  takeBuffered(n: number): Uint8Array | undefined {
+    if (this.pos + n > this.buf.length) return undefined;
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+
+  /** Reads the chunk at `from` (up to CHUNK bytes, no further than the length), waiting on a stream. */
+  private readChunk(from: number): Promise<Uint8Array> {
+    const p = (async () => {
+      const want = Math.min(CHUNK, this.length - from);
+      if (this.stream) await this.stream.until(from + want);
+      const b = new Uint8Array(want);
+      let got = 0;
+      while (got < want) {
+        const { bytesRead } = await this.fh.read(b, got, want - got, from + got);
+        if (bytesRead === 0) throw new LuoError('EIO', `loadImage ${this.path}: file shrank while reading at offset ${from + got}`);
+        got += bytesRead;
+      }
+      return b;
+    })();
+    p.catch(() => undefined); // awaited by advance(), which reports a failure
+    return p;
+  }
+
+  /** Moves to the next chunk (read while this one was used), sums it, and starts reading the one after. */
+  private async advance(): Promise<void> {
+    const from = this.fileOffset + this.buf.length;
+    const chunk = await (this.ahead ?? this.readChunk(from));
+    const hashed = Math.max(0, Math.min(chunk.length, this.hashEnd - from));
+    if (hashed > 0) this.hash.update(hashed === chunk.length ? chunk : chunk.subarray(0, hashed));
+    this.fileOffset = from;
+    this.buf = chunk;
+    this.pos = 0;
+    const after = from + chunk.length;
+    this.ahead = after < this.length ? this.readChunk(after) : undefined;
+  }
+
   /** The next n bytes, as a view that stays valid (buffers are never reused). */
   async take(n: number, what: string): Promise<Uint8Array> {
     if (this.offset + n > this.length) {
       throw new LuoError('EIO', `loadImage ${this.path}: truncated: ${what} needs ${n} byte(s) at offset ${this.offset}, file has ${this.length}`);
     }
-    if (this.pos + n > this.buf.length) {
-      const rest = this.buf.subarray(this.pos);
-      const next = new Uint8Array(Math.max(CHUNK, n));
-      next.set(rest);
-      const from = this.offset + rest.length; // file offset of the first new byte
-      const want = Math.min(next.length - rest.length, this.length - from);
-      let got = 0;
-      while (got < want) {
-        const { bytesRead } = await this.fh.read(next, rest.length + got, want - got, from + got);
-        if (bytesRead === 0) throw new LuoError('EIO', `loadImage ${this.path}: file shrank while reading at offset ${from + got}`);
-        got += bytesRead;
-      }
-      const hashed = Math.max(0, Math.min(got, this.hashEnd - from));
-      if (hashed > 0) this.hash.update(next.subarray(rest.length, rest.length + hashed));
-      this.fileOffset = this.offset;
-      this.buf = next.subarray(0, rest.length + got);
-      this.pos = 0;
+    if (this.pos === this.buf.length && n > 0) await this.advance();
+    if (this.pos + n <= this.buf.length) {
+      const out = this.buf.subarray(this.pos, this.pos + n);
+      this.pos += n;
+      return out;
     }
-    const out = this.buf.subarray(this.pos, this.pos + n);
-    this.pos += n;
+    // across chunks: gathered into a buffer of its own
+    const out = new Uint8Array(n);
+    let filled = 0;
+    while (filled < n) {
+      if (this.pos === this.buf.length) await this.advance();
+      const k = Math.min(n - filled, this.buf.length - this.pos);
+      out.set(this.buf.subarray(this.pos, this.pos + k), filled);
+      filled += k;
+      this.pos += k;
+    }
     return out;
+  }
+
+  /** Waits for a read still in flight (before the file is closed). */
+  async settle(): Promise<void> {
+    await this.ahead?.catch(() => undefined);
   }
 
   /** The seal of bytes [0, hashEnd); valid once they have all been read. */
   digest(): Uint8Array {
     return this.hash.digest();
   }
+}
+
+/** The length a streamed image's header states, once its header is written (0 when it says nothing usable). */
+async function streamedLength(fh: FileHandle, stream: ImageStream): Promise<number> {
+  await stream.until(IMAGE_HEADER_SIZE);
+  const head = new Uint8Array(IMAGE_HEADER_SIZE);
+  const { bytesRead } = await fh.read(head, 0, IMAGE_HEADER_SIZE, 0);
+  if (bytesRead < IMAGE_HEADER_SIZE) return bytesRead;
+  const stated = new DataView(head.buffer).getBigUint64(48, true);
+  return stated > BigInt(Number.MAX_SAFE_INTEGER) ? IMAGE_HEADER_SIZE : Number(stated);
 }
 
 function u64num(v: DataView, off: number, what: string, path: string, base: number): number {
@@ -309,17 +435,26 @@ function u64num(v: DataView, off: number, what: string, path: string, base: numb
 export async function readImage(
   path: string,
   makeMemory: (size: bigint) => PhysicalMemory,
-  opts: { expectSize?: bigint } = {},
+  opts: { expectSize?: bigint; stream?: ImageStream } = {},
 ): Promise<LoadedImage> {
+  const stream = opts.stream;
   let fh: FileHandle;
   try {
-    fh = await open(path, 'r');
+    try {
+      fh = await open(path, 'r');
+    } catch (e) {
+      // a streamed image finished and renamed before this reader came to open it: read it whole
+      if (!stream || (e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      fh = await open(await stream.complete(), 'r');
+    }
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new LuoError(code === 'ENOENT' ? 'ENOENT' : 'EIO', `loadImage: cannot open ${path}: ${(e as Error).message}`, { cause: e });
   }
+  let reader: ImageReader | undefined;
   try {
-    const length = (await fh.stat()).size;
+    // a streamed image is as long as its header says (checked against the file once it is complete)
+    const length = stream ? await streamedLength(fh, stream) : (await fh.stat()).size;
     // Magic first, even on a short file, so a foreign file is never reported as a truncated image;
     // then the version, which says how the file is sealed.
     const peek = new Uint8Array(Math.min(length, 12));
@@ -336,7 +471,7 @@ export async function readImage(
     if (!seal) {
       throw new LuoError('EINVAL', `loadImage ${path}: unsupported image format version ${version} at offset 8 (this build reads ${[1, 2].filter((v) => sealOf(v)).join(' and ')})`);
     }
-    const r = new ImageReader(fh, path, length, seal, length - seal.size);
+    const r = (reader = new ImageReader(fh, path, length, seal, length - seal.size, stream));
     const head = await r.take(IMAGE_HEADER_SIZE, 'header');
     const hv = new DataView(head.buffer, head.byteOffset, head.byteLength);
     const pageSize = hv.getUint32(12, true);
@@ -412,7 +547,10 @@ export async function readImage(
         seenData += count;
         if (seenData > dataPages) throw new LuoError('EIO', `loadImage ${path}: run ${i} at offset ${at} has more DATA pages than the header's ${dataPages}`);
         // zero-copy: each page keeps a view of the chunk it was read into (chunks are never reused)
-        for (let p = 0; p < count; p++) memory.setPageData(pfn + p, await r.take(PAGE_SIZE, `page ${pfn + p}`), { adopt: true });
+        for (let p = 0; p < count; p++) {
+          const page = r.takeBuffered(PAGE_SIZE) ?? (await r.take(PAGE_SIZE, `page ${pfn + p}`));
+          memory.setPageData(pfn + p, page, { adopt: true });
+        }
       } else {
         memory.setRunState(pfn, count, state);
       }
@@ -428,11 +566,17 @@ export async function readImage(
     for (let i = 0; i < seal.size; i++) {
       if (stored[i] !== digest[i]) throw new LuoError('EIO', `loadImage ${path}: checksum mismatch: ${seal.name} at offset ${hashAt} does not match the contents`);
     }
+    if (stream) {
+      await stream.complete();
+      const size = (await fh.stat()).size;
+      if (size !== fileLength) throw new LuoError('EIO', `loadImage ${path}: the finished file is ${size} bytes, its header at offset 48 says ${fileLength}`);
+    }
     return { memory, meta };
   } catch (e) {
     if (isLuoError(e)) throw e;
     throw new LuoError('EIO', `loadImage ${path}: ${(e as Error).message}`, { cause: e });
   } finally {
+    await reader?.settle();
     await fh.close();
   }
 }

@@ -12,7 +12,7 @@ export {
   type PageState,
   type PhysRange,
 } from './memory.ts';
-export { IMAGE_MAGIC, IMAGE_VERSION, type ImageOptions, type LoadedImage } from './image.ts';
+export { IMAGE_MAGIC, IMAGE_VERSION, type ImageOptions, type ImageStream, type LoadedImage, type WriteProgress } from './image.ts';
 export {
   Memblock,
   ARCH_LOW_ADDRESS_LIMIT,

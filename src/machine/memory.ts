@@ -6,7 +6,7 @@
 import { LuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
 import { IntervalSet, hex, type Span } from './ranges.ts';
-import { type ImageOptions, type LoadedImage, readImage, writeImage } from './image.ts';
+import { type ImageOptions, type ImageStream, type LoadedImage, readImage, writeImage } from './image.ts';
 
 /** A physical byte range [start, end) (end exclusive). */
 export interface PhysRange {
@@ -366,7 +366,7 @@ export class PhysicalMemory {
   }
 
   /** Reads an image written by saveImage; every page outside the saved ranges is POISON. */
-  static loadImage(path: string, opts: { expectSize?: bigint } = {}): Promise<LoadedImage> {
+  static loadImage(path: string, opts: { expectSize?: bigint; stream?: ImageStream } = {}): Promise<LoadedImage> {
     return readImage(path, (size) => new PhysicalMemory({ size }), opts);
   }
 }

@@ -61,6 +61,9 @@ test('sessions survive `luo kexec` into a new daemon process with identical byte
     assert.equal(c2.liveupdateNum, 1);
     const st = await c2.status();
     assert.equal(st.pid, res.pid);
+    // the successor started ahead read the image while the old daemon wrote it
+    assert.equal(st.kexec?.['streamed'], true, JSON.stringify(st.kexec));
+    assert.equal(typeof st.kexec?.['loadMs'], 'number');
     assert.equal(st.sessions.incoming.length, 0, 'incoming sessions are deserialized at the first open');
     const dev2 = await c2.openDevice();
     assert.deepEqual((await c2.status()).sessions.incoming.map((s) => s.name).sort(), ['kexec_simple_state', 'multi-test-empty-1', 'test-session']);
@@ -90,8 +93,39 @@ test('sessions survive `luo kexec` into a new daemon process with identical byte
     assert.equal(after.handles, 0);
     const { stdout: human } = await luo('status', '--socket', d.socket);
     assert.match(human, /liveupdate_num: 1/);
+    assert.match(human, /last live update: .*load \d+\.\d ms.*image read as it was written/);
     await c2.shutdown();
     await c2.close().catch(() => undefined);
+  } finally {
+    await cleanup(dir);
+  }
+});
+
+test('a parent that does not offer streaming (LUO_IMAGE_STREAM=0) hands over the finished image; the next kexec streams again', async () => {
+  const dir = tempDir('nostream');
+  try {
+    const d = await startDaemon(dir, [], { LUO_IMAGE_STREAM: '0' });
+    const c = await LuoClient.connect(d.socket);
+    const dev = await c.openDevice();
+    const data = randomBytes(3 << 20);
+    await (await dev.createSession('vm')).preserveBuffer(data, 1);
+    await dev.close();
+    await c.kexec();
+    const c2 = await LuoClient.connectRetry(d.socket);
+    assert.equal((await c2.status()).kexec?.['streamed'], false);
+    const dev2 = await c2.openDevice();
+    const s = await dev2.retrieveSession('vm');
+    assert.ok(Buffer.from((await s.retrieve(1)).content).equals(data));
+    await s.finish();
+    await (await dev2.createSession('vm2')).preserveBuffer(data, 2);
+    await dev2.close();
+    await c2.kexec();
+    const c3 = await LuoClient.connectRetry(d.socket);
+    assert.equal((await c3.status()).kexec?.['streamed'], true, 'the offer is the parent\'s: not inherited by the next daemon');
+    const dev3 = await c3.openDevice();
+    assert.ok(Buffer.from((await (await dev3.retrieveSession('vm2')).retrieve(2)).content).equals(data));
+    await dev3.close();
+    await c3.shutdown();
   } finally {
     await cleanup(dir);
   }
