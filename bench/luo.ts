@@ -466,6 +466,7 @@ function benchHost(): void {
   const luoMeta = preservedAtReboot - kho0 - dataPages + 2; // + luo_ser and FLB header, preserved at boot (in kho0)
   const memfdMeta = luoMeta - sessionBlocks - fileBlocks - 2;
   printPhases(p, 'create + preserve');
+  out(`  retrieve per folio: ${((p.retrieve * 1000) / folioCount).toFixed(2)} us (${folioCount} folios in ${S * F} memfds; the sessions' and files' own retrieve included)`);
   out(`  ${metadataLine([['session blocks', sessionBlocks], ['file blocks', fileBlocks], ['luo_ser + FLB header', 2], ['memfd descriptors + folio arrays', memfdMeta]])}`);
   out(`  (preserved pages that are not data, counted from KHO: ${preservedAtReboot} preserved - ${dataPages} data - ${kho0 - 2} KHO's own at boot; KHO's tracker adds ${trackerPages} pages of its own)`);
   const fss = Array.from({ length: ROUNDS }, () => floor(S, LuoSessionSer.size, (i) => `vm-${i}`, 'string'));

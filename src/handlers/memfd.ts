@@ -110,6 +110,44 @@ export function decodeMemfdFolios(bytes: Uint8Array, nr: number, off = 0): Memfd
   return out;
 }
 
+/**
+ * The folio array as columns, for the retrieve of guest RAM (no object or BigInt per folio): pfn
+ * and flags per entry, the page index as a number (exact below 2^53; a larger one, beyond any
+ * file, is kept exact in `decodeMemfdFolios` for messages).
+ */
+export interface MemfdFolioColumns {
+  readonly nr: number;
+  readonly pfn: Float64Array;
+  readonly flags: Uint16Array;
+  readonly index: Float64Array;
+  /** The array's bytes, for decodeMemfdFolios when a message needs an entry exactly. */
+  readonly bytes: Uint8Array;
+}
+
+export function decodeMemfdFolioColumns(bytes: Uint8Array, nr: number): MemfdFolioColumns {
+  const pfn = new Float64Array(nr);
+  const flags = new Uint16Array(nr);
+  const index = new Float64Array(nr);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const hiBits = Number(MEMFD_FOLIO_PFN_BITS) - 32;
+  const { pfn_flags: pf, index: ix } = MemfdLuoFolioSer.offsets;
+  for (let i = 0; i < nr; i++) {
+    const at = i * FOLIO_SER;
+    const hi = dv.getUint32(at + pf + 4, true);
+    pfn[i] = dv.getUint32(at + pf, true) + (hi & ((1 << hiBits) - 1)) * 2 ** 32;
+    flags[i] = hi >>> hiBits;
+    index[i] = dv.getUint32(at + ix, true) + dv.getUint32(at + ix + 4, true) * 2 ** 32;
+  }
+  return { nr, pfn, flags, index, bytes };
+}
+
+/** True when `xs` holds a value twice (sorts xs in place: pass a scratch array). */
+function hasDuplicate(xs: Float64Array): boolean {
+  xs.sort();
+  for (let i = 1; i < xs.length; i++) if (xs[i] === xs[i - 1]) return true;
+  return false;
+}
+
 export function encodeMemfdFolios(entries: readonly MemfdFolioSer[]): Uint8Array {
   const out = new Uint8Array(entries.length * FOLIO_SER);
   entries.forEach((e, i) => MemfdLuoFolioSer.encode({ pfn_flags: BigInt(e.pfn) | (BigInt(e.flags) << MEMFD_FOLIO_PFN_BITS), index: e.index }, out, i * FOLIO_SER));
@@ -299,32 +337,58 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
     else if (alloc.freePages) alloc.freePages(f.pfn, 1 << f.order);
   };
 
-  /** Restores and frees every listed folio (skipping pfn 0); failures are only logged. */
-  const discard = (entries: readonly MemfdFolioSer[], what: string): void => {
-    for (const e of entries) {
-      if (e.pfn === 0) continue;
-      if (e.pfn >= mem.nrPages) {
-        log('warn', `${what}: folio pfn ${hex(e.pfn)} lies outside RAM; skipped`);
+  /** Restores and frees every listed folio from entry `from` on (skipping pfn 0); failures are only logged. */
+  const discard = (cols: MemfdFolioColumns, from: number, what: string): void => {
+    for (let i = from; i < cols.nr; i++) {
+      const pfn = cols.pfn[i]!;
+      if (pfn === 0) continue;
+      if (pfn >= mem.nrPages) {
+        log('warn', `${what}: folio pfn ${hex(pfn)} lies outside RAM; skipped`);
         continue;
       }
-      const f = kho.restoreFolio(paOf(e.pfn));
-      if (!f) log('warn', `${what}: Unable to restore folio at physical address: ${hex(paOf(e.pfn))}`);
+      const f = kho.restoreFolio(paOf(pfn));
+      if (!f) log('warn', `${what}: Unable to restore folio at physical address: ${hex(paOf(pfn))}`);
       else putRestored(f);
     }
   };
 
   /** Restores the folio array; the area's memory is given back before returning. */
-  const restoreArray = (ser: MemfdSer, nr: number): MemfdFolioSer[] => {
+  const restoreArray = (ser: MemfdSer, nr: number): MemfdFolioColumns => {
     const area = kho.restoreVmalloc(ser.folios);
     try {
-      return decodeMemfdFolios(vmRead(mem, area, 0, nr * FOLIO_SER), nr);
+      return decodeMemfdFolioColumns(vmRead(mem, area, 0, nr * FOLIO_SER), nr);
     } finally {
       vfreeRestored(area);
     }
   };
 
-  /** Checks that need only the entries: pfns inside RAM and distinct, indexes inside the size. */
-  const checkEntries = (pa: bigint, entries: readonly MemfdFolioSer[], size: number): void => {
+  /**
+   * Checks that need only the entries: pfns inside RAM and distinct, indexes inside the size. One
+   * pass and two typed-array sorts find whether anything is wrong (this runs for every folio of
+   * guest RAM); only then does the entry-by-entry check name the first bad entry.
+   */
+  const checkEntries = (pa: bigint, cols: MemfdFolioColumns, size: number): void => {
+    const pages = Math.ceil(size / PAGE_SIZE);
+    const pfns = new Float64Array(cols.nr);
+    const indexes = new Float64Array(cols.nr);
+    let k = 0;
+    let bad = false;
+    for (let i = 0; i < cols.nr; i++) {
+      const pfn = cols.pfn[i]!;
+      if (pfn === 0) continue;
+      if (pfn >= mem.nrPages || cols.index[i]! >= pages) {
+        bad = true;
+        break;
+      }
+      pfns[k] = pfn;
+      indexes[k++] = cols.index[i]!;
+    }
+    if (!bad && !hasDuplicate(pfns.subarray(0, k)) && !hasDuplicate(indexes.subarray(0, k))) return;
+    checkEachEntry(pa, decodeMemfdFolios(cols.bytes, cols.nr), size);
+  };
+
+  /** The entry-by-entry check: throws for the first bad entry, in array order. */
+  const checkEachEntry = (pa: bigint, entries: readonly MemfdFolioSer[], size: number): void => {
     const pages = BigInt(Math.ceil(size / PAGE_SIZE));
     const pfns = new Set<number>();
     const indexes = new Set<number>(); // numbers: bigint keys hash slowly, and an index below `pages` fits
@@ -344,20 +408,20 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
   };
 
   /** memfd_luo_retrieve_folios: restore each folio and add it to the new file's page cache. */
-  const insertFolios = (pa: bigint, file: MemfdFile, entries: readonly MemfdFolioSer[]): void => {
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i]!;
-      if (e.pfn === 0) continue;
-      const f = kho.restoreFolioPfn(e.pfn);
-      if (!f) {
-        discard(entries.slice(i + 1), `${where(pa)} cleanup`);
-        throw new LuoError('EIO', `${where(pa)}: folio[${i}]: Unable to restore folio at physical address: ${hex(paOf(e.pfn))}`);
+  const insertFolios = (pa: bigint, file: MemfdFile, cols: MemfdFolioColumns): void => {
+    for (let i = 0; i < cols.nr; i++) {
+      const pfn = cols.pfn[i]!;
+      if (pfn === 0) continue;
+      const order = kho.restoreFolioOrder(pfn);
+      if (order < 0) {
+        discard(cols, i + 1, `${where(pa)} cleanup`);
+        throw new LuoError('EIO', `${where(pa)}: folio[${i}]: Unable to restore folio at physical address: ${hex(paOf(pfn))}`);
       }
       try {
-        file.inode.insertFolio(Number(e.index), f.pfn, f.order, (e.flags & MEMFD_LUO_FOLIO_UPTODATE) !== 0);
+        file.inode.insertFolio(cols.index[i]!, pfn, order, (cols.flags[i]! & MEMFD_LUO_FOLIO_UPTODATE) !== 0);
       } catch (err) {
-        putRestored(f);
-        discard(entries.slice(i + 1), `${where(pa)} cleanup`);
+        putRestored({ pfn, order });
+        discard(cols, i + 1, `${where(pa)} cleanup`);
         if (err instanceof LuoError) throw new LuoError(err.errno, `${where(pa)}: folio[${i}]: ${err.message}`, { cause: err });
         throw err;
       }
@@ -382,7 +446,7 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
       }
     };
     let file: MemfdFile | undefined;
-    let entries: MemfdFolioSer[] | undefined;
+    let entries: MemfdFolioColumns | undefined;
     let inserting = false;
     try {
       if (!v1 && ser.seals & ~MEMFD_LUO_ALL_SEALS) throw new LuoError('EOPNOTSUPP', `${where(pa)}: seals ${hex(ser.seals)} are not all supported by memfd-v2`);
@@ -408,7 +472,7 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
         insertFolios(pa, file, entries);
       }
     } catch (e) {
-      if (entries && !inserting) discard(entries, `${where(pa)} cleanup`);
+      if (entries && !inserting) discard(entries, 0, `${where(pa)} cleanup`);
       file?.close();
       restoreSer();
       if (e instanceof LuoError) log('err', e.message);
@@ -433,7 +497,7 @@ export function createMemfdHandler(ctx: MemfdHandlerContext): FileHandler {
       try {
         const nr = Number(ser.nr_folios);
         checkArray(pa, ser, nr);
-        discard(restoreArray(ser, nr), `${where(pa)} finish`);
+        discard(restoreArray(ser, nr), 0, `${where(pa)} finish`);
       } catch (e) {
         log('err', e instanceof Error ? e.message : String(e));
       }

@@ -475,15 +475,20 @@ export class Kho {
 
   /** kho_restore_folio of the page-aligned address of `pfn` (callers that hold pfns: no BigInt on the way). */
   restoreFolioPfn(pfn: number): { pfn: number; order: number } | null {
-    const order = this.magic.get(pfn);
+    const order = this.restoreFolioOrder(pfn);
+    return order < 0 ? null : { pfn, order };
+  }
+
+  /** kho_restore_folio by pfn, answering the folio's order or -1 (no object per folio: memfd retrieve). */
+  restoreFolioOrder(pfn: number): number {
+    const order = this.magic.take(pfn);
     if (order === undefined) {
       this.log('warn', `kho_restore_folio: 0x${pfnToPa(pfn).toString(16)} carries no KHO magic (never preserved, or already restored)`);
-      return null;
+      return -1;
     }
-    this.magic.delete(pfn);
     if (order <= MAX_PAGE_ORDER) this.alloc.adoptFolio?.(pfn, order);
     else this.alloc.adoptPages?.(pfn, 2 ** order);
-    return { pfn, order };
+    return order;
   }
 
   /** kho_restore_pages: every chunk of the range must carry the magic with the chunk's order. */

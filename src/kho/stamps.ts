@@ -61,6 +61,15 @@ export class PageStamps {
   }
 
   /** Clears the stamp (a restore). Returns false if there was none. */
+  /** The stamped order of the block at `pfn`, cleared at once (one search for get + delete), or undefined. */
+  take(pfn: number): number | undefined {
+    const i = this.index(pfn);
+    if (i < 0 || this.cleared?.[i]) return undefined;
+    (this.cleared ??= new Uint8Array(this.count))[i] = 1;
+    this.live--;
+    return this.orders[i];
+  }
+
   delete(pfn: number): boolean {
     const i = this.index(pfn);
     if (i < 0 || this.cleared?.[i]) return false;

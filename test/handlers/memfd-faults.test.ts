@@ -197,6 +197,17 @@ test('corrupt folio entries: pfn outside RAM, unpreserved pfn, index beyond the 
     { name: 'index beyond the size', edit: (x) => x.m.memory.writeU64(entryPa(x, 3) + 8n, 4n), errno: 'EINVAL', re: /folio\[3\].*page index 4 lies beyond the file's 4 page/, lost: 0 },
     { name: 'index listed twice', edit: (x) => x.m.memory.writeU64(entryPa(x, 3) + 8n, 1n), errno: 'EEXIST', re: /page index 1 is listed twice/, lost: 0 },
     { name: 'pfn listed twice', edit: (x) => x.m.memory.writeU64(entryPa(x, 3), x.m.memory.readU64(entryPa(x, 0))), errno: 'EIO', re: /is listed twice/, lost: 1 },
+    // an index no number holds exactly: named exactly
+    { name: 'index of 2^60 + 1', edit: (x) => x.m.memory.writeU64(entryPa(x, 2) + 8n, (1n << 60n) + 1n), errno: 'EINVAL', re: /folio\[2\].*page index 1152921504606846977 lies beyond/, lost: 0 },
+    // two problems: the first in array order is the one reported
+    {
+      name: 'index twice at 1, beyond at 3',
+      edit: (x) => {
+        x.m.memory.writeU64(entryPa(x, 1) + 8n, 0n);
+        x.m.memory.writeU64(entryPa(x, 3) + 8n, 9n);
+      },
+      errno: 'EEXIST', re: /folio\[1\].*page index 0 is listed twice/, lost: 0,
+    },
   ];
   for (const c of cases) {
     const x = incoming();
