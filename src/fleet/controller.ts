@@ -25,6 +25,13 @@ import type { HostResult } from './result.ts';
 import { admissionOpen } from './window.ts';
 import type { Compare, FleetStore, Kv, LeaseHandle, Op, WatchEvent } from './store.ts';
 
+/**
+ * Admissions per transaction: 4 shared compares + 5 per host and 3 ops per host stay well inside
+ * etcd's default --max-txn-ops (128 compares, 128 operations); a cluster with a lower limit
+ * refuses the batch, and the admissions are then made one by one.
+ */
+const ADMIT_BATCH = 16;
+
 export interface ControllerOptions {
   readonly id: string;
   /** Election lease TTL in seconds (default 2). */
@@ -36,6 +43,8 @@ export interface ControllerOptions {
 
 export class Controller {
   private lease: LeaseHandle | undefined;
+  /** etcd refused a batch of admissions as too large (said once; admissions go one by one after). */
+  private batchRefused = false;
   private leading = false;
   private stopped = false;
   private mirror!: KeyMirror;
@@ -130,6 +139,7 @@ export class Controller {
     return { key: keys.leader(), target: 'lease', op: '==', value: this.lease?.id ?? '0' };
   }
 
+  /** Fenced transaction: only while this controller still holds the leader key under its lease. */
   private async write(compares: Compare[], ops: Op[]): Promise<boolean> {
     const r = await this.store.txn([this.fence(), ...compares], ops);
     return r.succeeded;
@@ -234,6 +244,8 @@ export class Controller {
     const used = new Set([...slots.values()].map((s) => s.n));
     const free = Array.from({ length: wave.maxConcurrent }, (_, n) => n).filter((n) => !used.has(n));
     if (!free.length) return;
+    // each admission: the slot, the admission record and the assignment, all under conditions
+    const admissions: Array<{ compares: Compare[]; ops: Op[] }> = [];
     for (const h of l.waiting(state.wave)) {
       const n = free.shift();
       if (n === undefined) break;
@@ -244,27 +256,46 @@ export class Controller {
       }
       const slotKey = keys.slot(c, state.wave, n);
       const asg: Assignment = { campaign: c, target: planned.spec.target, wave: state.wave, slot: n, ...(planned.spec.policy.fallback === 'fresh-kexec' ? { fallback: 'fresh-kexec' as const } : {}) };
-      const ok = await this.write(
-        [
+      admissions.push({
+        compares: [
           { key: slotKey, target: 'create', op: '==', value: 0 },
           { key: keys.admitted(c, h), target: 'create', op: '==', value: 0 },
           { key: keys.result(c, h), target: 'create', op: '==', value: 0 },
-          ...unchanged,
-          { key: keys.gate(c), target: 'create', op: '==', value: 0 },
           { key: keys.host(h), target: 'lease', op: '==', value: host.lease },
           // not in flight for another campaign (one update of a host at a time)
           { key: keys.assign(h), target: 'create', op: '==', value: 0 },
         ],
-        [
+        ops: [
           { put: slotKey, value: JSON.stringify({ host: h, admittedAt: now } satisfies SlotRecord), lease: host.lease },
           { put: keys.admitted(c, h), value: JSON.stringify({ wave: state.wave, slot: n, at: now, by: this.opts.id }) },
           { put: keys.assign(h), value: JSON.stringify(asg), lease: host.lease },
         ],
-      );
-      // the ledger learns of the admission from the watch, with its slot (never ahead of it: a host
-      // open without its slot in the copy would look like one whose runner went away)
-      if (!ok) return; // something changed under us: the next reconcile reads it again
-      this.admissions++;
+      });
+    }
+    // Several admissions per transaction (all or none: a wave's slots fill in a few round trips,
+    // not one per host); a batch that fails is tried host by host, which stops at the first refusal.
+    const shared: Compare[] = [...unchanged, { key: keys.gate(c), target: 'create', op: '==', value: 0 }];
+    for (let i = 0; i < admissions.length; i += ADMIT_BATCH) {
+      const batch = admissions.slice(i, i + ADMIT_BATCH);
+      const together = batch.length > 1 && !this.batchRefused && (await this.write([...shared, ...batch.flatMap((a) => a.compares)], batch.flatMap((a) => a.ops)).catch((e: unknown) => {
+        const why = e instanceof Error ? e.message : String(e);
+        // a cluster whose --max-txn-ops is lower than a batch needs: one host per transaction from now on
+        if (/too many operations/i.test(why)) {
+          this.batchRefused = true;
+          this.log(`etcd refused ${batch.length} admissions in one transaction (${why}): admitting one host per transaction`);
+        }
+        return false;
+      }));
+      if (together) {
+        this.admissions += batch.length;
+        continue;
+      }
+      for (const a of batch) {
+        // the ledger learns of the admission from the watch, with its slot (never ahead of it: a
+        // host open without its slot in the copy would look like one whose runner went away)
+        if (!(await this.write([...a.compares, ...shared], a.ops))) return; // something changed under us: the next reconcile reads it again
+        this.admissions++;
+      }
     }
   }
 

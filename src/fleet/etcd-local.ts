@@ -54,7 +54,7 @@ export const alive = (pid: number): boolean => {
 };
 
 /** Starts `members` etcd processes under `dir` (EEXIST if a cluster of this dir still runs). */
-export async function etcdUp(dir: string, members: 1 | 3 = 1, opts: { etcd?: string } = {}): Promise<LocalCluster> {
+export async function etcdUp(dir: string, members: 1 | 3 = 1, opts: { etcd?: string; extraArgs?: readonly string[] } = {}): Promise<LocalCluster> {
   const old = readCluster(dir);
   if (old?.members.some((m) => alive(m.pid))) throw new LuoError('EEXIST', `an etcd cluster of ${dir} still runs (luo fleet etcd down --dir ${dir})`);
   mkdirSync(dir, { recursive: true });
@@ -76,6 +76,7 @@ export async function etcdUp(dir: string, members: 1 | 3 = 1, opts: { etcd?: str
       '--initial-cluster', initial, '--initial-cluster-state', 'new', '--initial-cluster-token', token,
       // quick leader changes for a local cluster: 100 ms heartbeats, 1 s elections
       '--heartbeat-interval', '100', '--election-timeout', '1000',
+      ...(opts.extraArgs ?? []),
     ], { detached: true, stdio: ['ignore', log, log] });
     const started = await new Promise<number | Error>((resolve) => {
       child.once('error', (e) => resolve(e));

@@ -63,6 +63,28 @@ test('a campaign rolls canary then waves to completion: at most maxConcurrent in
   }
 });
 
+test('an etcd that refuses large transactions (--max-txn-ops 12): admissions fall back to one host per transaction; the campaign completes, nobody twice', async () => {
+  const f = await startFleet('small-txn', 1, ['--max-txn-ops', '12']);
+  try {
+    const mon = await monitor(f.store);
+    await f.start('ra', ['host', '--id', 'ra', '--count', '10', '--update-delay-ms', '50']);
+    const c1 = await f.start('c1', ['controller', '--id', 'c1']);
+    await hostsPresent(f, 10);
+    assert.equal(f.create('st', 'name: st\ntarget: "7.3.5"\nwaves:\n  - { name: all, maxConcurrent: 5 }\n').code, 0);
+    await waitPhase(f, 'st', 'done');
+    const rs = await results(f.store, 'st');
+    assert.equal(rs.length, 10);
+    assert.equal(new Set(rs.map((r) => r.host)).size, 10);
+    assert.deepEqual([...new Set(rs.map((r) => r.outcome))], ['updated']);
+    await mon.stop();
+    assert.deepEqual(mon.violations, []);
+    assert.ok((mon.peak.get('st/0') ?? 0) <= 5, `peaked at ${mon.peak.get('st/0')}`);
+    assert.match(c1.out, /etcd refused \d+ admissions in one transaction \(.*too many operations.*\): admitting one host per transaction/);
+  } finally {
+    await f.stop();
+  }
+});
+
 test('kill -9 of the leading controller mid-wave: the standby takes over, nobody is admitted twice, the campaign completes', async () => {
   const f = await startFleet('failover');
   try {

@@ -31,9 +31,9 @@ export interface Proc {
   readonly exited: Promise<number | null>;
 }
 
-export async function startFleet(tag: string, members: 1 | 3 = 1): Promise<Fleet> {
+export async function startFleet(tag: string, members: 1 | 3 = 1, etcdArgs: readonly string[] = []): Promise<Fleet> {
   const dir = tempDir(`fleet-${tag}`);
-  const cluster = await etcdUp(join(dir, 'etcd'), members);
+  const cluster = await etcdUp(join(dir, 'etcd'), members, { extraArgs: etcdArgs });
   let store: FleetStore | undefined;
   await until(async () => {
     try {
