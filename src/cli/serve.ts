@@ -12,7 +12,7 @@ import { buildForRelease, DEFAULT_BUILD, type KernelBuild, type SubsystemDecl, w
 import { loadHandlerPlugins } from '../kernel/plugin-load.ts';
 import { IMAGE_NAME, loadHandover } from '../daemon/kexec.ts';
 import { LuoDaemon, signalReady, socketPathState } from '../daemon/server.ts';
-import { awaitImageOrder, type ChannelStream } from '../daemon/successor.ts';
+import { awaitImageOrder, type ChannelStream, takeStreamOffer } from '../daemon/successor.ts';
 import { defaultSocketPath, defaultStateDir } from '../daemon/wire.ts';
 
 export interface ServeOptions {
@@ -92,9 +92,10 @@ export async function runServe(opts: ServeOptions): Promise<number> {
   let channel: Socket | undefined;
   let image = opts.fromImage;
   let stream: ChannelStream | undefined;
+  const streamOffered = takeStreamOffer();
   if (opts.awaitImage) {
     // everything this program needs is loaded by now (serve's imports): only the image is missing
-    const order = await awaitImageOrder(holdForTest);
+    const order = await awaitImageOrder(holdForTest, streamOffered);
     channel = order.channel;
     if (order.kind === 'abort' || order.kind === 'gone') {
       channel?.destroy();

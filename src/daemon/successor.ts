@@ -89,18 +89,27 @@ export class ChannelStream implements ImageStream {
 }
 
 /**
- * Opens the channel on fd 3, says `loaded` (`loaded stream` when the parent offers streaming) once
- * `beforeLoaded` settles, and waits for the parent's order.
+ * The parent's offer to stream (LUO_IMAGE_STREAM=1), read once and removed from the environment:
+ * it is for this daemon only. An operator's LUO_IMAGE_STREAM=0 stays, and every daemon started
+ * from this one keeps it (as LUO_KEXEC_PRESTART=0 does).
  */
-export function awaitImageOrder(beforeLoaded: () => Promise<void>): Promise<ImageOrder> {
+export function takeStreamOffer(): boolean {
+  const offered = process.env[STREAM_ENV] === '1';
+  if (offered) delete process.env[STREAM_ENV];
+  return offered;
+}
+
+/**
+ * Opens the channel on fd 3, says `loaded` (`loaded stream` when the parent offered streaming)
+ * once `beforeLoaded` settles, and waits for the parent's order.
+ */
+export function awaitImageOrder(beforeLoaded: () => Promise<void>, canStream: boolean): Promise<ImageOrder> {
   let channel: Socket;
   try {
     channel = new Socket({ fd: 3, readable: true, writable: true });
   } catch (e) {
     return Promise.resolve({ kind: 'gone', channel: undefined, why: `no channel on fd 3 (${(e as Error).message})` });
   }
-  const canStream = process.env[STREAM_ENV] === '1';
-  delete process.env[STREAM_ENV]; // not for this daemon's own successors: its parent's offer
   return new Promise((resolve) => {
     let text = '';
     let stream: ChannelStream | undefined;

@@ -101,7 +101,7 @@ test('sessions survive `luo kexec` into a new daemon process with identical byte
   }
 });
 
-test('a parent that does not offer streaming (LUO_IMAGE_STREAM=0) hands over the finished image; the next kexec streams again', async () => {
+test('a parent that does not offer streaming (LUO_IMAGE_STREAM=0) hands over the finished image, and so do the daemons it starts', async () => {
   const dir = tempDir('nostream');
   try {
     const d = await startDaemon(dir, [], { LUO_IMAGE_STREAM: '0' });
@@ -121,7 +121,7 @@ test('a parent that does not offer streaming (LUO_IMAGE_STREAM=0) hands over the
     await dev2.close();
     await c2.kexec();
     const c3 = await LuoClient.connectRetry(d.socket);
-    assert.equal((await c3.status()).kexec?.['streamed'], true, 'the offer is the parent\'s: not inherited by the next daemon');
+    assert.equal((await c3.status()).kexec?.['streamed'], false, 'the operator\'s setting is kept across kexecs');
     const dev3 = await c3.openDevice();
     assert.ok(Buffer.from((await (await dev3.retrieveSession('vm2')).retrieve(2)).content).equals(data));
     await dev3.close();
