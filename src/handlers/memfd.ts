@@ -90,30 +90,23 @@ export function encodeMemfdSer(s: MemfdSer, buf?: Uint8Array, off = 0): Uint8Arr
   }, buf, off);
 }
 
-/** Decodes `nr` folio entries from a byte array (the vmalloc'd memfd_luo_folio_ser array). */
 /**
- * The folio array's entries. Read with 32-bit words at the model's offsets (MemfdLuoFolioSer): a
- * retrieve of guest RAM decodes one entry per 2 MiB folio, and a generic decode with u64 BigInts
- * was most of its cost. pfn is bits 0..51 of pfn_flags, the flags bits 52..63.
+ * The entries of `nr` memfd_luo_folio_ser at `off` (the vmalloc'd array), as objects with the page
+ * index exact (a u64): pfn and flags as decodeMemfdFolioColumns reads them.
  */
 export function decodeMemfdFolios(bytes: Uint8Array, nr: number, off = 0): MemfdFolioSer[] {
-  const out: MemfdFolioSer[] = new Array(nr);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const hiBits = Number(MEMFD_FOLIO_PFN_BITS) - 32;
-  const { pfn_flags: pf, index: ix } = MemfdLuoFolioSer.offsets;
-  for (let i = 0; i < nr; i++) {
-    const at = off + i * FOLIO_SER;
-    const lo = dv.getUint32(at + pf, true);
-    const hi = dv.getUint32(at + pf + 4, true);
-    out[i] = { pfn: lo + (hi & ((1 << hiBits) - 1)) * 2 ** 32, flags: hi >>> hiBits, index: dv.getBigUint64(at + ix, true) };
-  }
-  return out;
+  const view = bytes.subarray(off, off + nr * FOLIO_SER);
+  const cols = decodeMemfdFolioColumns(view, nr);
+  const dv = new DataView(view.buffer, view.byteOffset, view.byteLength);
+  const ix = MemfdLuoFolioSer.offsets.index;
+  return Array.from({ length: nr }, (_, i) => ({ pfn: cols.pfn[i]!, flags: cols.flags[i]!, index: dv.getBigUint64(i * FOLIO_SER + ix, true) }));
 }
 
 /**
- * The folio array as columns, for the retrieve of guest RAM (no object or BigInt per folio): pfn
- * and flags per entry, the page index as a number (exact below 2^53; a larger one, beyond any
- * file, is kept exact in `decodeMemfdFolios` for messages).
+ * The folio array as columns, for the retrieve of guest RAM (no object or BigInt per folio): read
+ * with 32-bit words at the model's offsets (MemfdLuoFolioSer); pfn is bits 0..51 of pfn_flags, the
+ * flags bits 52..63; the page index a number (exact below 2^53; a larger one, beyond any file, is
+ * kept exact in `decodeMemfdFolios` for messages).
  */
 export interface MemfdFolioColumns {
   readonly nr: number;

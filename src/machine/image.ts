@@ -161,13 +161,18 @@ class ImageWriter {
     this.hash = seal.make();
   }
 
-  /** Sums `b` and starts writing it after everything queued; `own` buffers are reused once written. */
-  private async queue(b: Uint8Array, own: Uint8Array | undefined): Promise<void> {
-    this.hash.update(b);
+  /** Starts writing `b` after everything queued; `own` buffers are reused once written. */
+  private send(b: Uint8Array, own: Uint8Array | undefined): void {
     const done = writeAt(this.fh, b, this.queued);
     done.catch(() => undefined); // awaited in order by retire(); a failure is reported there
     this.queued += b.length;
     this.inFlight.push({ done, end: this.queued, buf: own });
+  }
+
+  /** Sums `b`, starts writing it, and waits while too many writes are in flight. */
+  private async queue(b: Uint8Array, own: Uint8Array | undefined): Promise<void> {
+    this.hash.update(b);
+    this.send(b, own);
     while (this.inFlight.length >= WRITES_IN_FLIGHT) await this.retire();
   }
 
@@ -208,10 +213,7 @@ class ImageWriter {
   async seal(): Promise<void> {
     await this.flush();
     const digest = this.hash.digest();
-    const done = writeAt(this.fh, digest, this.queued);
-    done.catch(() => undefined);
-    this.queued += digest.length;
-    this.inFlight.push({ done, end: this.queued, buf: undefined });
+    this.send(digest, undefined);
     this.offset += digest.length;
     while (this.inFlight.length) await this.retire();
   }
