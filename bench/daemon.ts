@@ -7,8 +7,9 @@
  *
  * Floors measured in the same run: for the small state, the least a process hand-over costs in Node
  * (a process started ahead is told "go" on a socket pair, listens on a unix socket, renames it into
- * place and says "ready"); for the large state, `dd` writing the same number of bytes with fsync and
- * reading them back.
+ * place and says "ready"); for the large state, `dd` writing the whole hand-over's bytes with fsync
+ * and reading them back. The large state runs twice: with the pre-copy (the pages go ahead of the
+ * freeze, the blackout writes what changed since) and without (LUO_IMAGE_PRECOPY=0: all in the blackout).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -24,8 +25,8 @@ const RUNS = 7;
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-async function serve(dir: string): Promise<void> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--socket', join(dir, 's.sock'), '--state-dir', join(dir, 'state'), '--log', join(dir, 'log'), '--ram', '1G'], { stdio: 'ignore', detached: true });
+async function serve(dir: string, env: NodeJS.ProcessEnv): Promise<void> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--socket', join(dir, 's.sock'), '--state-dir', join(dir, 'state'), '--log', join(dir, 'log'), '--ram', '1G'], { stdio: 'ignore', detached: true, env: { ...process.env, ...env } });
   child.unref();
   for (;;) {
     try {
@@ -42,15 +43,19 @@ interface Phases {
   freezeMs: number;
   imageMs: number;
   takeoverMs: number;
+  /** Bytes written in the blackout. */
   imageBytes: number;
+  /** The whole hand-over (the image as it rests once made whole). */
+  handoverBytes: number;
+  carriedPages: number;
 }
 
 /** RUNS kexecs of a daemon holding `sessions` sessions of `bytes` each; the median of each phase. */
-async function kexecs(sessions: number, bytes: number): Promise<Phases> {
+async function kexecs(sessions: number, bytes: number, env: NodeJS.ProcessEnv = {}): Promise<Phases> {
   const dir = mkdtempSync(join(tmpdir(), 'luo-bench-daemon-'));
   const sock = join(dir, 's.sock');
   try {
-    await serve(dir);
+    await serve(dir, env);
     const c = await LuoClient.connect(sock);
     const dev = await c.openDevice();
     for (let i = 0; i < sessions; i++) await (await dev.createSession(`vm-${i}`)).preserveBuffer(randomBytes(bytes), 1);
@@ -61,7 +66,10 @@ async function kexecs(sessions: number, bytes: number): Promise<Phases> {
       const k = await LuoClient.connectRetry(sock);
       const st = (await k.kexec()).stats as Record<string, number>;
       await k.close().catch(() => undefined);
-      runs.push({ blackoutMs: st['blackoutMs']!, freezeMs: st['freezeMs']!, imageMs: st['imageMs']!, takeoverMs: st['takeoverMs']!, imageBytes: st['imageBytes']! });
+      runs.push({
+        blackoutMs: st['blackoutMs']!, freezeMs: st['freezeMs']!, imageMs: st['imageMs']!, takeoverMs: st['takeoverMs']!, imageBytes: st['imageBytes']!,
+        handoverBytes: st['handoverBytes'] ?? st['imageBytes']!, carriedPages: st['carriedPages'] ?? 0,
+      });
       // the next kernel re-preserves what it received: the same state goes through every kexec
       const n = await LuoClient.connectRetry(sock);
       const d = await n.openDevice();
@@ -87,7 +95,11 @@ async function kexecs(sessions: number, bytes: number): Promise<Phases> {
       }
       await sleep(20);
     }
-    return { blackoutMs: median(runs.map((r) => r.blackoutMs)), freezeMs: median(runs.map((r) => r.freezeMs)), imageMs: median(runs.map((r) => r.imageMs)), takeoverMs: median(runs.map((r) => r.takeoverMs)), imageBytes: runs[0]!.imageBytes };
+    const med = (k: keyof Phases): number => median(runs.map((r) => r[k]));
+    return {
+      blackoutMs: med('blackoutMs'), freezeMs: med('freezeMs'), imageMs: med('imageMs'), takeoverMs: med('takeoverMs'),
+      imageBytes: med('imageBytes'), handoverBytes: med('handoverBytes'), carriedPages: med('carriedPages'),
+    };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -146,12 +158,19 @@ export async function runDaemonBench(): Promise<void> {
   const floor = await handoverFloorMs();
   const small = await kexecs(1, 4096);
   const line = (what: string, p: Phases, floorMs: number, floorName: string): void => {
-    console.log(`daemon: ${what.padEnd(34)} blackout ${p.blackoutMs.toFixed(1).padStart(7)} ms (freeze ${p.freezeMs.toFixed(1)}, image ${p.imageMs.toFixed(1)}, take-over ${p.takeoverMs.toFixed(1)}; image ${(p.imageBytes / 2 ** 20).toFixed(1)} MiB)   ${floorName} ${floorMs.toFixed(1)} ms   ratio ${(p.blackoutMs / floorMs).toFixed(2)}x`);
+    const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
+    const written = p.carriedPages ? `; hand-over ${mib(p.handoverBytes)} MiB, ${p.carriedPages} pages pre-copied, ${mib(p.imageBytes)} MiB written in the blackout` : `; image ${mib(p.imageBytes)} MiB`;
+    console.log(`daemon: ${what.padEnd(34)} blackout ${p.blackoutMs.toFixed(1).padStart(7)} ms (freeze ${p.freezeMs.toFixed(1)}, image ${p.imageMs.toFixed(1)}, take-over ${p.takeoverMs.toFixed(1)}${written})   ${floorName} ${floorMs.toFixed(1)} ms   ratio ${(p.blackoutMs / floorMs).toFixed(2)}x`);
   };
   line('small state (1 session, 4 KiB)', small, floor, 'process hand-over floor');
   // 48 MiB in all (a single protocol frame carries at most 16 MiB, so 4 x 12 MiB rather than 3 x 16)
   const large = await kexecs(4, 12 << 20);
-  line('4 sessions x 12 MiB', large, ddFloorMs(large.imageBytes), 'dd write+fsync+read');
+  // the floor moves the whole hand-over, as the image without a pre-copy does
+  const dd = ddFloorMs(large.handoverBytes);
+  line('4 sessions x 12 MiB', large, dd, 'dd write+fsync+read');
+  // every page written in the blackout (streamed to the new daemon): what a state that changes
+  // wholly between the pre-copy and the freeze costs
+  line('same, no pre-copy', await kexecs(4, 12 << 20, { LUO_IMAGE_PRECOPY: '0' }), dd, 'dd write+fsync+read');
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) await runDaemonBench();

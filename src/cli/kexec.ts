@@ -9,7 +9,9 @@ export async function runKexec(opts: { socket?: string; build?: string; cmdline?
     const r = await c.kexec({ ...(opts.build ? { build: opts.build } : {}), ...(opts.cmdline ? { cmdline: opts.cmdline } : {}), ...(opts.release ? { release: opts.release } : {}), keepClients: opts.keepClients === true });
     if (opts.json) process.stdout.write(`${JSON.stringify({ pid: r.pid, generation: `0x${r.generation.toString(16)}`, stats: r.stats })}\n`);
     else {
-      process.stdout.write(`luo kexec: daemon ${r.pid} (generation 0x${r.generation.toString(16)}) took over; image ${String(r.stats['image'])} (${String(r.stats['imageBytes'])} bytes), ${String(r.stats['preservedPages'])} preserved page(s); blackout ${Number(r.stats['blackoutMs'] ?? r.stats['totalMs']).toFixed(1)} ms${typeof r.stats['successorStartMs'] === 'number' ? ` (the new daemon started ahead, in ${(r.stats['successorStartMs'] as number).toFixed(0)} ms, outside it)` : ''}\n`);
+      const st = r.stats;
+      const ahead = typeof st['precopyPages'] === 'number' ? `; ${String(st['carriedPages'])} of them handed over ahead of the freeze, ${String(st['imageBytes'])} bytes written in the blackout` : '';
+      process.stdout.write(`luo kexec: daemon ${r.pid} (generation 0x${r.generation.toString(16)}) took over; image ${String(st['image'])} (${String(st['handoverBytes'] ?? st['imageBytes'])} bytes), ${String(st['preservedPages'])} preserved page(s)${ahead}; blackout ${Number(st['blackoutMs'] ?? st['totalMs']).toFixed(1)} ms${typeof st['successorStartMs'] === 'number' ? ` (the new daemon started ahead, in ${(st['successorStartMs'] as number).toFixed(0)} ms, outside it)` : ''}\n`);
       const ended = (r.stats['endedClients'] as number[] | undefined) ?? [];
       if (ended.length) process.stdout.write(`luo kexec: ended the old kernel's client process${ended.length > 1 ? 'es' : ''} ${ended.join(', ')} (--keep-clients leaves them running)\n`);
     }

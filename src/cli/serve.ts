@@ -4,15 +4,17 @@
  */
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { Socket } from 'node:net';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { ERRNO, type ErrnoName, isLuoError, LuoError } from '../errno.ts';
 import { KernelPanic } from '../luo/core.ts';
 import { DEFAULT_CMDLINE, Machine } from '../kernel/machine.ts';
+import { PhysicalMemory } from '../machine/memory.ts';
+import type { LoadedBase } from '../machine/image.ts';
 import { buildForRelease, DEFAULT_BUILD, type KernelBuild, type SubsystemDecl, withHandlers } from '../kernel/build.ts';
 import { loadHandlerPlugins } from '../kernel/plugin-load.ts';
 import { IMAGE_NAME, loadHandover } from '../daemon/kexec.ts';
 import { LuoDaemon, signalReady, socketPathState } from '../daemon/server.ts';
-import { awaitImageOrder, type ChannelStream, takeStreamOffer } from '../daemon/successor.ts';
+import { type ChannelStream, KexecChannel, takeKexecOffers } from '../daemon/successor.ts';
 import { defaultSocketPath, defaultStateDir } from '../daemon/wire.ts';
 
 export interface ServeOptions {
@@ -58,9 +60,12 @@ export function parseSize(s: string): bigint {
   return BigInt(m[1]!) << shift;
 }
 
-/** Test hook: LUO_TEST_HOLD_LOADED=<file> keeps a successor from saying `loaded` until the file exists. */
-async function holdForTest(): Promise<void> {
-  const file = process.env['LUO_TEST_HOLD_LOADED'];
+/**
+ * Test hooks: LUO_TEST_HOLD_LOADED=<file> keeps a successor from saying `loaded`, and
+ * LUO_TEST_HOLD_BASED=<file> from saying `based`, until the file exists.
+ */
+async function holdForTest(what: 'LOADED' | 'BASED'): Promise<void> {
+  const file = process.env[`LUO_TEST_HOLD_${what}`];
   while (file && !existsSync(file)) await new Promise((r) => setTimeout(r, 20));
 }
 
@@ -92,15 +97,35 @@ export async function runServe(opts: ServeOptions): Promise<number> {
   let channel: Socket | undefined;
   let image = opts.fromImage;
   let stream: ChannelStream | undefined;
-  const streamOffered = takeStreamOffer();
+  let base: LoadedBase | undefined;
+  let precopyMs: number | undefined;
+  const offers = takeKexecOffers();
   if (opts.awaitImage) {
     // everything this program needs is loaded by now (serve's imports): only the image is missing
-    const order = await awaitImageOrder(holdForTest, streamOffered);
-    channel = order.channel;
-    if (order.kind === 'abort' || order.kind === 'gone') {
-      channel?.destroy();
+    const ch = KexecChannel.open(() => holdForTest('LOADED'), offers);
+    if (!(ch instanceof KexecChannel)) return fail(ch.why);
+    channel = ch.socket;
+    let order = await ch.next();
+    if (order.kind === 'base') {
+      // the preserved pages as they are before the freeze: the image will carry only what changes
+      const t = performance.now();
+      try {
+        const b = await PhysicalMemory.loadImage(order.tmpPath, { stream: order.stream });
+        // test hook: a base this daemon cannot use (the kexec goes on without it)
+        if (process.env['LUO_TEST_REFUSE_BASE'] === '1') throw new LuoError('EIO', 'refused by LUO_TEST_REFUSE_BASE');
+        base = { memory: b.memory, name: basename(order.stream.path!), length: b.length, seal: b.seal };
+        precopyMs = performance.now() - t;
+        await holdForTest('BASED');
+        ch.answer('based');
+      } catch (e) {
+        ch.answer(`nobase ${isLuoError(e) ? e.detail : (e as Error).message}`);
+      }
+      order = await ch.next();
+    }
+    if (order.kind === 'abort' || order.kind === 'gone' || order.kind === 'base') {
+      channel.destroy();
       if (order.kind === 'abort') return 0; // the kexec was refused: the old daemon serves on
-      return fail(order.why);
+      return fail(order.kind === 'base' ? 'the kexec\'s channel offered a second base' : order.why);
     }
     if (order.kind === 'stream') {
       image = order.tmpPath;
@@ -130,7 +155,7 @@ export async function runServe(opts: ServeOptions): Promise<number> {
       let h;
       const tLoad = performance.now();
       try {
-        h = await loadHandover(image, stream);
+        h = await loadHandover(image, stream, base);
         // a streamed image is read from its temporary name: the finished file is known by its own
         if (stream?.path !== undefined) image = stream.path;
       } catch (e) {
@@ -144,7 +169,10 @@ export async function runServe(opts: ServeOptions): Promise<number> {
       }
       const tBoot = performance.now();
       machine = new Machine({ ramSize: h.memory.size, memory: h.memory, boot: h.params, build, console: out, ...(opts.cmdline ? { cmdline: opts.cmdline } : {}) });
-      handover = { image, ...h.meta.stats, from: h.meta.from, luoVersion: h.meta.luoVersion, bootMs: machine.kernel.bootTimeMs, loadMs: tBoot - tLoad, streamed: stream !== undefined };
+      handover = {
+        image, ...h.meta.stats, from: h.meta.from, luoVersion: h.meta.luoVersion, bootMs: machine.kernel.bootTimeMs, loadMs: tBoot - tLoad, streamed: stream !== undefined,
+        ...(precopyMs !== undefined ? { baseLoadMs: precopyMs } : {}),
+      };
     } else {
       machine = new Machine({ ramSize: parseSize(opts.ram ?? '4G'), cmdline: opts.cmdline ?? DEFAULT_CMDLINE, build, console: out });
     }

@@ -34,6 +34,8 @@ function lastUpdate(k: Record<string, unknown> | null): string[] {
   const phases = ['serializeMs', 'handoverMs', 'loadMs', 'bootMs'].map(ms).filter((x): x is string => x !== undefined);
   // the new daemon read the image on its own core while the old one wrote it (daemon/successor.ts)
   if (k['streamed'] === true) phases.push('image read as it was written');
+  // most pages were handed over ahead of the freeze (daemon/kexec.ts precopyTo)
+  if (typeof k['precopyPages'] === 'number') phases.push(`${k['precopyPages']} page(s) pre-copied in ${Number(k['precopyMs']).toFixed(0)} ms before the freeze, ${Number(k['changedPages'] ?? 0)} changed since`);
   const from = (k['from'] as { release?: string; pid?: number } | undefined) ?? {};
   const blackout = typeof k['blackoutMs'] === 'number' ? `blackout ${(k['blackoutMs'] as number).toFixed(1)} ms` : 'blackout not measured (an image from an older luo)';
   return [`last live update: from ${from.release ?? '?'} (pid ${from.pid ?? '?'}); ${blackout}${phases.length ? ` (${phases.join(', ')})` : ''}`];

@@ -7,17 +7,18 @@
  * protocol (kho_data, command line).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Duplex, Readable } from 'node:stream';
 import { ERRNO, isLuoError, LuoError } from '../errno.ts';
 import type { KhoBootData } from '../kho/incoming.ts';
-import type { BootParams } from '../kernel/kernel.ts';
+import type { BootParams, KexecHandover } from '../kernel/kernel.ts';
 import { DEFAULT_BUILD, type KernelBuild, releaseLike } from '../kernel/build.ts';
 import { PhysicalMemory } from '../machine/memory.ts';
-import type { ImageStream, WriteProgress } from '../machine/image.ts';
-import { STREAM_ENV } from './successor.ts';
+import type { ImageStream, LoadedBase, WriteProgress } from '../machine/image.ts';
+import { IntervalSet } from '../machine/ranges.ts';
+import { PRECOPY_ENV, STREAM_ENV } from './successor.ts';
 import { luoVersion } from '../version.ts';
 import type { LuoDaemon } from './server.ts';
 
@@ -77,7 +78,25 @@ export interface KexecPlan {
   readonly release: string;
   /** The new daemon started and loaded ahead of the freeze (absent: it is started after the image). */
   readonly successor: Successor | undefined;
+  /** The preserved pages it already holds (absent: the image carries every page). */
+  readonly precopy: Precopy | undefined;
   readonly t0: number;
+}
+
+/**
+ * A base image written and loaded by the successor ahead of the freeze: the pages it holds, and
+ * which of them changed since (the freeze's image writes those again, and names the base for the rest).
+ */
+export interface Precopy {
+  readonly name: string;
+  readonly path: string;
+  readonly length: number;
+  readonly seal: Uint8Array;
+  /** The DATA pages the base holds. */
+  readonly pages: IntervalSet;
+  /** Pages changed since the base was begun (live until the freeze). */
+  readonly changed: ReadonlySet<number>;
+  readonly ms: number;
 }
 
 /**
@@ -92,6 +111,8 @@ export interface Successor {
   readonly startMs: number;
   /** It reads the image as it is written (it said `loaded stream`). */
   readonly streams: boolean;
+  /** It loads a base image ahead of the freeze (it said `loaded stream precopy`). */
+  readonly precopies: boolean;
 }
 
 function successorArgs(d: LuoDaemon, release: string, childArgs: readonly string[]): string[] {
@@ -105,7 +126,8 @@ function spawnDaemon(bin: string, args: readonly string[], childArgs: readonly s
   return spawn(process.execPath, [bin, 'serve', ...args], {
     detached: true,
     // a successor started ahead may read the image while it is written (successor.ts; LUO_IMAGE_STREAM=0: never)
-    env: { ...process.env, [STREAM_ENV]: process.env[STREAM_ENV] === '0' ? '0' : '1' },
+    // and may load the preserved pages ahead of the freeze (LUO_IMAGE_PRECOPY=0: never)
+    env: { ...process.env, [STREAM_ENV]: process.env[STREAM_ENV] === '0' ? '0' : '1', [PRECOPY_ENV]: process.env[PRECOPY_ENV] === '0' ? '0' : '1' },
     stdio: ['ignore', logged ? 'ignore' : 'inherit', logged ? 'ignore' : 'inherit', 'pipe'],
   });
 }
@@ -164,13 +186,158 @@ export async function planKexec(
   let successor: Successor | undefined;
   if (process.env['LUO_KEXEC_PRESTART'] !== '0') {
     const child = spawnDaemon(bin, ['--await-image', ...successorArgs(d, release, opts.childArgs)], opts.childArgs);
-    const loaded = await awaitLine(child, /^loaded( stream)?\n/, kexecTimeoutMs(), 'loaded');
+    const loaded = await awaitLine(child, /^loaded( stream)?( precopy)?\n/, kexecTimeoutMs(), 'loaded');
     if (typeof loaded === 'string') {
       if (child.exitCode === null) child.kill('SIGKILL');
       d.print('info', `kexec: ${bin} cannot be started ahead of the freeze (${loaded}); it starts after the image`);
-    } else successor = { child, channel: child.stdio[3] as Duplex, startMs: performance.now() - t0, streams: loaded[1] !== undefined };
+    } else {
+      successor = { child, channel: child.stdio[3] as Duplex, startMs: performance.now() - t0, streams: loaded[1] !== undefined, precopies: loaded[2] !== undefined };
+    }
   }
-  return { bin, target, cmdline: opts.cmdline, release, successor, t0 };
+  holdPrevious(d.stateDir);
+  let precopy: Precopy | undefined;
+  if (successor?.precopies) {
+    const p = await precopyTo(d, successor);
+    if (p === 'lost') successor = undefined;
+    else precopy = p;
+  }
+  return { bin, target, cmdline: opts.cmdline, release, successor, precopy, t0 };
+}
+
+/**
+ * The image a kexec replaces keeps a second name until the kexec is over, so the rename in the
+ * blackout frees nothing: dropping a large file's cached pages takes milliseconds (~14 ms for 48
+ * MiB here), spent after the new daemon serves instead (releasePrevious).
+ */
+function holdPrevious(dir: string): void {
+  const img = join(dir, IMAGE_NAME);
+  releasePrevious(dir);
+  try {
+    linkSync(img, `${img}.prev`);
+  } catch {
+    /* no image yet */
+  }
+}
+
+function releasePrevious(dir: string): void {
+  try {
+    unlinkSync(join(dir, `${IMAGE_NAME}.prev`));
+  } catch {
+    /* none held */
+  }
+}
+
+let precopies = 0;
+/** Base images are named `luo.base.<pid>.<n>.img` in the state directory. */
+const BASE_RE = /^luo\.base\.\d+\.\d+\.img(\.tmp)?$/;
+
+/**
+ * Pre-copy (the successor said `loaded stream precopy`): starts tracking changes to memory, writes
+ * the pages the hand-over would keep now as a base image while the daemon serves on, streams it to
+ * the successor and waits for it to say `based`. Undefined when the successor could not load it
+ * (the kexec goes on without); 'lost' when the successor went away (it starts after the image).
+ */
+async function precopyTo(d: LuoDaemon, s: Successor): Promise<Precopy | undefined | 'lost'> {
+  const t0 = performance.now();
+  const mem = d.machine.memory;
+  const name = `luo.base.${process.pid}.${++precopies}.img`;
+  const path = join(d.stateDir, name);
+  // real memfds' bytes into their twins first: the freeze then rewrites only pages changed since
+  d.mirrors.captureContents();
+  const changed = mem.trackChanges();
+  const stop = (why: string): void => {
+    mem.stopTracking();
+    try {
+      unlinkSync(path);
+    } catch {
+      /* never renamed into place */
+    }
+    d.print('info', `kexec: no pre-copy (${why}); the image will carry every page`);
+  };
+  let written;
+  try {
+    written = await mem.saveImage(path, {
+      ranges: d.kernel.handoverRanges(), meta: { role: 'luo-kexec-base', pid: process.pid }, durable: false,
+      progress: { opened: (tmp) => void s.channel.write(`base ${tmp}\n`), written: (n) => void s.channel.write(`written ${n}\n`) },
+    });
+  } catch (e) {
+    // the successor is in the middle of reading it: it cannot be told to go on without
+    stop(`writing ${path} failed: ${(e as Error).message}`);
+    abandonSuccessor(s);
+    return 'lost';
+  }
+  s.channel.write(`image ${path}\n`);
+  const ack = await awaitLine(s.child, /^(based|nobase (.*))\n/, kexecTimeoutMs(), 'loading the base image');
+  if (typeof ack === 'string') {
+    stop(ack);
+    if (s.child.exitCode === null) s.child.kill('SIGKILL');
+    return 'lost';
+  }
+  if (ack[1] !== 'based') {
+    stop(`the new daemon could not load ${path}: ${ack[2]}`);
+    return undefined;
+  }
+  return { name, path, length: written.length, seal: written.seal, pages: written.dataPages, changed, ms: performance.now() - t0 };
+}
+
+/** The base's pages not changed since it was begun. */
+function unchangedPages(pre: Precopy): IntervalSet {
+  const changed = Float64Array.from(pre.changed).sort();
+  const gone = new IntervalSet();
+  for (let i = 0; i < changed.length;) {
+    let j = i + 1;
+    while (j < changed.length && changed[j] === changed[j - 1]! + 1) j++;
+    gone.add(changed[i]!, changed[j - 1]! + 1);
+    i = j;
+  }
+  const pages = pre.pages.clone();
+  pages.subtract(gone);
+  return pages;
+}
+
+/** A pre-copy the kexec did not use: tracking stops and its base image goes. */
+function dropPrecopy(d: LuoDaemon, pre: Precopy | undefined): void {
+  if (!pre) return;
+  d.machine.memory.stopTracking();
+  try {
+    unlinkSync(pre.path);
+  } catch {
+    /* gone already */
+  }
+}
+
+/**
+ * After the hand-over, outside the blackout: the image is rewritten whole (this kernel's memory
+ * is still here, kept pages unchanged), so the state directory holds one self-contained image
+ * that can be copied, inspected and resumed alone; then every base goes. Until the rename a crash
+ * leaves the image over its base, which loads just as well.
+ */
+async function makeWhole(d: LuoDaemon, imgPath: string, keep: KexecHandover['keep'], meta: HandoverMeta, pre: Precopy): Promise<void> {
+  try {
+    await d.machine.memory.saveImage(imgPath, { ranges: keep, meta, durable: false });
+  } catch (e) {
+    d.print('warn', `kexec: ${imgPath} could not be rewritten whole (${(e as Error).message}): it still needs its base ${pre.path}`);
+    removeOldBases(d.stateDir, pre.name);
+    return;
+  }
+  crashPoint('made-whole');
+  removeOldBases(d.stateDir, undefined);
+}
+
+/** Removes base images from the state directory, but `keep` (the one the image names, if any). */
+function removeOldBases(dir: string, keep: string | undefined): void {
+  try {
+    for (const f of readdirSync(dir)) if (BASE_RE.test(f) && f !== keep) unlinkSync(join(dir, f));
+  } catch {
+    /* a later kexec tries again */
+  }
+}
+
+/** A kexec called off before the freeze: its pre-copy dropped, its successor sent away. */
+export function abandonPlan(d: LuoDaemon, plan: KexecPlan): void {
+  releasePrevious(d.stateDir);
+  dropPrecopy(d, plan.precopy);
+  abandonSuccessor(plan.successor);
 }
 
 /** A kexec refused before the freeze: the successor is told to go away. */
@@ -201,13 +368,14 @@ export async function kexecIntoNewProcess(d: LuoDaemon, plan: KexecPlan, childAr
   } catch (e) {
     const err = isLuoError(e) ? e : new LuoError('EIO', (e as Error).message);
     d.print('err', `kexec refused: ${err.message}`);
-    abandonSuccessor(plan.successor);
+    abandonPlan(d, plan);
     return { ok: false, committed: false, errno: err.code, message: err.detail };
   }
   crashPoint('serialized');
   const t1 = performance.now();
 
   const kho = handover.params.kho;
+  const pre = plan.precopy;
   const meta: HandoverMeta = {
     format: HANDOVER_FORMAT,
     luoVersion: luoVersion(),
@@ -219,7 +387,10 @@ export async function kexecIntoNewProcess(d: LuoDaemon, plan: KexecPlan, childAr
     ramSize: hex(d.machine.memory.size),
     liveupdateNum: (k.luo?.incomingNum ?? 0) + (k.luo?.enabled ? 1 : 0),
     // frozenAt (epoch ms): the new daemon measures the blackout to its readiness from it (same clock)
-    stats: { ...handover.stats, capturedFiles: captured.files, capturedBytes: captured.bytes, frozenAt: performance.timeOrigin + tFreeze },
+    stats: {
+      ...handover.stats, capturedFiles: captured.files, capturedBytes: captured.bytes, frozenAt: performance.timeOrigin + tFreeze,
+      ...(pre ? { precopyMs: pre.ms, precopyPages: pre.pages.total(), changedPages: pre.changed.size } : {}),
+    },
     createdAt: new Date().toISOString(),
   };
   const imgPath = join(d.stateDir, IMAGE_NAME);
@@ -228,15 +399,21 @@ export async function kexecIntoNewProcess(d: LuoDaemon, plan: KexecPlan, childAr
   const progress: WriteProgress | undefined = ahead?.streams
     ? { opened: (tmp) => void ahead.channel.write(`stream ${tmp}\n`), written: (n) => void ahead.channel.write(`written ${n}\n`) }
     : undefined;
+  // the pages the successor holds already, unchanged since: named, not written
+  const base = pre ? { name: pre.name, length: pre.length, seal: pre.seal, pages: unchangedPages(pre) } : undefined;
+  let written;
   try {
     // not fsynced: what a kexec hands over does not survive a power loss on a real machine either
-    await d.machine.memory.saveImage(imgPath, { ranges: handover.keep, meta, durable: false, ...(progress ? { progress } : {}) });
+    written = await d.machine.memory.saveImage(imgPath, { ranges: handover.keep, meta, durable: false, ...(progress ? { progress } : {}), ...(base ? { base } : {}) });
   } catch (e) {
     const msg = `kexec: writing ${imgPath} failed: ${(e as Error).message}; the previous image (if any) is intact`;
     d.print('err', msg);
+    releasePrevious(d.stateDir);
+    dropPrecopy(d, pre);
     abandonSuccessor(ahead);
     return { ok: false, committed: true, errno: ERRNO.EIO, message: msg };
   }
+  d.machine.memory.stopTracking();
   const imageBytes = statSync(imgPath).size;
   crashPoint('image-written');
   const t2 = performance.now();
@@ -255,15 +432,23 @@ export async function kexecIntoNewProcess(d: LuoDaemon, plan: KexecPlan, childAr
     const msg = `kexec: ${line}; the new state is in ${imgPath} (luo serve --resume boots it)`;
     d.print('err', msg);
     if (child.exitCode === null) child.kill('SIGKILL');
+    if (pre) await makeWhole(d, imgPath, handover.keep, meta, pre);
+    releasePrevious(d.stateDir);
     return { ok: false, committed: true, errno: ERRNO.EIO, message: msg };
   }
   const ready = { pid: Number(line[1]), generation: BigInt(line[2]!) };
   child.unref();
   crashPoint('ready');
   const t3 = performance.now();
+  // the new daemon serves: outside the blackout, the image is made whole again (bases go)
+  releasePrevious(d.stateDir);
+  if (pre) await makeWhole(d, imgPath, handover.keep, meta, pre);
+  else removeOldBases(d.stateDir, undefined);
   // the blackout: from the freeze to the new daemon's readiness (its start-up ahead is not in it)
   const stats = {
     ...meta.stats, imageBytes, freezeMs: t1 - tFreeze, imageMs: t2 - t1, takeoverMs: t3 - t2, blackoutMs: t3 - tFreeze, totalMs: t3 - t0,
+    // the whole hand-over (the image made whole), and the pages the blackout did not write
+    handoverBytes: statSync(imgPath).size, ...(pre ? { carriedPages: written.basePages } : {}),
     successorStartMs: ahead ? ahead.startMs : null, image: imgPath, newPid: ready.pid, warnings: captured.warnings,
   };
   d.print('info', `kexec: daemon ${ready.pid} took over ${d.socketPath} (blackout ${(t3 - tFreeze).toFixed(1)} ms${ahead ? `; it started ahead in ${ahead.startMs.toFixed(1)} ms` : ''})`);
@@ -291,8 +476,8 @@ export function parseHandoverMeta(meta: unknown, path: string): { params: BootPa
 }
 
 /** Loads and verifies an image (checksum, structure, meta): a bad one throws and is never booted. */
-export async function loadHandover(path: string, stream?: ImageStream): Promise<{ memory: PhysicalMemory; params: BootParams; meta: HandoverMeta }> {
-  const { memory, meta } = await PhysicalMemory.loadImage(path, stream ? { stream } : {});
+export async function loadHandover(path: string, stream?: ImageStream, base?: LoadedBase): Promise<{ memory: PhysicalMemory; params: BootParams; meta: HandoverMeta }> {
+  const { memory, meta } = await PhysicalMemory.loadImage(path, { ...(stream ? { stream } : {}), ...(base ? { base } : {}) });
   const h = parseHandoverMeta(meta, path);
   if (h.ramSize !== memory.size) throw new LuoError('EINVAL', `${path}: meta says RAM is ${hex(h.ramSize)}, the image holds ${hex(memory.size)}`);
   return { memory, params: h.params, meta: h.meta };

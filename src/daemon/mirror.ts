@@ -104,11 +104,6 @@ function procPos(pid: number, fd: number, key: string): number | undefined {
   }
 }
 
-function isZero(b: Uint8Array): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
-  return true;
-}
-
 export class MirrorTable {
   /** Live mirrors of real inodes, by "dev:ino": the same real memfd is one simulated file (EBUSY). */
   private readonly byKey = new Map<string, Mirror>();
@@ -278,6 +273,18 @@ export class MirrorTable {
    * the size taken at preserve) and position. Synchronous: nothing runs in between.
    */
   captureAll(): { files: number; bytes: number; posFromOthers: number; posLost: number; warnings: string[] } {
+    return this.captureFiles(false);
+  }
+
+  /**
+   * Ahead of a kexec's pre-copy: every preserved mirror gets the real file's bytes now, so the
+   * pages the freeze finds unchanged are handed over ahead (positions and warnings wait for the freeze).
+   */
+  captureContents(): void {
+    this.captureFiles(true);
+  }
+
+  private captureFiles(contentsOnly: boolean): { files: number; bytes: number; posFromOthers: number; posLost: number; warnings: string[] } {
     this.sweep();
     let files = 0;
     let bytes = 0;
@@ -286,14 +293,15 @@ export class MirrorTable {
     for (const m of this.all) {
       if (m.source.kind === 'buffer' || m.retrieved || !m.file.luoRefs) continue;
       files++;
-      bytes += this.capture(m, warnings);
-      if (m.source.kind === 'proc') {
+      bytes += this.capture(m, warnings, contentsOnly);
+      if (m.source.kind === 'proc' && !contentsOnly) {
         const src = m.source;
         const pos = (src.hiddenFd >= 0 ? procPos(src.pid, src.hiddenFd, src.key) : undefined) ?? procPos(src.pid, src.fd, src.key);
         if (pos !== undefined) m.pos = pos;
         else lost.push(m);
       }
     }
+    if (contentsOnly) return { files, bytes, posFromOthers: 0, posLost: 0, warnings };
     const found = lost.length ? this.findElsewhere(lost) : 0;
     if (lost.length) {
       this.log('info', `luod: ${lost.length} preserved memfd(s) no longer open in their preserving process: position of ${found} read from another process holding the same fd; ${lost.length - found} keep the last known position`);
@@ -374,7 +382,7 @@ export class MirrorTable {
     return found;
   }
 
-  private capture(m: Mirror, warnings: string[]): number {
+  private capture(m: Mirror, warnings: string[], quiet: boolean): number {
     const src = m.source;
     if (src.kind === 'buffer') return 0;
     const ino = m.file.inode;
@@ -396,14 +404,15 @@ export class MirrorTable {
       }
       for (let off = 0; off < want; off += PAGE_SIZE) {
         const page = chunk.subarray(off, Math.min(want, off + PAGE_SIZE));
-        if (isZero(page)) continue; // the folio is zero already (made at preserve, never written)
+        // a page the twin holds already is not written: it stays unchanged for a pre-copy
+        if (ino.holds(done + off, page)) continue;
         ino.writeChunk(done + off, page);
       }
       done += want;
     }
     const real = fstatSync(src.realFd).size;
     const what = src.kind === 'proc' ? `memfd of pid ${src.pid} fd ${src.fd}` : src.path;
-    if (short || real !== size) {
+    if ((short || real !== size) && !quiet) {
       const w = `${what} is ${real} bytes at kexec, ${size} at preserve (PRESERVE_FD froze its size); handing over ${size}`;
       warnings.push(w);
       this.log('warn', `luod: ${w}`);

@@ -766,7 +766,7 @@ export class LuoDaemon {
   }
 
   private async runKexec(c: Conn, seq: number, opts: { build: string | undefined; cmdline: string | undefined; release: string | undefined; keepClients: boolean }): Promise<void> {
-    const { abandonSuccessor, kexecIntoNewProcess, planKexec } = await import('./kexec.ts');
+    const { abandonPlan, kexecIntoNewProcess, planKexec } = await import('./kexec.ts');
     // the new daemon starts and loads while this one still serves everyone (kexec -l)
     const plan = await planKexec(this, { build: opts.build, cmdline: opts.cmdline, release: opts.release, childArgs: this.childArgs });
     this.kexecPlanned = false;
@@ -775,7 +775,7 @@ export class LuoDaemon {
       return;
     }
     if (this.stopped) {
-      abandonSuccessor(plan.successor); // the daemon was shut down meanwhile
+      abandonPlan(this, plan); // the daemon was shut down meanwhile
       return;
     }
     // a caller that went away meanwhile does not stop it: reboot(2) goes on once it has been asked

@@ -56,6 +56,8 @@ export interface MemfdMemory {
   write(pa: bigint, data: Uint8Array): void;
   /** Zeroing whole pages must not give them host storage (PhysicalMemory.zero does not). */
   zero(pa: bigint, len: number): void;
+  /** A page's stored bytes to read in place, if it has storage. */
+  storedPage?(pfn: number): Uint8Array | undefined;
 }
 
 /** shmem_enabled for the internal shm mount: when page-cache allocations may be PMD folios. */
@@ -219,6 +221,18 @@ export class MemfdInode {
       done += len;
     }
     return out;
+  }
+
+  /**
+   * True when the file already holds exactly `data` at `off` (page-aligned, at most a page): luo's
+   * capture of a real memfd leaves such a page alone. Reads a stored page in place.
+   */
+  holds(off: number, data: Uint8Array): boolean {
+    const index = Math.floor(off / PAGE_SIZE);
+    const f = this.folioAt(index);
+    const page = f && f.uptodate ? this.ctx.mem.storedPage?.(f.pfn + index - f.index) : undefined;
+    const have = page ? page.subarray(0, data.length) : this.readAt(off, data.length);
+    return Buffer.from(have.buffer, have.byteOffset, have.length).equals(data);
   }
 
   /** The copy of one shmem_write_begin/write_end step (inside one page), after the checks. */

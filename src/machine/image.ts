@@ -9,21 +9,28 @@
  * (every burst up to 32 bits, anything else but 1 in 2^32) at a tenth of sha256's cost on a 50 MB
  * image. Version 1 (sha256) is still read.
  *
- * Layout (little-endian), versions 1 and 2:
+ * Layout (little-endian), versions 1 to 3:
  *   0  magic "LUOPMEM\0"      8  version u32         12 page size u32
  *   16 RAM size u64           24 meta length u32     28 range count u32
- *   32 run count u64          40 DATA page count u64 48 file length u64   56 reserved u64 (0)
+ *   32 run count u64          40 DATA page count u64 48 file length u64
+ *   56 versions 1-2: reserved u64 (0); version 3: length of the base block (0: none)
  *   64 meta JSON (UTF-8), zero-padded to 8 bytes
+ *   version 3, if it has a base: the base block { base file length u64, the base's seal (8 bytes),
+ *        name length u32, reserved u32 (0), name (UTF-8) zero-padded to 8 bytes }
  *   then range count x { start pfn u64, end pfn u64 }
- *   then run count x { state u32 (0 zero, 1 poison, 2 data), reserved u32, pfn u64, count u64 },
+ *   then run count x { state u32 (0 zero, 1 poison, 2 data, 3 base), reserved u32, pfn u64, count u64 },
  *        a DATA run followed by count x 4096 bytes
- *   then the seal of everything before it: version 1 sha256 (32 bytes); version 2 CRC-32 as a u32
- *   followed by a zero u32 (8 bytes).
+ *   then the seal of everything before it: version 1 sha256 (32 bytes); versions 2-3 CRC-32 as a
+ *   u32 followed by a zero u32 (8 bytes).
+ *
+ * Version 3 lets a kexec write most pages ahead of its freeze: the base is a version 2 image in the
+ * same directory, named in the base block and pinned by its length and seal; a BASE run's pages are
+ * that image's DATA pages at the same pfns. Only pages changed since the base was written are DATA.
  */
 import { createHash } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { LuoError, isLuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
 import type { PageRun, PhysRange, PhysicalMemory } from './memory.ts';
@@ -79,12 +86,38 @@ const CRC32: Seal = {
 /** The seal of each version this build reads (undefined: not readable here). */
 function sealOf(version: number): Seal | undefined {
   if (version === 1) return SHA256;
-  if (version === 2 && typeof (zlib as { crc32?: unknown }).crc32 === 'function') return CRC32;
+  if ((version === 2 || version === 3) && typeof (zlib as { crc32?: unknown }).crc32 === 'function') return CRC32;
   return undefined;
 }
 const CHUNK = 1 << 20;
-const STATE_CODE = { zero: 0, poison: 1, data: 2 } as const;
-const CODE_STATE = ['zero', 'poison', 'data'] as const;
+const STATE_CODE = { zero: 0, poison: 1, data: 2, base: 3 } as const;
+const CODE_STATE = ['zero', 'poison', 'data', 'base'] as const;
+/** A page the writer finds dropped while it writes a live memory (a pre-copy): any bytes do. */
+const ZERO_PAGE = new Uint8Array(PAGE_SIZE);
+/** The fixed part of a base block (before the name). */
+const BASE_FIXED = 24;
+const MAX_BASE_NAME = 255;
+
+/** Which image a version 3 image takes its BASE pages from: its file name (in the same directory), length and seal. */
+export interface BaseRef {
+  readonly name: string;
+  readonly length: number;
+  /** The base's trailer (CRC-32 u32 + zero u32). */
+  readonly seal: Uint8Array;
+}
+
+/** A base image already loaded (a kexec's successor reads it ahead of the freeze). */
+export interface LoadedBase extends BaseRef {
+  readonly memory: PhysicalMemory;
+}
+
+/** A file name fit for a base block: one path component, no NUL, at most 255 bytes. */
+function checkBaseName(name: string, what: string): void {
+  const n = new TextEncoder().encode(name).length;
+  if (n === 0 || n > MAX_BASE_NAME || name.includes('/') || name.includes('\0') || name === '.' || name === '..') {
+    throw new LuoError('EINVAL', `${what}: base name ${JSON.stringify(name)} is not a file name of 1 to ${MAX_BASE_NAME} bytes`);
+  }
+}
 
 export interface ImageOptions {
   /** Physical ranges to save (rounded outwards to pages); everything else will load as POISON. */
@@ -102,6 +135,18 @@ export interface ImageOptions {
   version?: 1 | 2;
   /** Told as the file is written, so another process can read it while it grows (see ImageStream). */
   progress?: WriteProgress;
+  /**
+   * Write version 3 over a base image: DATA pages in `pages` (the base holds them unchanged) are
+   * written as BASE runs, without their bytes.
+   */
+  base?: BaseRef & { pages: IntervalSet };
+}
+
+/** What writeImage wrote: the file's length, its seal, and the pages it wrote as DATA. */
+export interface WrittenImage extends Omit<BaseRef, 'name'> {
+  readonly dataPages: IntervalSet;
+  /** Pages written as BASE runs (taken from the base). */
+  readonly basePages: number;
 }
 
 /** The writer's side of a streamed image: where the file is, and how many bytes of it are written. */
@@ -126,6 +171,9 @@ export interface ImageStream {
 export interface LoadedImage {
   memory: PhysicalMemory;
   meta: unknown;
+  /** The file's length and seal (a version 3 image names its base by them). */
+  length: number;
+  seal: Uint8Array;
 }
 
 
@@ -209,13 +257,14 @@ class ImageWriter {
     await this.queue(chunk, full);
   }
 
-  /** Flushes, then appends the seal of everything written so far (not itself summed), and waits for every write. */
-  async seal(): Promise<void> {
+  /** Flushes, then appends the seal of everything written so far (not itself summed), waits for every write, and returns the seal. */
+  async seal(): Promise<Uint8Array> {
     await this.flush();
     const digest = this.hash.digest();
     this.send(digest, undefined);
     this.offset += digest.length;
     while (this.inFlight.length) await this.retire();
+    return digest;
   }
 
   /** Waits for every write in flight, ignoring their outcome (after a failure, before closing). */
@@ -224,7 +273,10 @@ class ImageWriter {
   }
 }
 
-function runRecord(run: PageRun): Uint8Array {
+/** A run as an image records it: a memory run, or pages the base image holds. */
+type ImageRun = PageRun | { state: 'base'; pfn: number; count: number };
+
+function runRecord(run: ImageRun): Uint8Array {
   const b = new Uint8Array(RUN_SIZE);
   const v = new DataView(b.buffer);
   v.setUint32(0, STATE_CODE[run.state], true);
@@ -233,24 +285,65 @@ function runRecord(run: PageRun): Uint8Array {
   return b;
 }
 
-function* allRuns(mem: PhysicalMemory, spans: IntervalSet): Generator<PageRun> {
-  for (const s of spans) yield* mem.runs(s.start, s.end);
+/** The runs of the spans; with a base, DATA runs split where the base holds the pages unchanged. */
+function* allRuns(mem: PhysicalMemory, spans: IntervalSet, base: ImageOptions['base']): Generator<ImageRun> {
+  for (const s of spans) {
+    for (const r of mem.runs(s.start, s.end)) {
+      if (r.state !== 'data' || !base) {
+        yield r;
+        continue;
+      }
+      let cur = r.pfn;
+      const end = r.pfn + r.count;
+      for (const b of base.pages.within(cur, end)) {
+        if (b.start > cur) yield { state: 'data', pfn: cur, count: b.start - cur };
+        yield { state: 'base', pfn: b.start, count: b.end - b.start };
+        cur = b.end;
+      }
+      if (cur < end) yield { state: 'data', pfn: cur, count: end - cur };
+    }
+  }
 }
 
-export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageOptions): Promise<void> {
+/** The base block of a version 3 image. */
+function baseBlock(base: BaseRef): Uint8Array {
+  const name = new TextEncoder().encode(base.name);
+  const b = new Uint8Array(BASE_FIXED + Math.ceil(name.length / 8) * 8);
+  const v = new DataView(b.buffer);
+  v.setBigUint64(0, BigInt(base.length), true);
+  b.set(base.seal, 8);
+  v.setUint32(16, name.length, true);
+  b.set(name, BASE_FIXED);
+  return b;
+}
+
+export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageOptions): Promise<WrittenImage> {
   const spans = mem.pageSpans(opts.ranges, 'saveImage');
   const metaJson = JSON.stringify(opts.meta ?? null);
   const meta = new TextEncoder().encode(metaJson);
   const metaPadded = Math.ceil(meta.length / 8) * 8;
+  const version = opts.base ? 3 : opts.version ?? IMAGE_VERSION;
+  if (opts.base) {
+    if (opts.version !== undefined) throw new LuoError('EINVAL', `saveImage: an image over a base is version 3, not ${opts.version}`);
+    checkBaseName(opts.base.name, 'saveImage');
+    if (opts.base.seal.length !== CRC32.size) throw new LuoError('EINVAL', `saveImage: a base's seal is ${CRC32.size} bytes, not ${opts.base.seal.length}`);
+  }
+  const block = opts.base ? baseBlock(opts.base) : new Uint8Array(0);
   // The runs first, so the header can state the file length.
-  const runs = [...allRuns(mem, spans)];
+  const runs = [...allRuns(mem, spans, opts.base)];
   const runCount = runs.length;
   let dataPages = 0;
-  for (const r of runs) if (r.state === 'data') dataPages += r.count;
-  const version = opts.version ?? IMAGE_VERSION;
+  let basePages = 0;
+  const written = new IntervalSet();
+  for (const r of runs) {
+    if (r.state === 'base') basePages += r.count;
+    if (r.state !== 'data') continue;
+    dataPages += r.count;
+    written.add(r.pfn, r.pfn + r.count);
+  }
   const seal = sealOf(version);
   if (!seal) throw new LuoError('EINVAL', `saveImage: this Node cannot write image format version ${version} (zlib.crc32 needs Node 20.15 or later)`);
-  const fileLength = IMAGE_HEADER_SIZE + metaPadded + spans.count * RANGE_SIZE + runCount * RUN_SIZE + dataPages * PAGE_SIZE + seal.size;
+  const fileLength = IMAGE_HEADER_SIZE + metaPadded + block.length + spans.count * RANGE_SIZE + runCount * RUN_SIZE + dataPages * PAGE_SIZE + seal.size;
 
   const header = new Uint8Array(IMAGE_HEADER_SIZE);
   const hv = new DataView(header.buffer);
@@ -263,6 +356,7 @@ export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageO
   hv.setBigUint64(32, BigInt(runCount), true);
   hv.setBigUint64(40, BigInt(dataPages), true);
   hv.setBigUint64(48, BigInt(fileLength), true);
+  hv.setBigUint64(56, BigInt(block.length), true);
 
   const tmp = `${path}.tmp`;
   let fh: FileHandle | undefined;
@@ -275,6 +369,7 @@ export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageO
     const metaBuf = new Uint8Array(metaPadded);
     metaBuf.set(meta);
     await w.put(metaBuf);
+    if (block.length) await w.put(block);
     for (const s of spans) {
       const b = new Uint8Array(RANGE_SIZE);
       const v = new DataView(b.buffer);
@@ -287,11 +382,13 @@ export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageO
       if (p) await p;
       if (r.state !== 'data') continue;
       for (let i = 0; i < r.count; i++) {
-        const q = w.put(mem.storedPage(r.pfn + i)!);
+        // a page dropped since the runs were listed: only a live memory (a pre-copy, which tracks
+        // changes and rewrites it later) changes under the writer
+        const q = w.put(mem.storedPage(r.pfn + i) ?? ZERO_PAGE);
         if (q) await q;
       }
     }
-    await w.seal();
+    const digest = await w.seal();
     if (w.offset !== fileLength) throw new LuoError('EIO', `saveImage: wrote ${w.offset} bytes, expected ${fileLength}`);
     const durable = opts.durable ?? true;
     if (durable) await fh.sync();
@@ -306,6 +403,7 @@ export async function writeImage(mem: PhysicalMemory, path: string, opts: ImageO
         await dir.close();
       }
     }
+    return { length: fileLength, seal: digest, dataPages: written, basePages };
   } catch (e) {
     await w?.settle();
     if (fh) await fh.close().catch(() => undefined);
@@ -434,10 +532,33 @@ function u64num(v: DataView, off: number, what: string, path: string, base: numb
   return Number(x);
 }
 
+/**
+ * The base a version 3 image names: the one already loaded when it is the same file (name, length
+ * and seal), else read from the image's directory (a version 2 image, checked the same way).
+ */
+async function resolveBase(
+  path: string, ref: BaseRef, ramSize: bigint, makeMemory: (size: bigint) => PhysicalMemory, loaded: LoadedBase | undefined,
+): Promise<PhysicalMemory> {
+  const same = (b: BaseRef): boolean => b.name === ref.name && b.length === ref.length && b.seal.every((x, i) => x === ref.seal[i]);
+  if (loaded && same(loaded) && loaded.memory.size === ramSize) return loaded.memory;
+  const file = join(dirname(path), ref.name);
+  let got: LoadedImage;
+  try {
+    got = await readImage(file, makeMemory, { expectSize: ramSize, baseAllowed: false });
+  } catch (e) {
+    const why = isLuoError(e) ? e.detail : (e as Error).message;
+    throw new LuoError(isLuoError(e) && e.errno === 'ENOENT' ? 'ENOENT' : 'EIO', `loadImage ${path}: its base image ${ref.name} (written by the same kexec, kept beside it) cannot be used: ${why}`, { cause: e });
+  }
+  if (!same({ name: ref.name, length: got.length, seal: got.seal })) {
+    throw new LuoError('EIO', `loadImage ${path}: its base image ${file} is not the one it was written over (length ${got.length}, expected ${ref.length}, or another seal)`);
+  }
+  return got.memory;
+}
+
 export async function readImage(
   path: string,
   makeMemory: (size: bigint) => PhysicalMemory,
-  opts: { expectSize?: bigint; stream?: ImageStream } = {},
+  opts: { expectSize?: bigint; stream?: ImageStream; base?: LoadedBase; baseAllowed?: boolean } = {},
 ): Promise<LoadedImage> {
   const stream = opts.stream;
   let fh: FileHandle;
@@ -471,7 +592,7 @@ export async function readImage(
     const version = new DataView(peek.buffer).getUint32(8, true);
     const seal = sealOf(version);
     if (!seal) {
-      throw new LuoError('EINVAL', `loadImage ${path}: unsupported image format version ${version} at offset 8 (this build reads ${[1, 2].filter((v) => sealOf(v)).join(' and ')})`);
+      throw new LuoError('EINVAL', `loadImage ${path}: unsupported image format version ${version} at offset 8 (this build reads ${[1, 2, 3].filter((v) => sealOf(v)).join(', ')})`);
     }
     const r = (reader = new ImageReader(fh, path, length, seal, length - seal.size, stream));
     const head = await r.take(IMAGE_HEADER_SIZE, 'header');
@@ -490,9 +611,14 @@ export async function readImage(
     const runCount = u64num(hv, 32, 'run count', path, 0);
     const dataPages = u64num(hv, 40, 'DATA page count', path, 0);
     const fileLength = u64num(hv, 48, 'file length', path, 0);
-    if (hv.getBigUint64(56, true) !== 0n) throw new LuoError('EIO', `loadImage ${path}: reserved header field at offset 56 is not zero`);
+    const blockLen = version === 3 ? u64num(hv, 56, 'base block length', path, 0) : 0;
+    if (version < 3 && hv.getBigUint64(56, true) !== 0n) throw new LuoError('EIO', `loadImage ${path}: reserved header field at offset 56 is not zero`);
+    if (blockLen !== 0 && (blockLen < BASE_FIXED + 8 || blockLen > BASE_FIXED + MAX_BASE_NAME + 1 || blockLen % 8 !== 0)) {
+      throw new LuoError('EIO', `loadImage ${path}: corrupt header: base block length ${blockLen} at offset 56`);
+    }
+    if (blockLen !== 0 && opts.baseAllowed === false) throw new LuoError('EINVAL', `loadImage ${path}: a base image is written over no other (it names a base itself)`);
     const metaPadded = Math.ceil(metaLen / 8) * 8;
-    const expected = IMAGE_HEADER_SIZE + metaPadded + rangeCount * RANGE_SIZE + runCount * RUN_SIZE + dataPages * PAGE_SIZE + seal.size;
+    const expected = IMAGE_HEADER_SIZE + metaPadded + blockLen + rangeCount * RANGE_SIZE + runCount * RUN_SIZE + dataPages * PAGE_SIZE + seal.size;
     if (fileLength !== expected) {
       throw new LuoError('EIO', `loadImage ${path}: corrupt header: file length ${fileLength} at offset 48 disagrees with the counts (${expected})`);
     }
@@ -508,6 +634,25 @@ export async function readImage(
       throw new LuoError('EIO', `loadImage ${path}: corrupt meta JSON at offset ${metaOff}: ${(e as Error).message}`, { cause: e });
     }
 
+    let base: PhysicalMemory | undefined;
+    if (blockLen) {
+      const at = r.offset;
+      const b = await r.take(blockLen, 'base block');
+      const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+      const nameLen = v.getUint32(16, true);
+      let name = '';
+      try {
+        if (v.getUint32(12, true) !== 0 || v.getUint32(20, true) !== 0 || Math.ceil(nameLen / 8) * 8 !== blockLen - BASE_FIXED) throw new Error('bad lengths or reserved fields');
+        if (b.subarray(BASE_FIXED + nameLen).some((x) => x !== 0)) throw new Error('padding is not zero');
+        name = new TextDecoder('utf-8', { fatal: true }).decode(b.subarray(BASE_FIXED, BASE_FIXED + nameLen));
+        checkBaseName(name, 'base block');
+      } catch (e) {
+        throw new LuoError('EIO', `loadImage ${path}: corrupt base block at offset ${at}: ${isLuoError(e) ? e.detail : (e as Error).message}`);
+      }
+      const ref = { name, length: u64num(v, 0, 'base length', path, at), seal: b.slice(8, 16) };
+      // (a streamed image's temporary name is in the same directory as its final one)
+      base = await resolveBase(path, ref, ramSize, makeMemory, opts.base);
+    }
     const memory = makeMemory(ramSize);
     memory.poisonExcept([]);
     const nrPages = memory.nrPages;
@@ -542,7 +687,7 @@ export async function readImage(
         cursor = ranges[ri]?.start ?? cursor;
       }
       const range = ranges[ri];
-      if (state === undefined || v.getUint32(4, true) !== 0 || count === 0 || range === undefined || pfn !== cursor || pfn + count > range.end) {
+      if (state === undefined || (state === 'base' && !base) || v.getUint32(4, true) !== 0 || count === 0 || range === undefined || pfn !== cursor || pfn + count > range.end) {
         throw new LuoError('EIO', `loadImage ${path}: corrupt run ${i} at offset ${at}: state ${code}, pfns [${pfn}, ${pfn + count}), expected to start at pfn ${cursor}`);
       }
       if (state === 'data') {
@@ -552,6 +697,13 @@ export async function readImage(
         for (let p = 0; p < count; p++) {
           const page = r.takeBuffered(PAGE_SIZE) ?? (await r.take(PAGE_SIZE, `page ${pfn + p}`));
           memory.setPageData(pfn + p, page, { adopt: true });
+        }
+      } else if (state === 'base') {
+        // the base's pages themselves (its chunks are never reused): nothing is copied
+        for (let p = pfn; p < pfn + count; p++) {
+          const page = base!.storedPage(p);
+          if (!page) throw new LuoError('EIO', `loadImage ${path}: corrupt run ${i} at offset ${at}: pfn ${p} is not a DATA page of its base image`);
+          memory.setPageData(p, page, { adopt: true });
         }
       } else {
         memory.setRunState(pfn, count, state);
@@ -573,7 +725,7 @@ export async function readImage(
       const size = (await fh.stat()).size;
       if (size !== fileLength) throw new LuoError('EIO', `loadImage ${path}: the finished file is ${size} bytes, its header at offset 48 says ${fileLength}`);
     }
-    return { memory, meta };
+    return { memory, meta, length: fileLength, seal: stored.slice() };
   } catch (e) {
     if (isLuoError(e)) throw e;
     throw new LuoError('EIO', `loadImage ${path}: ${(e as Error).message}`, { cause: e });

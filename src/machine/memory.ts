@@ -6,7 +6,7 @@
 import { LuoError } from '../errno.ts';
 import { PAGE_SIZE } from '../abi/kho.ts';
 import { IntervalSet, hex, type Span } from './ranges.ts';
-import { type ImageOptions, type ImageStream, type LoadedImage, readImage, writeImage } from './image.ts';
+import { type ImageOptions, type ImageStream, type LoadedBase, type LoadedImage, type WrittenImage, readImage, writeImage } from './image.ts';
 
 /** A physical byte range [start, end) (end exclusive). */
 export interface PhysRange {
@@ -73,6 +73,8 @@ export class PhysicalMemory {
   private readonly perBlock = new Map<number, number>();
   /** Pages without storage that read as zeros; every other storage-less page is poisoned. */
   private zeroPages = new IntervalSet();
+  /** While a kexec pre-copies: the pfns whose storage changed (or was handed out live) since it began. */
+  private changed: Set<number> | undefined;
 
   constructor({ size }: { size: bigint | number }) {
     const s = BigInt(size);
@@ -117,24 +119,29 @@ export class PhysicalMemory {
       this.perBlock.set(b, (this.perBlock.get(b) ?? 0) + 1);
     }
     this.pages.set(pfn, bytes);
+    this.changed?.add(pfn);
   }
 
   /** Drops a page's storage. */
   private unstore(pfn: number): void {
     if (!this.pages.delete(pfn)) return;
+    this.changed?.add(pfn);
     const b = Math.floor(pfn / 512);
     const n = this.perBlock.get(b)! - 1;
     if (n === 0) this.perBlock.delete(b);
     else this.perBlock.set(b, n);
   }
 
-  /** Gives a page storage (zeros or the poison pattern, as it read before) and returns it. */
+  /**
+   * Gives a page storage (zeros or the poison pattern, as it read before) and returns it, to be
+   * written: while changes are tracked the page counts as changed (its view may be written later).
+   */
   private materialize(pfn: number): Uint8Array {
     let p = this.pages.get(pfn);
     if (p === undefined) {
       p = this.zeroPages.contains(pfn) ? new Uint8Array(PAGE_SIZE) : POISON_PAGE.slice();
       this.store(pfn, p);
-    }
+    } else this.changed?.add(pfn);
     return p;
   }
 
@@ -172,9 +179,8 @@ export class PhysicalMemory {
       const pfn = Math.floor(at / PAGE_SIZE);
       const off = at - pfn * PAGE_SIZE;
       const n = Math.min(data.length - pos, PAGE_SIZE - off);
-      const existing = this.pages.get(pfn);
-      if (existing === undefined && n === PAGE_SIZE) this.store(pfn, data.slice(pos, pos + n));
-      else (existing ?? this.materialize(pfn)).set(data.subarray(pos, pos + n), off);
+      if (n === PAGE_SIZE && !this.pages.has(pfn)) this.store(pfn, data.slice(pos, pos + n));
+      else this.materialize(pfn).set(data.subarray(pos, pos + n), off);
       pos += n;
       at += n;
     }
@@ -227,7 +233,7 @@ export class PhysicalMemory {
     if (byte === 0) {
       // Stored pages keep their storage (live views stay valid) and are cleared; the rest join the
       // zero background without being touched.
-      for (const pfn of this.storedIn(firstFull, lastFull)) this.pages.get(pfn)!.fill(0);
+      for (const pfn of this.storedIn(firstFull, lastFull)) this.materialize(pfn).fill(0);
       this.zeroPages.add(firstFull, lastFull);
     } else {
       for (let pfn = firstFull; pfn < lastFull; pfn++) this.materialize(pfn).fill(byte);
@@ -314,9 +320,24 @@ export class PhysicalMemory {
     }
   }
 
-  /** The stored bytes of a DATA page (a live view), or undefined. */
+  /** The stored bytes of a DATA page (a live view, to be read only: writes go through page()), or undefined. */
   storedPage(pfn: number): Uint8Array | undefined {
     return this.pages.get(pfn);
+  }
+
+  /**
+   * Starts recording which pages change from now on: given or dropped storage, writes, fills, and
+   * every page() handed out (a live view may be written through later). A kexec's pre-copy uses
+   * it to rewrite in the blackout only the pages changed since they were copied. Restarts the log.
+   */
+  trackChanges(): ReadonlySet<number> {
+    this.changed = new Set();
+    return this.changed;
+  }
+
+  /** Stops recording changes (the set trackChanges returned stays as it was). */
+  stopTracking(): void {
+    this.changed = undefined;
   }
 
   /** Sets a run of pages to ZERO or POISON, dropping any storage (used when loading an image). */
@@ -361,12 +382,12 @@ export class PhysicalMemory {
    * Writes the pages of `ranges` (DATA bytes, ZERO/POISON as runs) and `meta` to `path`
    * atomically: path.tmp, fsync, rename, fsync of the directory (the fsyncs only if `durable`).
    */
-  saveImage(path: string, opts: ImageOptions): Promise<void> {
+  saveImage(path: string, opts: ImageOptions): Promise<WrittenImage> {
     return writeImage(this, path, opts);
   }
 
   /** Reads an image written by saveImage; every page outside the saved ranges is POISON. */
-  static loadImage(path: string, opts: { expectSize?: bigint; stream?: ImageStream } = {}): Promise<LoadedImage> {
+  static loadImage(path: string, opts: { expectSize?: bigint; stream?: ImageStream; base?: LoadedBase } = {}): Promise<LoadedImage> {
     return readImage(path, (size) => new PhysicalMemory({ size }), opts);
   }
 }

@@ -216,6 +216,33 @@ export class IntervalSet {
     this.ends = e;
   }
 
+  /** Removes every point that is in `other` (linear merge of both lists). */
+  subtract(other: IntervalSet): void {
+    this.flush();
+    other.flush();
+    const s: number[] = [];
+    const e: number[] = [];
+    let j = 0;
+    for (let i = 0; i < this.starts.length; i++) {
+      let cur = this.starts[i]!;
+      const end = this.ends[i]!;
+      while (j < other.starts.length && other.ends[j]! <= cur) j++;
+      for (let k = j; k < other.starts.length && other.starts[k]! < end; k++) {
+        if (other.starts[k]! > cur) {
+          s.push(cur);
+          e.push(other.starts[k]!);
+        }
+        cur = Math.max(cur, other.ends[k]!);
+      }
+      if (cur < end) {
+        s.push(cur);
+        e.push(end);
+      }
+    }
+    this.starts = s;
+    this.ends = e;
+  }
+
   /** The intervals overlapping [start, end), clipped to it, in ascending order. */
   *within(start: number, end: number): Generator<Span> {
     this.flush();

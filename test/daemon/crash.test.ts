@@ -7,7 +7,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { LuoClient } from '../../src/client/index.ts';
 import { loadHandover } from '../../src/daemon/kexec.ts';
@@ -21,7 +21,7 @@ import { progress, scaled } from '../helpers/scale.ts';
 
 const TRIALS = scaled(10, 50, 'LUO_CRASH_TRIALS');
 const PARALLEL = scaled(2, 4, 'LUO_CRASH_PARALLEL');
-const PHASES = ['serialized', 'image-written', 'spawned', 'ready'];
+const PHASES = ['serialized', 'image-written', 'spawned', 'ready', 'made-whole'];
 const OLD = new TextEncoder().encode('the old state: image A');
 const NEW_SIZE = 4 << 20;
 const newBytes = (trial: number): Uint8Array => {
@@ -47,7 +47,15 @@ before(async () => {
   await d.exited;
   imageA = join(d.stateDir, 'luo.img');
   assert.ok(existsSync(imageA));
+  // killed before the image was made whole: it is written over the base it names, kept beside it
+  assert.equal(readdirSync(d.stateDir).filter((f) => f.startsWith('luo.base.')).length, 1);
 });
+
+/** Copies image A and the base it needs into a trial's state dir (a state dir is copied whole). */
+function copyImageA(stateDir: string): void {
+  const from = join(imageA, '..');
+  for (const f of readdirSync(from)) if (f === 'luo.img' || f.startsWith('luo.base.')) copyFileSync(join(from, f), join(stateDir, f));
+}
 
 after(async () => {
   await cleanup(root);
@@ -82,7 +90,7 @@ async function trial(i: number): Promise<{ outcome: 'old' | 'new'; how: string; 
   const t0 = performance.now();
   const dir = join(root, `t${i}`);
   mkdirSync(join(dir, 'state'), { recursive: true });
-  copyFileSync(imageA, join(dir, 'state', 'luo.img'));
+  copyImageA(join(dir, 'state'));
   const phase = i < PHASES.length * 2 ? PHASES[i % PHASES.length]! : undefined;
   // image A was written by another daemon's socket: named explicitly (--resume would refuse it)
   const d = await startDaemon(dir, ['--from-image', join(dir, 'state', 'luo.img')], phase ? { LUO_DAEMON_CRASH_AT: phase } : {});

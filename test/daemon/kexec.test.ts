@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -126,6 +126,123 @@ test('a parent that does not offer streaming (LUO_IMAGE_STREAM=0) hands over the
     assert.ok(Buffer.from((await (await dev3.retrieveSession('vm2')).retrieve(2)).content).equals(data));
     await dev3.close();
     await c3.shutdown();
+  } finally {
+    await cleanup(dir);
+  }
+});
+
+test('pre-copy: the preserved pages go to the new daemon ahead of the freeze, the blackout writes only what changed since, and the image is made whole after', async () => {
+  const dir = tempDir('precopy');
+  try {
+    const go = join(dir, 'go');
+    const d = await startDaemon(dir, [], { LUO_TEST_HOLD_BASED: go });
+    const c = await LuoClient.connect(d.socket);
+    const dev = await c.openDevice();
+    const vm = await dev.createSession('vm');
+    const ram = randomBytes(4 << 20);
+    await vm.preserveBuffer(ram, 1);
+    const filePath = join(dir, 'guest-ram.bin');
+    const fileBytes = randomBytes(1 << 20);
+    writeFileSync(filePath, fileBytes);
+    await vm.preserveFile(filePath, 2);
+    await dev.close();
+
+    const kexec = luo('kexec', '--socket', d.socket, '--json');
+    kexec.catch(() => undefined); // awaited below; a failure before that is the one reported
+    // the base is written (renamed into place) and the new daemon holds it, not yet `based`
+    await until(() => existsSync(d.stateDir) && readdirSync(d.stateDir).some((f) => /^luo\.base\.\d+\.\d+\.img$/.test(f)), 'the base image');
+    // meanwhile the old daemon still serves: a page of the file changes, a session is added
+    fileBytes.set(Buffer.from('changed after the pre-copy'), 700 * 1024);
+    writeFileSync(filePath, fileBytes);
+    const late = randomBytes(64 << 10);
+    const c1 = await LuoClient.connect(d.socket);
+    const dev1 = await c1.openDevice();
+    await (await dev1.createSession('late')).preserveBuffer(late, 3);
+    await dev1.close();
+    await c1.close();
+    writeFileSync(go, '');
+    const res = JSON.parse((await kexec).stdout) as { stats: Record<string, number> };
+    assert.equal(await d.exited, 0);
+    const st = res.stats;
+    assert.ok(st['precopyPages']! >= 1280, `the 5 MiB preserved before went ahead: ${JSON.stringify(st)}`);
+    assert.ok(st['carriedPages']! >= 1279 && st['carriedPages']! <= st['precopyPages']!, 'all but the changed page carried');
+    assert.ok(st['changedPages']! >= 1, 'the page written after the pre-copy (and the freeze\'s own) changed');
+    assert.ok(st['imageBytes']! < 1 << 20, `the blackout wrote ${st['imageBytes']} bytes, not the 5 MiB`);
+    assert.ok(st['handoverBytes']! > 5 << 20, 'the image made whole holds everything');
+    // only the whole image is left: it loads alone, copied elsewhere
+    assert.deepEqual(readdirSync(d.stateDir).sort(), ['luo.img']);
+    mkdirSync(join(dir, 'copy'));
+    copyFileSync(join(d.stateDir, 'luo.img'), join(dir, 'copy', 'luo.img'));
+    const { loadHandover } = await import('../../src/daemon/kexec.ts');
+    assert.equal((await loadHandover(join(dir, 'copy', 'luo.img'))).memory.size, 1n << 30n);
+
+    const c2 = await LuoClient.connectRetry(d.socket);
+    const dev2 = await c2.openDevice();
+    const s = await dev2.retrieveSession('vm');
+    assert.ok(Buffer.from((await s.retrieve(1)).content).equals(ram));
+    assert.ok(Buffer.from((await s.retrieve(2)).content).equals(fileBytes), 'the page changed after the pre-copy arrives as it was at the freeze');
+    const l = await dev2.retrieveSession('late');
+    assert.ok(Buffer.from((await l.retrieve(3)).content).equals(late), 'a session made during the pre-copy arrives');
+    await dev2.close();
+    const { stdout: human } = await luo('status', '--socket', d.socket);
+    assert.match(human, /\d+ page\(s\) pre-copied in \d+ ms before the freeze, \d+ changed since/);
+    await c2.shutdown();
+  } finally {
+    await cleanup(dir);
+  }
+});
+
+test('a base the new daemon cannot load: it says why, the kexec goes on with every page in the image, no base is left', async () => {
+  const dir = tempDir('nobase');
+  try {
+    const d = await startDaemon(dir, [], { LUO_TEST_REFUSE_BASE: '1' });
+    const c = await LuoClient.connect(d.socket);
+    const dev = await c.openDevice();
+    const data = randomBytes(1 << 20);
+    await (await dev.createSession('vm')).preserveBuffer(data, 1);
+    await dev.close();
+    const st = (await c.kexec()).stats as Record<string, number>;
+    assert.equal(st['precopyPages'], undefined);
+    assert.ok(st['imageBytes']! > 1 << 20);
+    assert.match(readFileSync(d.log, 'utf8'), /no pre-copy \(the new daemon could not load .*luo\.base\.\d+\.1\.img: refused by LUO_TEST_REFUSE_BASE\)/);
+    assert.deepEqual(readdirSync(d.stateDir), ['luo.img']);
+    const n = await LuoClient.connectRetry(d.socket);
+    const dv = await n.openDevice();
+    assert.ok(Buffer.from((await (await dv.retrieveSession('vm')).retrieve(1)).content).equals(data));
+    await dv.close();
+    await n.shutdown();
+  } finally {
+    await cleanup(dir);
+  }
+});
+
+test('LUO_IMAGE_PRECOPY=0: the image carries every page, in this kexec and the ones after', async () => {
+  const dir = tempDir('noprecopy');
+  try {
+    const d = await startDaemon(dir, [], { LUO_IMAGE_PRECOPY: '0' });
+    const c = await LuoClient.connect(d.socket);
+    const dev = await c.openDevice();
+    const data = randomBytes(2 << 20);
+    await (await dev.createSession('vm')).preserveBuffer(data, 1);
+    await dev.close();
+    for (let i = 0; i < 2; i++) {
+      const k = await LuoClient.connectRetry(d.socket);
+      const st = (await k.kexec()).stats as Record<string, number>;
+      await k.close().catch(() => undefined);
+      assert.equal(st['precopyPages'], undefined);
+      assert.ok(st['imageBytes']! > 2 << 20, 'everything written in the blackout');
+      const n = await LuoClient.connectRetry(d.socket);
+      assert.equal((await n.status()).kexec?.['streamed'], true, 'still streamed');
+      const dv = await n.openDevice();
+      const s = await dv.retrieveSession('vm');
+      assert.ok(Buffer.from((await s.retrieve(1)).content).equals(data));
+      await s.finish();
+      await s.close();
+      await (await dv.createSession('vm')).preserveBuffer(data, 1);
+      await dv.close();
+      if (i === 1) await n.shutdown();
+      await n.close().catch(() => undefined);
+    }
   } finally {
     await cleanup(dir);
   }

@@ -171,10 +171,10 @@ test('foreign files, other versions and size mismatches are EINVAL', async () =>
   await assert.rejects(PhysicalMemory.loadImage(other), (e: unknown) => isLuoError(e, 'EINVAL') && /not a luo memory image/.test((e as Error).message));
   writeFileSync(other, 'LUO');
   await assert.rejects(PhysicalMemory.loadImage(other), (e: unknown) => isLuoError(e, 'EIO') && /truncated/.test((e as Error).message));
-  const v3 = Buffer.from(good);
-  v3.writeUInt32LE(3, 8);
-  writeFileSync(other, v3);
-  await assert.rejects(PhysicalMemory.loadImage(other), (e: unknown) => isLuoError(e, 'EINVAL') && /version 3 at offset 8 \(this build reads 1 and 2\)/.test((e as Error).message));
+  const v4 = Buffer.from(good);
+  v4.writeUInt32LE(4, 8);
+  writeFileSync(other, v4);
+  await assert.rejects(PhysicalMemory.loadImage(other), (e: unknown) => isLuoError(e, 'EINVAL') && /version 4 at offset 8 \(this build reads 1, 2, 3\)/.test((e as Error).message));
   const pg = Buffer.from(good);
   pg.writeUInt32LE(65536, 12);
   writeFileSync(other, pg);

@@ -1,4 +1,4 @@
-/** IntervalSet: add, remove, intersect and queries against a point-set model. */
+/** IntervalSet: add, remove, intersect, subtract and queries against a point-set model. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
@@ -6,7 +6,7 @@ import { IntervalSet, hex } from '../../src/machine/ranges.ts';
 
 test('IntervalSet agrees with a point-set model (property)', () => {
   const span = fc.tuple(fc.integer({ min: 0, max: 120 }), fc.integer({ min: 0, max: 30 })).map(([s, l]) => ({ start: s, end: s + l }));
-  const op = fc.record({ kind: fc.constantFrom('add', 'remove', 'intersect'), spans: fc.array(span, { minLength: 1, maxLength: 4 }) });
+  const op = fc.record({ kind: fc.constantFrom('add', 'remove', 'intersect', 'subtract'), spans: fc.array(span, { minLength: 1, maxLength: 4 }) });
   fc.assert(
     fc.property(fc.array(op, { maxLength: 25 }), (ops) => {
       const set = new IntervalSet();
@@ -19,6 +19,9 @@ test('IntervalSet agrees with a point-set model (property)', () => {
           for (const p of pts) model.add(p);
         } else if (o.kind === 'remove') {
           for (const s of o.spans) set.remove(s.start, s.end);
+          for (const p of pts) model.delete(p);
+        } else if (o.kind === 'subtract') {
+          set.subtract(IntervalSet.from(o.spans));
           for (const p of pts) model.delete(p);
         } else {
           set.intersect(IntervalSet.from(o.spans));
