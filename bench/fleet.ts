@@ -11,7 +11,9 @@
  * runner's) and at its peak while updating; and the campaign's wall time as a ratio of two floors
  * measured in the same run: the issue's floor (hosts / maxConcurrent x one host's update time, as
  * if every host updated on its own CPU) and the CPU floor of this machine (hosts x one update's time
- * / cores: the simulated updates share its cores). Then the scaling exponent of each line.
+ * / cores: the simulated updates share its cores); and how many hosts were in flight on average
+ * (slots held, sampled): maxConcurrent over that is the campaign's wall time over hosts /
+ * maxConcurrent x the time a host was in flight here (Little's law). Then the scaling exponents.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -63,18 +65,20 @@ async function etcdCounters(cluster: LocalCluster): Promise<EtcdCounters> {
   return out;
 }
 
-/** One host's live update (boot of the compact host included), median of 21, in this process. */
-async function oneHostUpdateMs(): Promise<number> {
+/** 21 live updates of one host each (boot of the compact host included) in this process, after 5 to warm up. */
+async function hostUpdateTimes(): Promise<number[]> {
   const times: number[] = [];
-  for (let i = 0; i < 21; i++) {
+  for (let i = 0; i < 26; i++) {
     const h = new SimHost(`probe-${i}`, '7.3.4');
     const t = performance.now();
     const r = await h.update('7.3.5', undefined);
-    times.push(performance.now() - t);
+    if (i >= 5) times.push(performance.now() - t);
     if (r.outcome !== 'updated') throw new Error(`probe host: ${r.outcome} ${r.reason ?? ''}`);
   }
-  return times.sort((a, b) => a - b)[10]!;
+  return times;
 }
+
+const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 interface SizeResult {
   hosts: number;
@@ -91,6 +95,7 @@ interface SizeResult {
   dbBytes: number;
   idleRssPerHost: number;
   peakRssPerHost: number;
+  meanInFlight: number;
 }
 
 async function runSize(n: number): Promise<SizeResult> {
@@ -144,7 +149,8 @@ async function runSize(n: number): Promise<SizeResult> {
       `  - { name: rest, maxConcurrent: ${MAX_CONCURRENT}, maxFailures: 0 }`,
       'policy: { hostTimeout: 30m }',
     ].join('\n'));
-    const hostMs = await oneHostUpdateMs();
+    // one host's update: measured before and after the campaign (the machine's pace drifts), median of both
+    const probes = await hostUpdateTimes();
     const before = await etcdCounters(cluster);
     const cpu0 = cpuMs(controller.pid!);
     const etcdCpu = (): number => cluster.members.reduce((t, m) => t + cpuMs(m.pid), 0);
@@ -155,9 +161,12 @@ async function runSize(n: number): Promise<SizeResult> {
     const created = spawn(process.execPath, [BIN, 'fleet', 'campaign', 'create', file], { env, stdio: ['ignore', 'ignore', 'inherit'] });
     if ((await new Promise<number | null>((r) => created.once('exit', r))) !== 0) throw new Error('campaign create failed');
     let peak = 0;
+    // hosts in flight (slots held), sampled as the campaign runs: how much of maxConcurrent it keeps busy
+    const inFlight: number[] = [];
     for (;;) {
       checkChildren();
       peak = Math.max(peak, runners.reduce((s, r) => s + vm(r.pid!, 'VmRSS') - emptyRss, 0));
+      inFlight.push(await store.count(keys.slots('bench')));
       const st = await store.get(keys.state('bench'));
       const phase = st ? (JSON.parse(st.value) as CampaignState).phase : 'running';
       if (phase !== 'running') {
@@ -168,11 +177,13 @@ async function runSize(n: number): Promise<SizeResult> {
     }
     const wallMs = performance.now() - t0;
     const after = await etcdCounters(cluster);
+    const hostMs = median([...probes, ...(await hostUpdateTimes())]);
     return {
       hosts: n, wallMs, hostMs, controllerCpuMs: cpuMs(controller.pid!) - cpu0, etcdCpuMs: etcdCpu() - etcd0, runnerCpuMs: runnerCpu() - run0,
       requests: after.requests - before.requests, bytes: after.bytes - before.bytes,
       idleRequestsPerHostMin: (idle1.requests - idle0.requests) / n / idleMin, idleBytesPerHostMin: (idle1.bytes - idle0.bytes) / n / idleMin,
       keys: await count(ROOT), dbBytes: after.dbBytes, idleRssPerHost: idleRss / n, peakRssPerHost: peak / n,
+      meanInFlight: inFlight.reduce((a, b) => a + b, 0) / Math.max(1, inFlight.length),
     };
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
@@ -200,8 +211,12 @@ export async function runFleetBench(): Promise<void> {
     rs.push(r);
     const floor = (n / MAX_CONCURRENT) * r.hostMs;
     const cpuFloor = (n * r.hostMs) / cores;
-    console.log(`fleet: ${n} hosts, maxConcurrent ${MAX_CONCURRENT}, one host's update ${r.hostMs.toFixed(1)} ms (median of 21, same run)`);
+    console.log(`fleet: ${n} hosts, maxConcurrent ${MAX_CONCURRENT}, one host's update ${r.hostMs.toFixed(1)} ms (median of 42, before and after the campaign)`);
     console.log(`fleet:   campaign ${(r.wallMs / 1000).toFixed(1)} s = ${(n / (r.wallMs / 60_000)).toFixed(0)} hosts/min; ${(r.wallMs / floor).toFixed(2)}x the floor hosts/maxConcurrent x update (${(floor / 1000).toFixed(2)} s), ${(r.wallMs / cpuFloor).toFixed(2)}x the CPU floor hosts x update / ${cores} cores (${(cpuFloor / 1000).toFixed(2)} s)`);
+    // Little's law: wall = hosts x time in flight / hosts in flight, so keeping maxConcurrent busy is
+    // wall = hosts / maxConcurrent x time in flight (the issue's floor, with the time a host's update
+    // takes while 100 share this machine's cores)
+    console.log(`fleet:   hosts in flight: ${r.meanInFlight.toFixed(1)} of ${MAX_CONCURRENT} on average (${((100 * r.meanInFlight) / MAX_CONCURRENT).toFixed(0)}%): the campaign takes ${(MAX_CONCURRENT / Math.max(r.meanInFlight, 0.1)).toFixed(2)}x hosts / maxConcurrent x the time a host was in flight`);
     console.log(`fleet:   CPU during the campaign: runners ${(r.runnerCpuMs / 1000).toFixed(1)} s, etcd (3 members) ${(r.etcdCpuMs / 1000).toFixed(1)} s, controller ${(r.controllerCpuMs / 1000).toFixed(1)} s, of ${((r.wallMs * cores) / 1000).toFixed(1)} s the cores had`);
     console.log(`fleet:   controller CPU ${(r.controllerCpuMs / n).toFixed(2)} ms per host; etcd ${(r.requests / n).toFixed(1)} requests and ${kib(r.bytes / n)} per host updated`);
     console.log(`fleet:   idle: ${r.idleRequestsPerHostMin.toFixed(3)} etcd requests and ${r.idleBytesPerHostMin.toFixed(1)} bytes per host per minute; runner RSS ${r.idleRssPerHost > 0 ? kib(r.idleRssPerHost) : 'within the noise'} per idle host, ${kib(r.peakRssPerHost)} per host at the peak while updating`);
