@@ -104,12 +104,7 @@ test('sessions survive `luo kexec` into a new daemon process with identical byte
 test('a parent that does not offer streaming (LUO_IMAGE_STREAM=0) hands over the finished image, and so do the daemons it starts', async () => {
   const dir = tempDir('nostream');
   try {
-    const d = await startDaemon(dir, [], { LUO_IMAGE_STREAM: '0' });
-    const c = await LuoClient.connect(d.socket);
-    const dev = await c.openDevice();
-    const data = randomBytes(3 << 20);
-    await (await dev.createSession('vm')).preserveBuffer(data, 1);
-    await dev.close();
+    const { d, c, data } = await daemonHolding(dir, { LUO_IMAGE_STREAM: '0' }, 3 << 20);
     await c.kexec();
     const c2 = await LuoClient.connectRetry(d.socket);
     assert.equal((await c2.status()).kexec?.['streamed'], false);
@@ -192,15 +187,21 @@ test('pre-copy: the preserved pages go to the new daemon ahead of the freeze, th
   }
 });
 
+/** A daemon started with `env` holding `bytes` random bytes as session `vm`, token 1. */
+async function daemonHolding(dir: string, env: NodeJS.ProcessEnv, bytes: number): Promise<{ d: Awaited<ReturnType<typeof startDaemon>>; c: LuoClient; data: Buffer }> {
+  const d = await startDaemon(dir, [], env);
+  const c = await LuoClient.connect(d.socket);
+  const dev = await c.openDevice();
+  const data = randomBytes(bytes);
+  await (await dev.createSession('vm')).preserveBuffer(data, 1);
+  await dev.close();
+  return { d, c, data };
+}
+
 test('a base the new daemon cannot load: it says why, the kexec goes on with every page in the image, no base is left', async () => {
   const dir = tempDir('nobase');
   try {
-    const d = await startDaemon(dir, [], { LUO_TEST_REFUSE_BASE: '1' });
-    const c = await LuoClient.connect(d.socket);
-    const dev = await c.openDevice();
-    const data = randomBytes(1 << 20);
-    await (await dev.createSession('vm')).preserveBuffer(data, 1);
-    await dev.close();
+    const { d, c, data } = await daemonHolding(dir, { LUO_TEST_REFUSE_BASE: '1' }, 1 << 20);
     const st = (await c.kexec()).stats as Record<string, number>;
     assert.equal(st['precopyPages'], undefined);
     assert.ok(st['imageBytes']! > 1 << 20);
@@ -219,12 +220,7 @@ test('a base the new daemon cannot load: it says why, the kexec goes on with eve
 test('LUO_IMAGE_PRECOPY=0: the image carries every page, in this kexec and the ones after', async () => {
   const dir = tempDir('noprecopy');
   try {
-    const d = await startDaemon(dir, [], { LUO_IMAGE_PRECOPY: '0' });
-    const c = await LuoClient.connect(d.socket);
-    const dev = await c.openDevice();
-    const data = randomBytes(2 << 20);
-    await (await dev.createSession('vm')).preserveBuffer(data, 1);
-    await dev.close();
+    const { d, data } = await daemonHolding(dir, { LUO_IMAGE_PRECOPY: '0' }, 2 << 20);
     for (let i = 0; i < 2; i++) {
       const k = await LuoClient.connectRetry(d.socket);
       const st = (await k.kexec()).stats as Record<string, number>;
