@@ -7,7 +7,6 @@
  * timed out, or that expired with this runner's lease, takes no late result). Hosts finishing
  * together have their transactions sent together (batcher.ts), each keeping its own outcome.
  */
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { findRelease } from '../abi/releases.ts';
 import { type FallbackBy, LiveUpdateAgent, type UpdateReport } from '../agent/index.ts';
 import { LuoClient } from '../client/index.ts';
@@ -68,21 +67,19 @@ export interface HostDriver {
 }
 
 /**
- * A simulated host, kept compact while idle: its release and its guest memory deflated (a few KiB
- * for a mostly-empty 1 MiB VM), not a booted machine. Admitted, it boots a machine of its release,
- * puts the guest memory in a memfd the live-update agent adopts, and does the real live update; the
- * guest memory the new kernel handed back is read from the retrieved memfd and compacted again.
+ * A simulated host, kept compact while idle: its id and release, not a booted machine. Admitted,
+ * it boots a machine of its release, puts the guest memory in a memfd the live-update agent
+ * adopts, and does the real live update (the agent checks the memory the new kernel hands back
+ * against its sha256 before the update: a host whose memory came back different is verify-failed).
+ * The VM is paused across an update and writes nothing, so its memory is always the contents it
+ * was made with: made again from the id at each boot, nothing kept in between.
  */
 export class SimHost implements HostDriver {
-  /** Deflated guest memory; undefined until the first update: the VM's first contents, made from the id. */
-  private guest: Uint8Array | undefined;
-
   constructor(readonly id: string, public release: string) {}
 
-  /** The guest memory the host boots with (a Buffer: compared with what comes back). */
-  private guestMemory(): Buffer {
-    if (this.guest) return inflateRawSync(this.guest);
-    const data = Buffer.alloc(VM_BYTES);
+  /** The guest memory the host boots with. */
+  private guestMemory(): Uint8Array {
+    const data = new Uint8Array(VM_BYTES);
     for (let i = 0; i < data.length; i += 4096) data[i] = (i >> 12) & 0xff;
     data.set(new TextEncoder().encode(this.id), 8);
     return data;
@@ -92,20 +89,14 @@ export class SimHost implements HostDriver {
   async update(target: string, fault: HostFault | undefined, fallback: FallbackBy = 'cold-boot'): Promise<UpdateRecord> {
     let report: UpdateReport;
     let host: { machine: Machine; agent: LiveUpdateAgent };
-    const booted = this.guestMemory();
     try {
-      host = this.boot(booted);
+      host = this.boot();
       report = this.run(host, target, fault, fallback);
     } catch (e) {
       return { outcome: 'refused', reason: e instanceof Error ? e.message : String(e), release: this.release };
     }
     const outcome: HostOutcome = report.outcome === 'updated' ? (report.workloads.every((w) => w.files.every((f) => f.verified)) ? 'updated' : 'verify-failed') : report.outcome;
     if (report.outcome !== 'refused') this.release = target;
-    // what the new kernel handed back is the host's memory from now on; after a fall-back the VM's
-    // memory is gone and it restarts from the contents it had (as a VM restarts from its disk)
-    // (compacted again only when it changed: a paused VM's memory comes back as it went)
-    const kept = this.guestOf(host.agent);
-    if (kept && !Buffer.from(kept.buffer, kept.byteOffset, kept.length).equals(booted)) this.guest = deflateRawSync(kept);
     return {
       outcome, release: this.release, blackoutMs: report.blackoutMs, phases: Object.fromEntries(report.phases.map((p) => [p.name, Math.round(p.ms * 1000) / 1000])),
       ...(report.diagnosis ? { reason: report.diagnosis.reason, layer: report.diagnosis.layer } : {}),
@@ -114,21 +105,13 @@ export class SimHost implements HostDriver {
   }
 
   /** A machine of the host's release running its VM (guest memory in a memfd the agent adopted). */
-  private boot(guest: Uint8Array): { machine: Machine; agent: LiveUpdateAgent } {
+  private boot(): { machine: Machine; agent: LiveUpdateAgent } {
     const machine = new Machine({ ramSize: 1n << 30n, build: buildForRelease(this.release) });
     const agent = new LiveUpdateAgent(machine);
-    const fd = agent.createMemfd(`${this.id}-ram`, { writes: [{ at: 0, data: guest }] });
-    const r = agent.adopt({ name: 'vm-1', files: [{ fd, token: 0x100n, label: 'guest RAM' }] });
+    const fd = agent.createMemfd(`${this.id}-ram`, { writes: [{ at: 0, data: this.guestMemory() }] });
+    const r = agent.adopt({ name: 'vm-1', files: [{ fd, token: 0x100n, label: 'guest RAM' }], checksum: 'sha256' });
     if (!r.ok) throw new LuoError('EIO', `host ${this.id}: the agent could not adopt its VM: ${r.errors.map((e) => e.message).join('; ')}`);
     return { machine, agent };
-  }
-
-  /** The guest memory as the running kernel has it now (undefined if the VM is gone). */
-  private guestOf(agent: LiveUpdateAgent): Uint8Array | undefined {
-    const f = agent.workload('vm-1')?.files[0];
-    if (!f || f.fd < 0) return undefined;
-    const buf = new Uint8Array(VM_BYTES);
-    return agent.process.pread(f.fd, buf, 0) === VM_BYTES ? buf : undefined;
   }
 
   private run(host: { machine: Machine; agent: LiveUpdateAgent }, target: string, fault: HostFault | undefined, fallback: FallbackBy): UpdateReport {
