@@ -58,6 +58,8 @@ export interface MemfdMemory {
   zero(pa: bigint, len: number): void;
   /** A page's stored bytes to read in place, if it has storage. */
   storedPage?(pfn: number): Uint8Array | undefined;
+  /** read() into a buffer of the caller's (no copy of its own). */
+  readInto?(pa: bigint, out: Uint8Array, outOff: number, len: number): void;
 }
 
 /** shmem_enabled for the internal shm mount: when page-cache allocations may be PMD folios. */
@@ -217,7 +219,11 @@ export class MemfdInode {
       const index = Math.floor(at / PAGE_SIZE);
       const f = this.folioAt(index);
       const len = Math.min(n - done, f ? (f.index + (1 << f.order)) * PAGE_SIZE - at : PAGE_SIZE - (at % PAGE_SIZE));
-      if (f && f.uptodate) out.set(this.ctx.mem.read(pfnPa(f.pfn) + BigInt(at - f.index * PAGE_SIZE), len), done);
+      if (f && f.uptodate) {
+        const pa = pfnPa(f.pfn) + BigInt(at - f.index * PAGE_SIZE);
+        if (this.ctx.mem.readInto) this.ctx.mem.readInto(pa, out, done, len);
+        else out.set(this.ctx.mem.read(pa, len), done);
+      }
       done += len;
     }
     return out;

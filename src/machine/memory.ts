@@ -156,20 +156,28 @@ export class PhysicalMemory {
 
   /** Copies `len` bytes starting at `pa`. */
   read(pa: bigint, len: number): Uint8Array {
-    let at = this.check(pa, len, 'read');
     const out = new Uint8Array(len);
-    let pos = 0;
-    while (pos < len) {
+    this.readInto(pa, out, 0, len);
+    return out;
+  }
+
+  /** Copies `len` bytes starting at `pa` into `out` at `outOff` (a zero page is written as zeros). */
+  readInto(pa: bigint, out: Uint8Array, outOff: number, len: number): void {
+    let at = this.check(pa, len, 'read');
+    if (outOff < 0 || outOff + len > out.length) throw new LuoError('EINVAL', `read: ${len} byte(s) at offset ${outOff} do not fit a buffer of ${out.length}`);
+    let pos = outOff;
+    const end = outOff + len;
+    while (pos < end) {
       const pfn = Math.floor(at / PAGE_SIZE);
       const off = at - pfn * PAGE_SIZE;
-      const n = Math.min(len - pos, PAGE_SIZE - off);
+      const n = Math.min(end - pos, PAGE_SIZE - off);
       const p = this.pages.get(pfn);
       if (p !== undefined) out.set(p.subarray(off, off + n), pos);
       else if (!this.zeroPages.contains(pfn)) out.set(POISON_PAGE.subarray(off, off + n), pos);
+      else out.fill(0, pos, pos + n);
       pos += n;
       at += n;
     }
-    return out;
   }
 
   write(pa: bigint, data: Uint8Array): void {

@@ -170,3 +170,17 @@ test('runs() describes the page states of a range', () => {
     { state: 'poison', pfn: 10, count: 2 },
   ]);
 });
+
+test('readInto copies zero, poison and data pages into a caller buffer, at an offset; a buffer too small is EINVAL', () => {
+  const mem = new PhysicalMemory({ size: 1n << 20n });
+  mem.write(4096n, new Uint8Array(4096).fill(7));
+  mem.poisonExcept([{ start: 0n, end: 8192n }]);
+  const out = new Uint8Array(3 * 4096 + 10).fill(0xee);
+  mem.readInto(0n, out, 10, 3 * 4096);
+  assert.ok(out.subarray(0, 10).every((b) => b === 0xee), 'bytes before the offset untouched');
+  assert.ok(out.subarray(10, 4106).every((b) => b === 0), 'a zero page reads as zeros, even over old bytes');
+  assert.ok(out.subarray(4106, 8202).every((b) => b === 7));
+  assert.ok(isPoisoned(out.subarray(8202), 8192n), 'a poisoned page');
+  assert.deepEqual(mem.read(4096n, 8), new Uint8Array(8).fill(7));
+  assert.throws(() => mem.readInto(0n, out, 20, 3 * 4096), (e: unknown) => isLuoError(e, 'EINVAL') && /do not fit a buffer/.test((e as Error).message));
+});
