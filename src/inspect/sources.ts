@@ -89,7 +89,7 @@ export function fdtAddrFromMeta(meta: unknown): bigint | undefined {
 }
 
 /** The pages a luo image saved, as segments: DATA pages read through, ZERO runs as zeros; POISON is absent. */
-function imageView(mem: PhysicalMemory): SegmentView {
+function imageView(mem: PhysicalMemory, base: string | undefined): SegmentView {
   const segs: Segment[] = [];
   for (const r of mem.runs(0, mem.nrPages)) {
     if (r.state === 'poison') continue;
@@ -99,7 +99,9 @@ function imageView(mem: PhysicalMemory): SegmentView {
       ? { start, end: start + r.count * PAGE_SIZE, readAt: (o, n) => mem.read(BigInt(start + o), n), scan: true, label }
       : { start, end: start + r.count * PAGE_SIZE, readAt: (_o, n) => new Uint8Array(n), scan: false, label });
   }
-  return new SegmentView(segs, `luo memory image: RAM ${hex(mem.size)}, ${segs.length} saved run(s)`);
+  // a kexec's image over its base (left so by a kill before it was made whole): read with the base
+  const over = base !== undefined ? `, written over the base image ${base} beside it` : '';
+  return new SegmentView(segs, `luo memory image: RAM ${hex(mem.size)}, ${segs.length} saved run(s)${over}`);
 }
 
 const none = (): void => {};
@@ -150,7 +152,7 @@ export async function openInput(path: string, kind: InputKind | undefined, probl
           return fail(`not a usable luo memory image: ${(e as Error).message}`);
         }
         const fdtAddr = fdtAddrFromMeta(loaded.meta);
-        return { kind: k, path, view: imageView(loaded.memory), ...(fdtAddr !== undefined ? { fdtAddr } : {}), close: none };
+        return { kind: k, path, view: imageView(loaded.memory, loaded.base), ...(fdtAddr !== undefined ? { fdtAddr } : {}), close: none };
       }
       case 'raw': {
         const raw = rawView(path);

@@ -174,6 +174,8 @@ export interface LoadedImage {
   /** The file's length and seal (a version 3 image names its base by them). */
   length: number;
   seal: Uint8Array;
+  /** The base image a version 3 image was written over (its file name), if any. */
+  base?: string;
 }
 
 
@@ -635,6 +637,7 @@ export async function readImage(
     }
 
     let base: PhysicalMemory | undefined;
+    let baseName: string | undefined;
     if (blockLen) {
       const at = r.offset;
       const b = await r.take(blockLen, 'base block');
@@ -650,6 +653,7 @@ export async function readImage(
         throw new LuoError('EIO', `loadImage ${path}: corrupt base block at offset ${at}: ${isLuoError(e) ? e.detail : (e as Error).message}`);
       }
       const ref = { name, length: u64num(v, 0, 'base length', path, at), seal: b.slice(8, 16) };
+      baseName = name;
       // (a streamed image's temporary name is in the same directory as its final one)
       base = await resolveBase(path, ref, ramSize, makeMemory, opts.base);
     }
@@ -725,7 +729,7 @@ export async function readImage(
       const size = (await fh.stat()).size;
       if (size !== fileLength) throw new LuoError('EIO', `loadImage ${path}: the finished file is ${size} bytes, its header at offset 48 says ${fileLength}`);
     }
-    return { memory, meta, length: fileLength, seal: stored.slice() };
+    return { memory, meta, length: fileLength, seal: stored.slice(), ...(baseName !== undefined ? { base: baseName } : {}) };
   } catch (e) {
     if (isLuoError(e)) throw e;
     throw new LuoError('EIO', `loadImage ${path}: ${(e as Error).message}`, { cause: e });

@@ -5,7 +5,7 @@
  */
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Machine } from '../../src/kernel/machine.ts';
 import { PhysicalMemory } from '../../src/machine/memory.ts';
 import { SegmentView, bytesSegment } from '../../src/inspect/phys.ts';
@@ -101,14 +101,22 @@ export function captureAtKexec(m: Machine): Capture {
 }
 
 /** Writes a capture as a luo memory image (with or without the root FDT address in its metadata). */
-export async function saveCaptureImage(cap: Capture, path: string, withMeta = true): Promise<void> {
+/**
+ * The capture as a luo memory image; with `overBase`, as a kexec leaves it when killed before the
+ * image was made whole: a base image of that name beside it holding every page, the image naming it.
+ */
+export async function saveCaptureImage(cap: Capture, path: string, withMeta = true, overBase?: string): Promise<void> {
   const mem = new PhysicalMemory({ size: cap.ramSize });
   mem.poisonExcept([]);
   for (const s of cap.segs) mem.write(s.pa, s.bytes);
-  await mem.saveImage(path, {
-    ranges: cap.segs.map((s) => ({ start: s.pa, end: s.pa + BigInt(s.bytes.length) })),
-    meta: withMeta ? { kho: { fdtAddr: `0x${cap.fdtAddr.toString(16)}` } } : { note: 'no kho address' },
-  });
+  const ranges = cap.segs.map((s) => ({ start: s.pa, end: s.pa + BigInt(s.bytes.length) }));
+  const meta = withMeta ? { kho: { fdtAddr: `0x${cap.fdtAddr.toString(16)}` } } : { note: 'no kho address' };
+  if (overBase === undefined) {
+    await mem.saveImage(path, { ranges, meta });
+    return;
+  }
+  const base = await mem.saveImage(join(dirname(path), overBase), { ranges });
+  await mem.saveImage(path, { ranges, meta, base: { name: overBase, length: base.length, seal: base.seal, pages: base.dataPages } });
 }
 
 export const tmp = (): string => mkdtempSync(join(tmpdir(), 'luo-inspect-'));

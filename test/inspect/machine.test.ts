@@ -110,6 +110,11 @@ test('a luo memory image saved at kexec decodes to the sessions, files and bytes
   assert.equal(bare.root!.foundBy, 'scan');
   assert.equal(bare.root!.pa, cap.fdtAddr);
   assertDecoded(bare, made, sessions, reader(cap));
+  // A kexec's image over its base (killed before it was made whole): the same, the base named.
+  await saveCaptureImage(cap, join(dir, 'over.img'), true, 'luo.base.1.1.img');
+  const over = await inspectPath(join(dir, 'over.img'));
+  assert.match(over.input.description, /written over the base image luo\.base\.1\.1\.img beside it/);
+  assertDecoded(over, made, sessions, reader(cap));
 });
 
 test('ELF core dumps of the same memory (QEMU dump-guest-memory and vmcore layouts) decode the same', async () => {

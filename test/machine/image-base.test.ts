@@ -90,6 +90,7 @@ test('an image over a base carries only changed pages and loads byte for byte, t
   assert.equal(readFileSync(s.imgPath).readUInt32LE(8), 3, 'version 3');
   const got = await PhysicalMemory.loadImage(s.imgPath);
   assert.deepEqual(got.meta, { role: 'final' });
+  assert.equal(got.base, 'beside.base.img');
   assert.equal(got.length, w.length);
   assertSame(s.mem, got.memory);
   // the image alone is small: the base holds the rest
