@@ -156,6 +156,8 @@ export async function runServe(opts: ServeOptions): Promise<number> {
       const tLoad = performance.now();
       try {
         h = await loadHandover(image, stream, base);
+        // the base's pages now belong to the booted memory: its own map must not keep freed ones alive
+        base = undefined;
         // a streamed image is read from its temporary name: the finished file is known by its own
         if (stream?.path !== undefined) image = stream.path;
       } catch (e) {
