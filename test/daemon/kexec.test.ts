@@ -399,6 +399,8 @@ test('the new daemon starts ahead of the freeze: the old one serves meanwhile, t
       await assert.rejects(sc.kexec(), (e: Error & { errno?: string }) => e.errno === 'ENOMEM');
       await until(() => processesMentioning('--await-image').length === 0, 'the successor to go away');
       assert.equal((await sc.status()).pid, small.child.pid, 'the old daemon serves on');
+      // its pre-copy went with it: no base image left, nothing held
+      assert.deepEqual(readdirSync(small.stateDir).filter((f) => f.startsWith('luo.')), []);
       await sc.shutdown();
     } finally {
       await cleanup(smallDir);
