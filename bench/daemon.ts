@@ -20,10 +20,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Readable, Writable } from 'node:stream';
 import { LuoClient } from '../src/client/index.ts';
+import { median } from './stats.ts';
 
 const BIN = fileURLToPath(new URL('../bin/luo.mjs', import.meta.url));
 const RUNS = 7;
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function serve(dir: string, env: NodeJS.ProcessEnv): Promise<void> {

@@ -24,6 +24,7 @@ import { etcdDown, etcdUp, type LocalCluster } from '../src/fleet/etcd-local.ts'
 import { type CampaignState, keys, ROOT } from '../src/fleet/keys.ts';
 import { SimHost } from '../src/fleet/runner.ts';
 import { FleetStore } from '../src/fleet/store.ts';
+import { median } from './stats.ts';
 
 const BIN = fileURLToPath(new URL('../bin/luo.mjs', import.meta.url));
 const MAX_CONCURRENT = 100;
@@ -78,7 +79,6 @@ async function hostUpdateTimes(): Promise<number[]> {
   return times;
 }
 
-const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 interface SizeResult {
   hosts: number;

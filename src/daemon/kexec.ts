@@ -227,6 +227,11 @@ function releasePrevious(dir: string): void {
   }
 }
 
+/** An image written as the successor reads it: `<order> TMP` once the file exists, then `written N` lines. */
+function streamedTo(s: Successor, order: 'base' | 'stream'): WriteProgress {
+  return { opened: (tmp) => void s.channel.write(`${order} ${tmp}\n`), written: (n) => void s.channel.write(`written ${n}\n`) };
+}
+
 let precopies = 0;
 /** Base images are named `luo.base.<pid>.<n>.img` in the state directory. */
 const BASE_RE = /^luo\.base\.\d+\.\d+\.img(\.tmp)?$/;
@@ -246,19 +251,14 @@ async function precopyTo(d: LuoDaemon, s: Successor): Promise<Precopy | undefine
   d.mirrors.captureContents();
   const changed = mem.trackChanges();
   const stop = (why: string): void => {
-    mem.stopTracking();
-    try {
-      unlinkSync(path);
-    } catch {
-      /* never renamed into place */
-    }
+    dropBase(d, path);
     d.print('info', `kexec: no pre-copy (${why}); the image will carry every page`);
   };
   let written;
   try {
     written = await mem.saveImage(path, {
       ranges: d.kernel.handoverRanges(), meta: { role: 'luo-kexec-base', pid: process.pid }, durable: false,
-      progress: { opened: (tmp) => void s.channel.write(`base ${tmp}\n`), written: (n) => void s.channel.write(`written ${n}\n`) },
+      progress: streamedTo(s, 'base'),
     });
   } catch (e) {
     // the successor is in the middle of reading it: it cannot be told to go on without
@@ -282,27 +282,18 @@ async function precopyTo(d: LuoDaemon, s: Successor): Promise<Precopy | undefine
 
 /** The base's pages not changed since it was begun. */
 function unchangedPages(pre: Precopy): IntervalSet {
-  const changed = Float64Array.from(pre.changed).sort();
-  const gone = new IntervalSet();
-  for (let i = 0; i < changed.length;) {
-    let j = i + 1;
-    while (j < changed.length && changed[j] === changed[j - 1]! + 1) j++;
-    gone.add(changed[i]!, changed[j - 1]! + 1);
-    i = j;
-  }
   const pages = pre.pages.clone();
-  pages.subtract(gone);
+  pages.subtract(IntervalSet.from([...pre.changed].map((pfn) => ({ start: pfn, end: pfn + 1 }))));
   return pages;
 }
 
-/** A pre-copy the kexec did not use: tracking stops and its base image goes. */
-function dropPrecopy(d: LuoDaemon, pre: Precopy | undefined): void {
-  if (!pre) return;
+/** A pre-copy given up (or never used): the change log stops and the base image at `path` goes. */
+function dropBase(d: LuoDaemon, path: string): void {
   d.machine.memory.stopTracking();
   try {
-    unlinkSync(pre.path);
+    unlinkSync(path);
   } catch {
-    /* gone already */
+    /* never renamed into place, or gone already */
   }
 }
 
@@ -336,7 +327,7 @@ function removeOldBases(dir: string, keep: string | undefined): void {
 /** A kexec called off before the freeze: its pre-copy dropped, its successor sent away. */
 export function abandonPlan(d: LuoDaemon, plan: KexecPlan): void {
   releasePrevious(d.stateDir);
-  dropPrecopy(d, plan.precopy);
+  if (plan.precopy) dropBase(d, plan.precopy.path);
   abandonSuccessor(plan.successor);
 }
 
@@ -397,7 +388,7 @@ export async function kexecIntoNewProcess(d: LuoDaemon, plan: KexecPlan, childAr
   const ahead = plan.successor;
   // a successor that streams reads the image on its own core while this one writes it
   const progress: WriteProgress | undefined = ahead?.streams
-    ? { opened: (tmp) => void ahead.channel.write(`stream ${tmp}\n`), written: (n) => void ahead.channel.write(`written ${n}\n`) }
+    ? streamedTo(ahead, 'stream')
     : undefined;
   // the pages the successor holds already, unchanged since: named, not written
   const base = pre ? { name: pre.name, length: pre.length, seal: pre.seal, pages: unchangedPages(pre) } : undefined;
@@ -408,9 +399,7 @@ export async function kexecIntoNewProcess(d: LuoDaemon, plan: KexecPlan, childAr
   } catch (e) {
     const msg = `kexec: writing ${imgPath} failed: ${(e as Error).message}; the previous image (if any) is intact`;
     d.print('err', msg);
-    releasePrevious(d.stateDir);
-    dropPrecopy(d, pre);
-    abandonSuccessor(ahead);
+    abandonPlan(d, plan);
     return { ok: false, committed: true, errno: ERRNO.EIO, message: msg };
   }
   d.machine.memory.stopTracking();

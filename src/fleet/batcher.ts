@@ -8,7 +8,7 @@
  * transaction is the one it would have had alone. An etcd whose --max-txn-ops is lower than a
  * batch needs gets one transaction each from then on (said once).
  */
-import type { Compare, FleetStore, Op, TxnResult } from './store.ts';
+import { type Compare, type FleetStore, type Op, type TxnResult, txnTooLarge } from './store.ts';
 
 /** Transactions per batch: 16 result writes are 64 operations, half etcd's default limit (128). */
 export const MAX_BATCH = 16;
@@ -77,8 +77,8 @@ export class TxnBatcher {
           return;
         }
       } catch (e) {
-        const why = e instanceof Error ? e.message : String(e);
-        if (/too many operations/i.test(why)) {
+        const why = txnTooLarge(e);
+        if (why !== undefined) {
           this.refused = true;
           this.log?.(`etcd refused ${batch.length} transactions in one (${why}): one transaction each from now on`);
         }

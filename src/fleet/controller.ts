@@ -23,7 +23,7 @@ import { CampaignLedger } from './ledger.ts';
 import { KeyMirror } from './mirror.ts';
 import type { HostResult } from './result.ts';
 import { admissionOpen } from './window.ts';
-import type { Compare, FleetStore, Kv, LeaseHandle, Op, WatchEvent } from './store.ts';
+import { type Compare, type FleetStore, type Kv, type LeaseHandle, type Op, type WatchEvent, txnTooLarge } from './store.ts';
 
 /**
  * Admissions per transaction: 4 shared compares + 5 per host and 3 ops per host stay well inside
@@ -278,9 +278,9 @@ export class Controller {
     for (let i = 0; i < admissions.length; i += ADMIT_BATCH) {
       const batch = admissions.slice(i, i + ADMIT_BATCH);
       const together = batch.length > 1 && !this.batchRefused && (await this.write([...shared, ...batch.flatMap((a) => a.compares)], batch.flatMap((a) => a.ops)).catch((e: unknown) => {
-        const why = e instanceof Error ? e.message : String(e);
+        const why = txnTooLarge(e);
         // a cluster whose --max-txn-ops is lower than a batch needs: one host per transaction from now on
-        if (/too many operations/i.test(why)) {
+        if (why !== undefined) {
           this.batchRefused = true;
           this.log(`etcd refused ${batch.length} admissions in one transaction (${why}): admitting one host per transaction`);
         }

@@ -54,6 +54,15 @@ function storeError(e: unknown, what: string, endpoints: readonly string[]): Luo
   return new LuoError('ECONNREFUSED', `etcd ${endpoints.join(',')}: ${what}: ${msg}`, { cause: e });
 }
 
+/**
+ * The message of an error by which etcd refused a transaction as larger than its --max-txn-ops
+ * allows (undefined for any other error): batching callers then go one transaction at a time.
+ */
+export function txnTooLarge(e: unknown): string | undefined {
+  const why = e instanceof Error ? e.message : String(e);
+  return /too many operations/i.test(why) ? why : undefined;
+}
+
 export class FleetStore {
   private constructor(private readonly client: Etcd3, readonly endpoints: readonly string[]) {}
 

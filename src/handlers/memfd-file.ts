@@ -57,9 +57,9 @@ export interface MemfdMemory {
   /** Zeroing whole pages must not give them host storage (PhysicalMemory.zero does not). */
   zero(pa: bigint, len: number): void;
   /** A page's stored bytes to read in place, if it has storage. */
-  storedPage?(pfn: number): Uint8Array | undefined;
+  storedPage(pfn: number): Uint8Array | undefined;
   /** read() into a buffer of the caller's (no copy of its own). */
-  readInto?(pa: bigint, out: Uint8Array, outOff: number, len: number): void;
+  readInto(pa: bigint, out: Uint8Array, outOff: number, len: number): void;
 }
 
 /** shmem_enabled for the internal shm mount: when page-cache allocations may be PMD folios. */
@@ -219,11 +219,7 @@ export class MemfdInode {
       const index = Math.floor(at / PAGE_SIZE);
       const f = this.folioAt(index);
       const len = Math.min(n - done, f ? (f.index + (1 << f.order)) * PAGE_SIZE - at : PAGE_SIZE - (at % PAGE_SIZE));
-      if (f && f.uptodate) {
-        const pa = pfnPa(f.pfn) + BigInt(at - f.index * PAGE_SIZE);
-        if (this.ctx.mem.readInto) this.ctx.mem.readInto(pa, out, done, len);
-        else out.set(this.ctx.mem.read(pa, len), done);
-      }
+      if (f && f.uptodate) this.ctx.mem.readInto(pfnPa(f.pfn) + BigInt(at - f.index * PAGE_SIZE), out, done, len);
       done += len;
     }
     return out;
@@ -236,7 +232,7 @@ export class MemfdInode {
   holds(off: number, data: Uint8Array): boolean {
     const index = Math.floor(off / PAGE_SIZE);
     const f = this.folioAt(index);
-    const page = f && f.uptodate ? this.ctx.mem.storedPage?.(f.pfn + index - f.index) : undefined;
+    const page = f && f.uptodate ? this.ctx.mem.storedPage(f.pfn + index - f.index) : undefined;
     const have = page ? page.subarray(0, data.length) : this.readAt(off, data.length);
     return Buffer.from(have.buffer, have.byteOffset, have.length).equals(data);
   }

@@ -345,7 +345,6 @@ export class Kho {
     this.tracker.walk(cb);
   }
 
-  /** Every block preserved in this kernel, from luo's own accounting (unordered). */
   /**
    * Every preserved block and tracker page as a pfn range, ascending by pfn: one typed-array sort
    * of the keys (pfn * 64 + order) instead of an array of pairs and a comparator.
@@ -367,6 +366,7 @@ export class Kho {
     return { starts, ends };
   }
 
+  /** Every block preserved in this kernel, from luo's own accounting (unordered). */
   forEachPreservedBlock(cb: (pfn: number, order: number) => void): void {
     for (const [k, order] of this.preserved) cb((k - order) / 64, order);
   }

@@ -60,7 +60,6 @@ export class PageStamps {
     return pfn < end ? end : undefined;
   }
 
-  /** Clears the stamp (a restore). Returns false if there was none. */
   /** The stamped order of the block at `pfn`, cleared at once (one search for get + delete), or undefined. */
   take(pfn: number): number | undefined {
     const i = this.index(pfn);
@@ -70,12 +69,9 @@ export class PageStamps {
     return this.orders[i];
   }
 
+  /** Clears the stamp (a restore). Returns false if there was none. */
   delete(pfn: number): boolean {
-    const i = this.index(pfn);
-    if (i < 0 || this.cleared?.[i]) return false;
-    (this.cleared ??= new Uint8Array(this.count))[i] = 1;
-    this.live--;
-    return true;
+    return this.take(pfn) !== undefined;
   }
 
   /** Stamps not cleared yet. */
